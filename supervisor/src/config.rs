@@ -1,0 +1,410 @@
+//! `secflow.toml`: loading, defaults and validation.
+//!
+//! Every key has its default here, in one place; an unknown key is an error that
+//! names it. Relative paths are resolved against the config file's directory, so
+//! the same file works whatever the current directory is.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A config that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// cannot read config file {path}
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// invalid config file {path}: {message}
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// invalid value in {path}: {message}
+    #[error("invalid value in {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The whole supervisor configuration, with relative paths already resolved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub plugins: PluginsConfig,
+    pub storage: StorageConfig,
+    pub api: ApiConfig,
+    pub trust: TrustConfig,
+    pub limits: LimitsConfig,
+    /// Where the file was loaded from (`None` for built-in defaults).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            plugins: PluginsConfig::default(),
+            storage: StorageConfig::default(),
+            api: ApiConfig::default(),
+            trust: TrustConfig::default(),
+            limits: LimitsConfig::default(),
+            source: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Directories scanned for `*.json` manifests.
+    pub manifest_dirs: Vec<PathBuf>,
+    /// The PATH a plugin sees, and where its `dependencies` are looked up.
+    pub search_path: Vec<PathBuf>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> PluginsConfig {
+        PluginsConfig {
+            manifest_dirs: vec![PathBuf::from("manifests")],
+            search_path: ["/usr/local/bin", "/usr/bin", "/bin"].iter().map(PathBuf::from).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// The SQLite database file.
+    pub path: PathBuf,
+    /// Bound of the writer's queue (write operations waiting to be committed).
+    pub queue_capacity: usize,
+    /// Most write operations committed in one transaction.
+    pub batch_size: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> StorageConfig {
+        StorageConfig {
+            path: PathBuf::from("var/secflow.db"),
+            queue_capacity: 4096,
+            batch_size: 2048,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub socket: PathBuf,
+    /// Peers allowed besides root.
+    pub allowed_uids: Vec<u32>,
+    pub allowed_gids: Vec<u32>,
+    pub max_connections: usize,
+    pub max_request_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> ApiConfig {
+        ApiConfig {
+            socket: PathBuf::from("/run/secflow/secflowd.sock"),
+            allowed_uids: Vec::new(),
+            allowed_gids: Vec::new(),
+            max_connections: 256,
+            max_request_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustConfig {
+    pub require_signatures: bool,
+    /// Paths of ed25519 public key files.
+    pub trusted_keys: Vec<PathBuf>,
+}
+
+/// Per-run resource limits, in the units of the manifest's `sandbox` block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunLimits {
+    pub memory_mb: u64,
+    pub cpu_seconds: u64,
+    pub timeout_seconds: u64,
+    pub max_processes: u64,
+    pub max_open_files: u64,
+    pub max_output_mb: u64,
+}
+
+/// A manifest's optional limits, partially filled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestedLimits {
+    pub memory_mb: Option<u64>,
+    pub cpu_seconds: Option<u64>,
+    pub timeout_seconds: Option<u64>,
+    pub max_processes: Option<u64>,
+    pub max_open_files: Option<u64>,
+    pub max_output_mb: Option<u64>,
+}
+
+/// A manifest limit that asked for more than the ceiling and got the ceiling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CappedLimit {
+    pub field: &'static str,
+    pub requested: u64,
+    pub ceiling: u64,
+}
+
+impl std::fmt::Display for CappedLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sandbox.{} = {} capped at the configured ceiling {}",
+            self.field, self.requested, self.ceiling
+        )
+    }
+}
+
+impl RunLimits {
+    /// The effective limits of a manifest: its own values where it gives them,
+    /// else the defaults, each capped at the ceiling. A manifest may only lower
+    /// what this host grants; the capped fields are returned so they can be logged.
+    pub fn resolve(
+        requested: &RequestedLimits,
+        defaults: &RunLimits,
+        ceiling: &RunLimits,
+    ) -> (RunLimits, Vec<CappedLimit>) {
+        let mut capped = Vec::new();
+        let mut pick = |field: &'static str, req: Option<u64>, def: u64, max: u64| match req {
+            Some(v) if v > max => {
+                capped.push(CappedLimit {
+                    field,
+                    requested: v,
+                    ceiling: max,
+                });
+                max
+            }
+            Some(v) => v,
+            None => def.min(max),
+        };
+        let limits = RunLimits {
+            memory_mb: pick("memory_mb", requested.memory_mb, defaults.memory_mb, ceiling.memory_mb),
+            cpu_seconds: pick("cpu_seconds", requested.cpu_seconds, defaults.cpu_seconds, ceiling.cpu_seconds),
+            timeout_seconds: pick(
+                "timeout_seconds",
+                requested.timeout_seconds,
+                defaults.timeout_seconds,
+                ceiling.timeout_seconds,
+            ),
+            max_processes: pick(
+                "max_processes",
+                requested.max_processes,
+                defaults.max_processes,
+                ceiling.max_processes,
+            ),
+            max_open_files: pick(
+                "max_open_files",
+                requested.max_open_files,
+                defaults.max_open_files,
+                ceiling.max_open_files,
+            ),
+            max_output_mb: pick(
+                "max_output_mb",
+                requested.max_output_mb,
+                defaults.max_output_mb,
+                ceiling.max_output_mb,
+            ),
+        };
+        (limits, capped)
+    }
+}
+
+/// `[limits]`: defaults for manifests that say nothing (the top-level keys), the
+/// ceilings no manifest may exceed (`[limits.ceiling]`), and the protocol bounds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub memory_mb: u64,
+    pub cpu_seconds: u64,
+    pub timeout_seconds: u64,
+    pub max_processes: u64,
+    pub max_open_files: u64,
+    pub max_output_mb: u64,
+    pub ceiling: RunLimits,
+    /// Longest protocol line a plugin may send; a longer one is fatal.
+    pub max_message_bytes: u64,
+    /// Most findings one run may send.
+    pub max_findings: u64,
+    /// How much of a plugin's stderr is kept (its tail).
+    pub stderr_tail_bytes: usize,
+    /// Time between `cancel` and the kill.
+    pub cancel_grace_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            memory_mb: 256,
+            cpu_seconds: 60,
+            timeout_seconds: 120,
+            max_processes: 32,
+            max_open_files: 256,
+            max_output_mb: 64,
+            ceiling: RunLimits {
+                memory_mb: 4096,
+                cpu_seconds: 3600,
+                timeout_seconds: 7200,
+                max_processes: 512,
+                max_open_files: 4096,
+                max_output_mb: 1024,
+            },
+            max_message_bytes: 8 << 20,
+            max_findings: 1_000_000,
+            stderr_tail_bytes: 64 << 10,
+            cancel_grace_ms: 2000,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn defaults(&self) -> RunLimits {
+        RunLimits {
+            memory_mb: self.memory_mb,
+            cpu_seconds: self.cpu_seconds,
+            timeout_seconds: self.timeout_seconds,
+            max_processes: self.max_processes,
+            max_open_files: self.max_open_files,
+            max_output_mb: self.max_output_mb,
+        }
+    }
+}
+
+impl Config {
+    /// Loads and validates a config file; relative paths become relative to it.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses config text as if read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        config.resolve_paths(&base);
+        config.source = Some(path.to_path_buf());
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Built-in defaults with relative paths resolved against `base`.
+    pub fn defaults_in(base: &Path) -> Config {
+        let mut config = Config::default();
+        config.resolve_paths(base);
+        config
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        self.plugins.manifest_dirs.iter_mut().for_each(join);
+        join(&mut self.storage.path);
+        join(&mut self.api.socket);
+        self.trust.trusted_keys.iter_mut().for_each(join);
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let l = &self.limits;
+        let d = l.defaults();
+        for (name, value, ceiling) in [
+            ("memory_mb", d.memory_mb, l.ceiling.memory_mb),
+            ("cpu_seconds", d.cpu_seconds, l.ceiling.cpu_seconds),
+            ("timeout_seconds", d.timeout_seconds, l.ceiling.timeout_seconds),
+            ("max_processes", d.max_processes, l.ceiling.max_processes),
+            ("max_open_files", d.max_open_files, l.ceiling.max_open_files),
+            ("max_output_mb", d.max_output_mb, l.ceiling.max_output_mb),
+        ] {
+            if value == 0 {
+                return Err(format!("limits.{name} must be at least 1"));
+            }
+            if value > ceiling {
+                return Err(format!(
+                    "limits.{name} = {value} is above limits.ceiling.{name} = {ceiling}"
+                ));
+            }
+        }
+        if l.max_message_bytes < 1024 {
+            return Err("limits.max_message_bytes must be at least 1024".into());
+        }
+        if self.storage.queue_capacity == 0 || self.storage.batch_size == 0 {
+            return Err("storage.queue_capacity and storage.batch_size must be at least 1".into());
+        }
+        if self.plugins.manifest_dirs.is_empty() {
+            return Err("plugins.manifest_dirs must name at least one directory".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/secflow/secflow.toml"))
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let c = parse("[storage]\npath = \"var/x.db\"\n[plugins]\nmanifest_dirs = [\"m\", \"/abs\"]\n").unwrap();
+        assert_eq!(c.storage.path, Path::new("/etc/secflow/var/x.db"));
+        assert_eq!(c.plugins.manifest_dirs, vec![PathBuf::from("/etc/secflow/m"), PathBuf::from("/abs")]);
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_that_names_it() {
+        let err = parse("[storage]\npaht = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("paht"), "{err}");
+        assert!(err.contains("/etc/secflow/secflow.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_default_above_its_ceiling_is_refused() {
+        let err = parse("[limits]\nmemory_mb = 9000\n").unwrap_err().to_string();
+        assert!(err.contains("limits.memory_mb"), "{err}");
+    }
+
+    #[test]
+    fn manifest_limits_default_and_are_capped_at_the_ceiling() {
+        let l = LimitsConfig::default();
+        let (got, capped) = RunLimits::resolve(
+            &RequestedLimits {
+                memory_mb: Some(64),
+                max_processes: Some(100_000),
+                ..Default::default()
+            },
+            &l.defaults(),
+            &l.ceiling,
+        );
+        assert_eq!(got.memory_mb, 64, "a manifest may lower a limit");
+        assert_eq!(got.cpu_seconds, l.cpu_seconds, "an unset limit takes the default");
+        assert_eq!(got.max_processes, l.ceiling.max_processes, "a raise stops at the ceiling");
+        assert_eq!(capped.len(), 1);
+        assert_eq!(capped[0].field, "max_processes");
+    }
+}

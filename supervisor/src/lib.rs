@@ -1,0 +1,17 @@
+//! SecFlow's plugin supervisor: discovers and verifies plugins, runs each one
+//! isolated under its manifest's policy, and stores what it finds.
+//!
+//! Data flows one way: request → registry lookup → runner (sandbox + protocol) →
+//! findings stream → schema check → storage → run record. `manifest`, `finding`
+//! and `sandbox::plan` are pure; `sandbox` apply is the only place that makes
+//! isolation syscalls; `storage` owns the database.
+
+pub mod clock;
+pub mod config;
+pub mod finding;
+pub mod manifest;
+pub mod record;
+pub mod registry;
+pub mod schema;
+pub mod storage;
+pub mod trust;

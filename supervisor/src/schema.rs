@@ -1,0 +1,1 @@
+//! The JSON Schemas (manifest, finding), compiled once.

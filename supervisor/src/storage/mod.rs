@@ -1,0 +1,303 @@
+//! The storage port: what the supervisor keeps (runs, findings, telemetry, audit,
+//! plugin revocations) and the one SQLite implementation of it.
+//!
+//! Writes go through a [`StoreWriter`]: a bounded queue feeding one writer thread
+//! that batches them into transactions, so a plugin streaming findings never
+//! waits on a disk sync per finding and never holds a lock. Reads open their own
+//! connections (WAL lets them run beside the writer). A fleet could put another
+//! implementation (PostgreSQL) behind the same trait.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use secflow_plugin_sdk::protocol::{Category, Severity};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::record::RunRecord;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open database {path}")]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot create database directory {path}")]
+    CreateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("database {path} has schema version {found}, newer than this build knows ({known}); upgrade secflow")]
+    TooNew {
+        path: std::path::PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored record is malformed: {0}")]
+    Malformed(String),
+    #[error("the storage writer has stopped")]
+    WriterGone,
+}
+
+/// A finding that passed the schema, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewFinding {
+    /// The plugin's own `fingerprint`, or the computed one (see `finding::fingerprint`).
+    pub fingerprint: String,
+    pub severity: Severity,
+    /// The finding document as the plugin sent it (schema-valid).
+    pub document: Value,
+}
+
+/// Write operations, in the order the writer applies them.
+#[derive(Debug)]
+pub enum WriteOp {
+    /// A run has started: insert its record with status `running`.
+    RunStarted(RunRecord),
+    /// Findings of a detector (or analytics) run: insert, or bump
+    /// `occurrences`/`last_seen` of the finding with the same fingerprint.
+    Findings {
+        run_id: String,
+        plugin: String,
+        plugin_version: String,
+        findings: Vec<NewFinding>,
+    },
+    /// Findings of an enricher run: merge into the stored finding with the same
+    /// fingerprint (`vulnerabilities`, `enrichment.<plugin>`, raised severity).
+    /// One whose fingerprint is unknown is counted as rejected.
+    Enrichments {
+        run_id: String,
+        plugin: String,
+        findings: Vec<NewFinding>,
+    },
+    /// A run has ended: update its record. The writer fills `findings` and
+    /// `findings_rejected` from what it stored (adding to the counts the record
+    /// already carries) and answers with the final record once committed — so
+    /// everything queued before it is durable too.
+    RunFinished {
+        record: Box<RunRecord>,
+        done: oneshot::Sender<Result<RunRecord, StorageError>>,
+    },
+    Telemetry(TelemetryEvent),
+    Audit(AuditEvent),
+    /// Persist a revocation (`revoked: true`) or its lifting.
+    PluginState {
+        state: PluginState,
+        done: Option<oneshot::Sender<Result<(), StorageError>>>,
+    },
+    /// Answers once everything queued before it is committed.
+    Flush(oneshot::Sender<Result<(), StorageError>>),
+}
+
+/// The sending side of the writer queue: cheap to clone, bounded.
+#[derive(Debug, Clone)]
+pub struct StoreWriter {
+    tx: mpsc::Sender<WriteOp>,
+}
+
+impl StoreWriter {
+    pub fn new(tx: mpsc::Sender<WriteOp>) -> StoreWriter {
+        StoreWriter { tx }
+    }
+
+    /// Queues a write; waits while the queue is full (back-pressure on the plugin).
+    pub async fn send(&self, op: WriteOp) -> Result<(), StorageError> {
+        self.tx.send(op).await.map_err(|_| StorageError::WriterGone)
+    }
+
+    /// Queues from a thread that is not in the async runtime.
+    pub fn blocking_send(&self, op: WriteOp) -> Result<(), StorageError> {
+        self.tx.blocking_send(op).map_err(|_| StorageError::WriterGone)
+    }
+
+    /// Ends a run and waits until its record (and everything before it) is committed.
+    pub async fn finish_run(&self, record: RunRecord) -> Result<RunRecord, StorageError> {
+        let (done, rx) = oneshot::channel();
+        self.send(WriteOp::RunFinished {
+            record: Box::new(record),
+            done,
+        })
+        .await?;
+        rx.await.map_err(|_| StorageError::WriterGone)?
+    }
+
+    /// Waits until everything queued so far is committed.
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        let (done, rx) = oneshot::channel();
+        self.send(WriteOp::Flush(done)).await?;
+        rx.await.map_err(|_| StorageError::WriterGone)?
+    }
+
+    pub async fn audit(&self, event: AuditEvent) -> Result<(), StorageError> {
+        self.send(WriteOp::Audit(event)).await
+    }
+
+    /// Persists a plugin's revocation state and waits until it is committed.
+    pub async fn set_plugin_state(&self, state: PluginState) -> Result<(), StorageError> {
+        let (done, rx) = oneshot::channel();
+        self.send(WriteOp::PluginState {
+            state,
+            done: Some(done),
+        })
+        .await?;
+        rx.await.map_err(|_| StorageError::WriterGone)?
+    }
+}
+
+/// A stored finding, as queries return it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredFinding {
+    pub id: i64,
+    /// The run that first reported it.
+    pub run_id: String,
+    pub plugin: PluginId,
+    pub fingerprint: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub occurrences: u64,
+    /// The finding document (with enrichments merged in), plus the stored fields.
+    pub finding: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginId {
+    pub name: String,
+    pub version: String,
+}
+
+/// A telemetry event, one per run (contracts §6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TelemetryEvent {
+    pub event: String,
+    pub plugin: String,
+    pub version: String,
+    pub run_id: String,
+    pub duration_ms: u64,
+    pub cpu_ms: u64,
+    pub memory_mb: u64,
+    pub findings_processed: u64,
+    pub success: bool,
+    pub timestamp: String,
+}
+
+/// An audit event: every invocation, rejection and security event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Assigned by storage; 0 before it is stored.
+    #[serde(default)]
+    pub id: i64,
+    pub timestamp: String,
+    /// e.g. `plugin_invoked`, `plugin_rejected`, `hash_mismatch`, `plugin_revoked`.
+    pub event: String,
+    /// Security events are the ones an operator must look at.
+    pub security: bool,
+    pub plugin: Option<String>,
+    pub run_id: Option<String>,
+    /// The uid that asked for it, when a caller is known.
+    pub actor_uid: Option<u32>,
+    pub message: String,
+    #[serde(default)]
+    pub details: Value,
+}
+
+/// A plugin's persisted revocation state, keyed by name + version + code hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginState {
+    pub name: String,
+    pub version: String,
+    pub code_hash: String,
+    pub revoked: bool,
+    pub reason: Option<String>,
+    pub changed_at: String,
+    pub actor_uid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub limit: Option<u32>,
+    pub plugin: Option<String>,
+    pub status: Option<crate::record::RunStatus>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FindingQuery {
+    /// Findings observed in this run (first seen or seen again).
+    pub run_id: Option<String>,
+    pub plugin: Option<String>,
+    pub min_severity: Option<Severity>,
+    pub limit: Option<u32>,
+    /// Keyset cursor: only findings with `id` greater than this.
+    pub after: Option<i64>,
+}
+
+/// One page of findings; `next` is the cursor for the following page.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FindingPage {
+    pub findings: Vec<StoredFinding>,
+    pub next: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryQuery {
+    pub plugin: Option<String>,
+    pub run_id: Option<String>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub event: Option<String>,
+    pub plugin: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// What the supervisor needs from storage.
+pub trait StoragePort: Send + Sync + std::fmt::Debug {
+    /// The queue into the writer.
+    fn writer(&self) -> StoreWriter;
+    fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StorageError>;
+    /// Newest first.
+    fn runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StorageError>;
+    fn findings(&self, query: &FindingQuery) -> Result<FindingPage, StorageError>;
+    /// Newest first.
+    fn telemetry(&self, query: &TelemetryQuery) -> Result<Vec<TelemetryEvent>, StorageError>;
+    /// Newest first.
+    fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StorageError>;
+    /// Every persisted plugin state (revocations and their lifting).
+    fn plugin_states(&self) -> Result<Vec<PluginState>, StorageError>;
+    /// Runs still marked `running` (left by a daemon that died) become `failed`
+    /// with `kind: interrupted`; returns how many.
+    fn mark_interrupted(&self) -> Result<u64, StorageError>;
+}
+
+/// Used by enrichers' merge: the plugin category decides whether findings are
+/// stored or merged.
+pub fn findings_op(
+    category: Category,
+    run_id: &str,
+    plugin: &str,
+    plugin_version: &str,
+    findings: Vec<NewFinding>,
+) -> WriteOp {
+    match category {
+        Category::Enricher => WriteOp::Enrichments {
+            run_id: run_id.to_string(),
+            plugin: plugin.to_string(),
+            findings,
+        },
+        Category::Detector | Category::Analytics => WriteOp::Findings {
+            run_id: run_id.to_string(),
+            plugin: plugin.to_string(),
+            plugin_version: plugin_version.to_string(),
+            findings,
+        },
+    }
+}
