@@ -35,6 +35,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub trust: TrustConfig,
     pub limits: LimitsConfig,
+    pub sandbox: SandboxConfig,
     /// Where the file was loaded from (`None` for built-in defaults).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -48,6 +49,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             trust: TrustConfig::default(),
             limits: LimitsConfig::default(),
+            sandbox: SandboxConfig::default(),
             source: None,
         }
     }
@@ -121,6 +123,22 @@ pub struct TrustConfig {
     pub require_signatures: bool,
     /// Paths of ed25519 public key files.
     pub trusted_keys: Vec<PathBuf>,
+}
+
+/// `[sandbox]`: how runs are confined on this host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Parent of the per-run private work dirs (each removed after its run).
+    pub work_root: PathBuf,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> SandboxConfig {
+        SandboxConfig {
+            work_root: PathBuf::from("var/runs"),
+        }
+    }
 }
 
 /// Per-run resource limits, in the units of the manifest's `sandbox` block.
@@ -325,6 +343,7 @@ impl Config {
         self.plugins.manifest_dirs.iter_mut().for_each(join);
         join(&mut self.storage.path);
         join(&mut self.api.socket);
+        join(&mut self.sandbox.work_root);
         self.trust.trusted_keys.iter_mut().for_each(join);
     }
 

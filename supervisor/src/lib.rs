@@ -6,12 +6,18 @@
 //! and `sandbox::plan` are pure; `sandbox` apply is the only place that makes
 //! isolation syscalls; `storage` owns the database.
 
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod finding;
 pub mod manifest;
 pub mod record;
 pub mod registry;
+pub mod runner;
+pub mod sandbox;
 pub mod schema;
 pub mod storage;
+pub mod supervisor;
 pub mod trust;
+
+pub use supervisor::{Supervisor, SupervisorError};

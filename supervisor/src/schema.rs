@@ -1,1 +1,341 @@
-//! The JSON Schemas (manifest, finding), compiled once.
+//! The JSON Schemas (manifest, finding), compiled once, and the violations they
+//! report.
+//!
+//! The schema files in `schemas/` are the contract plugin authors read, so the
+//! supervisor embeds exactly those files instead of a second copy in Rust. They
+//! are compiled on first use and shared for the life of the process. Every
+//! schema, ours and the `config_schema` of manifests, is compiled the same way:
+//! draft 2020-12, `format` asserted (so `date-time` is checked), linear-time
+//! regular expressions (a manifest's `pattern` cannot make validation
+//! backtrack), and no fetching of remote `$ref`s.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use jsonschema::{PatternOptions, ValidationError, Validator};
+use serde_json::Value;
+
+/// Most violations reported for one document; the first ones are enough to fix
+/// it, and a hostile document cannot make the report unbounded.
+pub const MAX_VIOLATIONS: usize = 8;
+
+/// Longest instance value quoted verbatim in a violation message.
+const MAX_QUOTED_VALUE: usize = 64;
+
+const FINDING_SCHEMA: &str = include_str!("../../schemas/finding.json");
+const MANIFEST_SCHEMA: &str = include_str!("../../schemas/manifest.json");
+
+/// One way a document fails its schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaViolation {
+    /// JSON pointer of the offending value (`/location/port`); empty for the
+    /// document itself.
+    pub instance_path: String,
+    pub message: String,
+}
+
+impl fmt::Display for SchemaViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.instance_path.is_empty() {
+            write!(f, "(document): {}", self.message)
+        } else {
+            write!(f, "`{}`: {}", self.instance_path, self.message)
+        }
+    }
+}
+
+/// A schema that could not be compiled.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid json schema: {message}")]
+pub struct SchemaError {
+    pub message: String,
+}
+
+/// A compiled JSON Schema (draft 2020-12, formats asserted).
+#[derive(Debug)]
+pub struct CompiledSchema {
+    validator: Validator,
+}
+
+impl CompiledSchema {
+    /// Compiles `schema`; it must itself be a valid draft 2020-12 schema.
+    pub fn compile(schema: &Value) -> Result<CompiledSchema, SchemaError> {
+        let validator = jsonschema::draft202012::options()
+            .should_validate_formats(true)
+            .with_pattern_options(PatternOptions::regex())
+            .build(schema)
+            .map_err(|e| SchemaError {
+                message: format!(
+                    "{}: {}",
+                    display_path(e.instance_path().as_str()),
+                    e.masked()
+                ),
+            })?;
+        Ok(CompiledSchema { validator })
+    }
+
+    /// Checks `doc`; on failure, the first [`MAX_VIOLATIONS`] violations.
+    pub fn validate(&self, doc: &Value) -> Result<(), Vec<SchemaViolation>> {
+        let violations: Vec<SchemaViolation> = self
+            .validator
+            .iter_errors(doc)
+            .take(MAX_VIOLATIONS)
+            .map(|e| violation(&e))
+            .collect();
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(violations)
+        }
+    }
+}
+
+/// Checks a finding as a plugin sent it against `schemas/finding.json`.
+pub fn validate_finding(doc: &Value) -> Result<(), Vec<SchemaViolation>> {
+    static FINDING: OnceLock<CompiledSchema> = OnceLock::new();
+    FINDING
+        .get_or_init(|| embedded(FINDING_SCHEMA))
+        .validate(doc)
+}
+
+/// Checks a manifest document against `schemas/manifest.json`.
+pub fn validate_manifest(doc: &Value) -> Result<(), Vec<SchemaViolation>> {
+    static MANIFEST: OnceLock<CompiledSchema> = OnceLock::new();
+    MANIFEST
+        .get_or_init(|| embedded(MANIFEST_SCHEMA))
+        .validate(doc)
+}
+
+/// Compiles a schema shipped inside this binary. These are constants checked by
+/// the tests below, so failing here is a build defect, not an input error.
+fn embedded(text: &str) -> CompiledSchema {
+    let schema: Value = serde_json::from_str(text).expect("embedded schema is valid JSON");
+    CompiledSchema::compile(&schema).expect("embedded schema compiles")
+}
+
+fn violation(error: &ValidationError<'_>) -> SchemaViolation {
+    let shown = preview(error.instance());
+    SchemaViolation {
+        instance_path: error.instance_path().as_str().to_string(),
+        message: error.masked_with(shown).to_string(),
+    }
+}
+
+/// How an offending value appears in a message: short scalars verbatim, the
+/// rest described, so a 64 KiB string does not end up in a log line.
+fn preview(value: &Value) -> String {
+    match value {
+        Value::String(s) if s.chars().count() <= MAX_QUOTED_VALUE => {
+            Value::String(s.clone()).to_string()
+        }
+        Value::String(s) => format!("a string of {} characters", s.chars().count()),
+        Value::Array(items) => format!("an array of {} items", items.len()),
+        Value::Object(_) => "the object".to_string(),
+        Value::Number(_) | Value::Bool(_) | Value::Null => value.to_string(),
+    }
+}
+
+fn display_path(path: &str) -> String {
+    if path.is_empty() {
+        "(schema)".to_string()
+    } else {
+        format!("`{path}`")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn finding() -> Value {
+        json!({
+            "finding_schema_version": "1.0.0",
+            "rule_id": "x-frame-options-missing",
+            "title": "X-Frame-Options header missing",
+            "severity": "low",
+            "target": "http://127.0.0.1:8080/"
+        })
+    }
+
+    fn paths(result: Result<(), Vec<SchemaViolation>>) -> Vec<String> {
+        result
+            .unwrap_err()
+            .into_iter()
+            .map(|v| v.instance_path)
+            .collect()
+    }
+
+    #[test]
+    fn the_embedded_schemas_are_valid_draft_2020_12() {
+        for text in [FINDING_SCHEMA, MANIFEST_SCHEMA] {
+            let schema: Value = serde_json::from_str(text).unwrap();
+            jsonschema::draft202012::meta::validate(&schema).unwrap();
+            CompiledSchema::compile(&schema).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_minimal_finding_is_valid() {
+        assert_eq!(validate_finding(&finding()), Ok(()));
+    }
+
+    #[test]
+    fn a_full_finding_with_every_optional_field_is_valid() {
+        let mut doc = finding();
+        let extra = json!({
+            "location": {"url": "http://h/p?q", "host": "h", "ip": "10.0.0.1", "port": 8080,
+                         "protocol": "tcp", "path": "/p", "method": "GET", "parameter": "q"},
+            "description": "d", "remediation": "r", "confidence": "high",
+            "tags": ["headers"], "references": ["https://owasp.org"], "cpe": ["cpe:2.3:a:x:y:1"],
+            "evidence": {"matched_at": "http://h/p", "request": "GET /", "response": "200",
+                         "extracted": ["a"], "curl_command": "curl http://h/p"},
+            "vulnerabilities": [{
+                "cve": "CVE-2021-44228", "cwe": ["CWE-502", "NVD-CWE-Other"],
+                "cvss": [{"version": "3.1", "vector": "CVSS:3.1/AV:N", "base_score": 10.0,
+                          "severity": "CRITICAL", "source": "nvd"}],
+                "cpe": ["cpe:2.3:a:apache:log4j:2.14"], "references": ["https://nvd.nist.gov"],
+                "kev": {"date_added": "2021-12-10", "due_date": "2021-12-24"},
+                "description": "log4shell"
+            }],
+            "fingerprint": "abc", "raw": {"anything": [1, 2]},
+            "enrichment": {"cve-mapper": {"epss": 0.9}}
+        });
+        doc.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        assert_eq!(validate_finding(&doc), Ok(()));
+    }
+
+    #[test]
+    fn a_finding_with_a_port_out_of_range_names_location_port() {
+        let mut doc = finding();
+        doc["location"] = json!({"port": 70000});
+        let err = validate_finding(&doc).unwrap_err();
+        assert_eq!(err[0].instance_path, "/location/port");
+        let shown = err[0].to_string();
+        assert!(shown.starts_with("`/location/port`: "), "{shown}");
+        assert!(shown.contains("70000"), "{shown}");
+    }
+
+    #[test]
+    fn a_finding_missing_required_fields_names_each_of_them() {
+        let err = validate_finding(&json!({"finding_schema_version": "1.0.0"})).unwrap_err();
+        let text: Vec<String> = err.iter().map(ToString::to_string).collect();
+        for field in ["rule_id", "title", "severity", "target"] {
+            assert!(
+                text.iter().any(|t| t.contains(field)),
+                "{field} not named in {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_wrong_schema_version_and_an_unknown_severity_are_rejected() {
+        let mut doc = finding();
+        doc["finding_schema_version"] = json!("2.0.0");
+        doc["severity"] = json!("severe");
+        let mut got = paths(validate_finding(&doc));
+        got.sort();
+        assert_eq!(got, vec!["/finding_schema_version", "/severity"]);
+    }
+
+    #[test]
+    fn a_misspelt_top_level_field_is_rejected_by_name() {
+        let mut doc = finding();
+        doc["remediaton"] = json!("patch");
+        let err = validate_finding(&doc).unwrap_err();
+        assert!(err[0].message.contains("remediaton"), "{}", err[0]);
+    }
+
+    #[test]
+    fn oversized_strings_and_arrays_are_rejected_without_quoting_them() {
+        let mut doc = finding();
+        doc["title"] = json!("t".repeat(1025));
+        doc["tags"] = json!(vec!["x"; 65]);
+        let err = validate_finding(&doc).unwrap_err();
+        let mut got: Vec<&str> = err.iter().map(|v| v.instance_path.as_str()).collect();
+        got.sort();
+        assert_eq!(got, vec!["/tags", "/title"]);
+        for v in &err {
+            assert!(
+                v.message.len() < 200,
+                "message quotes the value: {}",
+                v.message
+            );
+        }
+    }
+
+    #[test]
+    fn at_most_eight_violations_are_reported() {
+        let doc = json!({
+            "finding_schema_version": 1, "rule_id": 1, "title": 1, "severity": 1, "target": 1,
+            "description": 1, "remediation": 1, "confidence": 1, "tags": 1, "references": 1,
+            "cpe": 1, "evidence": 1
+        });
+        assert_eq!(validate_finding(&doc).unwrap_err().len(), MAX_VIOLATIONS);
+    }
+
+    #[test]
+    fn a_kev_date_and_a_cve_id_are_format_checked() {
+        let mut doc = finding();
+        doc["vulnerabilities"] = json!([{"cve": "log4shell", "kev": {"date_added": "yesterday"}}]);
+        let mut got = paths(validate_finding(&doc));
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                "/vulnerabilities/0/cve",
+                "/vulnerabilities/0/kev/date_added"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_manifest_with_a_bad_date_time_names_the_field() {
+        let doc = json!({
+            "name": "ferox", "version": "1.0.0", "category": "detector", "entrypoint": "bin/ferox",
+            "code_hash": format!("sha256:{}", "0".repeat(64)), "expires_at": "next tuesday"
+        });
+        assert_eq!(paths(validate_manifest(&doc)), vec!["/expires_at"]);
+    }
+
+    #[test]
+    fn a_manifest_name_must_be_lowercase_and_at_most_64_characters() {
+        for bad in ["Ferox", "", "-x", &"a".repeat(65), "a/b"] {
+            let doc = json!({
+                "name": bad, "version": "1.0.0", "category": "detector", "entrypoint": "x",
+                "code_hash": format!("sha256:{}", "0".repeat(64))
+            });
+            assert_eq!(paths(validate_manifest(&doc)), vec!["/name"], "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_config_schema_is_compiled_and_reports_the_key() {
+        let schema = CompiledSchema::compile(&json!({
+            "type": "object",
+            "properties": {"threads": {"type": "integer", "minimum": 1}},
+            "additionalProperties": false
+        }))
+        .unwrap();
+        assert_eq!(schema.validate(&json!({"threads": 4})), Ok(()));
+        assert_eq!(
+            paths(schema.validate(&json!({"threads": 0}))),
+            vec!["/threads"]
+        );
+    }
+
+    #[test]
+    fn an_invalid_schema_does_not_compile() {
+        let err = CompiledSchema::compile(&json!({"type": "integr"})).unwrap_err();
+        assert!(err.to_string().starts_with("invalid json schema"), "{err}");
+    }
+
+    #[test]
+    fn a_remote_ref_is_not_fetched() {
+        assert!(
+            CompiledSchema::compile(&json!({"$ref": "https://example.invalid/s.json"})).is_err()
+        );
+    }
+}

@@ -1,1 +1,3 @@
-//! Fixtures shared by the integration tests.
+//! Fixtures shared by the integration tests and the test-only plugins.
+
+pub mod fixture;

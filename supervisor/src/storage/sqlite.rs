@@ -1,5 +1,1677 @@
-//! SQLite implementation of the storage port.
+//! SQLite implementation of the storage port: one database file in WAL mode, one
+//! writer thread that owns the write connection, one read connection beside it.
+//!
+//! Writes arrive as [`WriteOp`]s on a bounded queue. The writer thread
+//! (`secflow-store-writer`) takes what is queued, up to `batch_size` operations,
+//! applies them in one transaction and only then answers the operations that
+//! wait for an answer (`RunFinished`, `Flush`, `PluginState`). A plugin streaming
+//! findings therefore pays for a commit per batch, never per finding, and an
+//! answer always means "this and everything queued before it is durable".
+//!
+//! The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] holds one
+//! SQL step per version and `open` applies the missing ones. A database written by
+//! a newer build is refused rather than guessed at.
+//!
+//! Shutdown: the writer thread ends when its queue is closed and drained. A
+//! [`StoreWriter`] clone held elsewhere keeps the queue open, so
+//! [`SqliteStore::shutdown`] (and `Drop`) does not wait for every clone to be
+//! dropped: it marks the store as closing and wakes the writer with a `Flush`;
+//! after that batch the writer closes the queue (later sends fail with
+//! [`StorageError::WriterGone`]), applies everything still buffered, and exits;
+//! `shutdown` joins it. Nothing queued before `shutdown` is lost.
 
-/// The SQLite store.
-#[derive(Debug)]
-pub struct SqliteStore {}
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{
+    params, params_from_iter, Connection, OpenFlags, Row, Transaction, TransactionBehavior,
+};
+use secflow_plugin_sdk::protocol::{Category, Severity};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    AuditEvent, AuditQuery, FindingPage, FindingQuery, NewFinding, PluginId, PluginState, RunQuery,
+    StorageError, StoragePort, StoreWriter, StoredFinding, TelemetryEvent, TelemetryQuery, WriteOp,
+};
+use crate::clock;
+use crate::record::{ErrorKind, RunError, RunRecord, RunStatus};
+
+/// Schema steps: `MIGRATIONS[i]` takes a database from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[include_str!("migrations/001_initial.sql")];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The name of the writer thread (visible in `ps -T`, `top -H`, panics).
+pub const WRITER_THREAD_NAME: &str = "secflow-store-writer";
+
+/// How long a connection waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Page sizes of the list queries.
+const DEFAULT_RUNS_LIMIT: u32 = 50;
+const DEFAULT_FINDINGS_LIMIT: u32 = 100;
+const DEFAULT_EVENTS_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+
+/// Fields of a finding document that say what and where it is, or that storage
+/// owns; an enricher's document without them is what it added.
+const STANDARD_FIELDS: &[&str] = &[
+    "finding_schema_version",
+    "rule_id",
+    "title",
+    "severity",
+    "target",
+    "location",
+    "fingerprint",
+    "vulnerabilities",
+    "id",
+    "run_id",
+    "plugin",
+    "first_seen",
+    "last_seen",
+    "occurrences",
+    "enrichment",
+];
+
+const INTERRUPTED_MESSAGE: &str = "the supervisor stopped while this run was in flight";
+
+/// The SQLite store: the writer thread's queue plus a read connection.
+pub struct SqliteStore {
+    path: PathBuf,
+    tx: mpsc::Sender<WriteOp>,
+    closing: Arc<AtomicBool>,
+    writer: Option<JoinHandle<Result<(), StorageError>>>,
+    reader: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("writer_running", &self.writer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its directory if needed) the database at `path`,
+    /// brings its schema up to [`SCHEMA_VERSION`] and starts the writer thread.
+    ///
+    /// `queue_capacity` bounds the writer queue (senders wait when it is full);
+    /// `batch_size` is the most operations committed in one transaction.
+    pub fn open(
+        path: &Path,
+        queue_capacity: usize,
+        batch_size: usize,
+    ) -> Result<SqliteStore, StorageError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StorageError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_error = |source| StorageError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+
+        let mut conn = Connection::open(path).map_err(open_error)?;
+        // Refuse a newer schema before touching the file in any way.
+        check_version(&conn, path)?;
+        configure(&conn).map_err(open_error)?;
+        conn.pragma_update(None, "cache_size", -32_768)
+            .map_err(open_error)?;
+        migrate(&mut conn, path)?;
+
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_error)?;
+        configure(&reader).map_err(open_error)?;
+
+        let (tx, rx) = mpsc::channel(queue_capacity.max(1));
+        let closing = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            conn,
+            batch_size: batch_size.max(1),
+            counts: HashMap::new(),
+        };
+        let writer_closing = Arc::clone(&closing);
+        let handle = std::thread::Builder::new()
+            .name(WRITER_THREAD_NAME.to_string())
+            .spawn(move || writer.run(rx, &writer_closing))
+            .map_err(|e| {
+                open_error(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!("cannot start the {WRITER_THREAD_NAME} thread: {e}")),
+                ))
+            })?;
+
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            tx,
+            closing,
+            writer: Some(handle),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Commits everything queued so far, closes the writer queue and joins the
+    /// writer thread. Senders still held elsewhere get
+    /// [`StorageError::WriterGone`] from then on. Blocks the calling thread until
+    /// the last batch is committed (from async code, call it in `spawn_blocking`
+    /// or accept a short block). Returns the first write failure the writer met
+    /// during its life, if any (each was also logged and answered).
+    pub fn shutdown(mut self) -> Result<(), StorageError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), StorageError> {
+        let Some(handle) = self.writer.take() else {
+            return Ok(());
+        };
+        self.closing.store(true, Ordering::Release);
+        // Wake the writer. If the queue is full it is awake anyway and sees
+        // `closing` after its current batch; if it is closed the writer is gone.
+        let (done, _answer) = oneshot::channel();
+        let _ = self.tx.try_send(WriteOp::Flush(done));
+        handle.join().map_err(|_| StorageError::WriterGone)?
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection itself usable.
+        self.reader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::error!(path = %self.path.display(), error = %e, "storage writer ended with an error");
+        }
+    }
+}
+
+/// Settings every connection to the file uses.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+fn user_version(conn: &Connection, path: &Path) -> Result<i64, StorageError> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|source| StorageError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn check_version(conn: &Connection, path: &Path) -> Result<i64, StorageError> {
+    let found = user_version(conn, path)?;
+    if found > SCHEMA_VERSION {
+        return Err(StorageError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if found < 0 {
+        return Err(StorageError::Malformed(format!(
+            "database {} has a negative schema version {found}",
+            path.display()
+        )));
+    }
+    Ok(found)
+}
+
+/// Applies the missing migrations, each in its own immediate transaction that
+/// re-reads the version (another process may be migrating the same file).
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StorageError> {
+    let open_error = |source| StorageError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(open_error)?;
+        let version = check_version(&tx, path)?;
+        let Some(step) = usize::try_from(version)
+            .ok()
+            .and_then(|v| MIGRATIONS.get(v))
+        else {
+            return Ok(());
+        };
+        tx.execute_batch(step).map_err(open_error)?;
+        tx.pragma_update(None, "user_version", version + 1)
+            .map_err(open_error)?;
+        tx.commit().map_err(open_error)?;
+        tracing::info!(path = %path.display(), version = version + 1, "database schema migrated");
+    }
+}
+
+/// What the writer counted for a run that has not finished yet.
+#[derive(Debug, Default)]
+struct RunCounts {
+    accepted: u64,
+    rejected: u64,
+}
+
+/// An answer owed once the batch commits (or fails).
+enum Reply {
+    Run(oneshot::Sender<Result<RunRecord, StorageError>>, Box<RunRecord>),
+    Done(oneshot::Sender<Result<(), StorageError>>),
+}
+
+impl Reply {
+    fn of(op: WriteOp) -> Option<Reply> {
+        match op {
+            WriteOp::RunFinished { record, done } => Some(Reply::Run(done, record)),
+            WriteOp::PluginState {
+                done: Some(done), ..
+            } => Some(Reply::Done(done)),
+            WriteOp::Flush(done) => Some(Reply::Done(done)),
+            _ => None,
+        }
+    }
+
+    fn answer(self, outcome: Result<(), &rusqlite::Error>) {
+        // A receiver that stopped waiting is not an error of the writer.
+        match (self, outcome) {
+            (Reply::Run(done, record), Ok(())) => {
+                let _ = done.send(Ok(*record));
+            }
+            (Reply::Done(done), Ok(())) => {
+                let _ = done.send(Ok(()));
+            }
+            (Reply::Run(done, _), Err(e)) => {
+                let _ = done.send(Err(StorageError::Sqlite(copy_error(e))));
+            }
+            (Reply::Done(done), Err(e)) => {
+                let _ = done.send(Err(StorageError::Sqlite(copy_error(e))));
+            }
+        }
+    }
+}
+
+/// `rusqlite::Error` is not `Clone`; every waiter of a failed batch gets an equal copy.
+fn copy_error(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            rusqlite::Error::SqliteFailure(*code, message.clone())
+        }
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    }
+}
+
+/// The writer thread's state: the write connection and the per-run counters.
+struct Writer {
+    conn: Connection,
+    batch_size: usize,
+    counts: HashMap<String, RunCounts>,
+}
+
+impl Writer {
+    fn run(
+        mut self,
+        mut rx: mpsc::Receiver<WriteOp>,
+        closing: &AtomicBool,
+    ) -> Result<(), StorageError> {
+        let mut first_failure = None;
+        let mut batch = Vec::with_capacity(self.batch_size);
+        while let Some(op) = rx.blocking_recv() {
+            batch.push(op);
+            while batch.len() < self.batch_size {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.apply_batch(&mut batch) {
+                first_failure.get_or_insert(StorageError::Sqlite(e));
+            }
+            if closing.load(Ordering::Acquire) {
+                // Buffered operations are still received (and applied); new sends fail.
+                rx.close();
+            }
+        }
+        first_failure.map_or(Ok(()), Err)
+    }
+
+    /// Applies `batch` in one transaction, then answers its waiters.
+    fn apply_batch(&mut self, batch: &mut Vec<WriteOp>) -> Result<(), rusqlite::Error> {
+        let now = clock::now_rfc3339();
+        let mut replies = Vec::new();
+        let outcome = apply_all(
+            &mut self.conn,
+            &mut self.counts,
+            batch.drain(..),
+            &now,
+            &mut replies,
+        );
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, operations = replies.len(), "storage batch failed and was rolled back");
+        }
+        for reply in replies {
+            reply.answer(outcome.as_ref().map(|_| ()));
+        }
+        outcome
+    }
+}
+
+/// Applies every operation in one transaction; on the first failure the rest
+/// are only collected for their answers, and the transaction rolls back.
+fn apply_all(
+    conn: &mut Connection,
+    counts: &mut HashMap<String, RunCounts>,
+    ops: impl Iterator<Item = WriteOp>,
+    now: &str,
+    replies: &mut Vec<Reply>,
+) -> Result<(), rusqlite::Error> {
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            replies.extend(ops.filter_map(Reply::of));
+            return Err(e);
+        }
+    };
+    let mut failure = None;
+    for op in ops {
+        if failure.is_some() {
+            replies.extend(Reply::of(op));
+            continue;
+        }
+        if let Err(e) = apply(&tx, counts, op, now, replies) {
+            failure = Some(e);
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => tx.commit(),
+    }
+}
+
+fn apply(
+    tx: &Transaction<'_>,
+    counts: &mut HashMap<String, RunCounts>,
+    op: WriteOp,
+    now: &str,
+    replies: &mut Vec<Reply>,
+) -> Result<(), rusqlite::Error> {
+    match op {
+        WriteOp::RunStarted(mut record) => {
+            record.status = RunStatus::Running;
+            upsert_run(tx, &record)
+        }
+        WriteOp::Findings {
+            run_id,
+            plugin,
+            plugin_version,
+            findings,
+        } => {
+            store_findings(tx, &run_id, &plugin, &plugin_version, &findings, now)?;
+            counts.entry(run_id).or_default().accepted += findings.len() as u64;
+            Ok(())
+        }
+        WriteOp::Enrichments {
+            run_id,
+            plugin,
+            findings,
+        } => {
+            let (accepted, rejected) = merge_enrichments(tx, &run_id, &plugin, &findings)?;
+            let entry = counts.entry(run_id).or_default();
+            entry.accepted += accepted;
+            entry.rejected += rejected;
+            Ok(())
+        }
+        WriteOp::RunFinished { record, done } => {
+            let mut record = record;
+            if let Some(c) = counts.remove(&record.run_id) {
+                record.findings += c.accepted;
+                record.findings_rejected += c.rejected;
+            }
+            upsert_run(tx, &record)?;
+            replies.push(Reply::Run(done, record));
+            Ok(())
+        }
+        WriteOp::Telemetry(event) => insert_telemetry(tx, &event),
+        WriteOp::Audit(event) => insert_audit(tx, &event, now),
+        WriteOp::PluginState { state, done } => {
+            upsert_plugin_state(tx, &state)?;
+            replies.extend(done.map(Reply::Done));
+            Ok(())
+        }
+        WriteOp::Flush(done) => {
+            replies.push(Reply::Done(done));
+            Ok(())
+        }
+    }
+}
+
+/// `u64` counters as SQLite integers (saturating; no counter gets near it).
+fn sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn from_sql_int(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn severity_rank(s: Severity) -> i64 {
+    s as i64
+}
+
+fn severity_of_rank(rank: i64) -> Severity {
+    usize::try_from(rank)
+        .ok()
+        .and_then(|r| Severity::ALL.get(r).copied())
+        .unwrap_or(Severity::Unknown)
+}
+
+const UPSERT_RUN: &str = "\
+INSERT INTO runs (run_id, plugin, plugin_version, category, status, partial, exit_code, signal,
+    started_at, finished_at, duration_ms, cpu_ms, memory_mb, findings, findings_rejected,
+    outputs, error, stderr_tail, workflow_id, node_id)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+ON CONFLICT (run_id) DO UPDATE SET
+    plugin = excluded.plugin, plugin_version = excluded.plugin_version,
+    category = excluded.category, status = excluded.status, partial = excluded.partial,
+    exit_code = excluded.exit_code, signal = excluded.signal, started_at = excluded.started_at,
+    finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
+    cpu_ms = excluded.cpu_ms, memory_mb = excluded.memory_mb, findings = excluded.findings,
+    findings_rejected = excluded.findings_rejected, outputs = excluded.outputs,
+    error = excluded.error, stderr_tail = excluded.stderr_tail,
+    workflow_id = excluded.workflow_id, node_id = excluded.node_id";
+
+/// Inserts or replaces a run row (a run rejected before it started has no
+/// `RunStarted`, so `RunFinished` must be able to insert too).
+fn upsert_run(tx: &Transaction<'_>, r: &RunRecord) -> Result<(), rusqlite::Error> {
+    let outputs = Value::Object(r.outputs.clone()).to_string();
+    let error = r
+        .error
+        .as_ref()
+        .map(|e| serde_json::to_string(e).unwrap_or_default());
+    tx.prepare_cached(UPSERT_RUN)?.execute(params![
+        r.run_id,
+        r.plugin,
+        r.plugin_version,
+        r.category.as_str(),
+        r.status.as_str(),
+        r.partial,
+        r.exit_code,
+        r.signal,
+        r.started_at,
+        r.finished_at,
+        sql_int(r.duration_ms),
+        sql_int(r.cpu_ms),
+        sql_int(r.memory_mb),
+        sql_int(r.findings),
+        sql_int(r.findings_rejected),
+        outputs,
+        error,
+        r.stderr_tail,
+        r.workflow_id,
+        r.node_id,
+    ])?;
+    Ok(())
+}
+
+/// One statement per finding: insert, or count it seen again. The newest
+/// document replaces the stored one; what enrichers merged lives in its own
+/// columns, and the effective severity never drops below what they raised it to.
+const UPSERT_FINDING: &str = "\
+INSERT INTO findings (fingerprint, run_id, plugin_name, plugin_version, rule_id, title,
+    severity, severity_rank, target, first_seen, last_seen, occurrences, document)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, 1, ?11)
+ON CONFLICT (fingerprint) DO UPDATE SET
+    occurrences = occurrences + 1,
+    last_seen = excluded.last_seen,
+    rule_id = excluded.rule_id,
+    title = excluded.title,
+    target = excluded.target,
+    document = excluded.document,
+    severity = CASE WHEN excluded.severity_rank >= enriched_severity_rank
+        THEN excluded.severity ELSE enriched_severity END,
+    severity_rank = max(excluded.severity_rank, enriched_severity_rank)
+RETURNING id";
+
+const INSERT_OBSERVATION: &str =
+    "INSERT OR IGNORE INTO finding_observations (run_id, finding_id) VALUES (?1, ?2)";
+
+fn store_findings(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    plugin: &str,
+    plugin_version: &str,
+    findings: &[NewFinding],
+    now: &str,
+) -> Result<(), rusqlite::Error> {
+    let mut upsert = tx.prepare_cached(UPSERT_FINDING)?;
+    let mut observe = tx.prepare_cached(INSERT_OBSERVATION)?;
+    for f in findings {
+        let text = |key: &str| f.document.get(key).and_then(Value::as_str).unwrap_or("");
+        let id: i64 = upsert.query_row(
+            params![
+                f.fingerprint,
+                run_id,
+                plugin,
+                plugin_version,
+                text("rule_id"),
+                text("title"),
+                f.severity.as_str(),
+                severity_rank(f.severity),
+                text("target"),
+                now,
+                f.document.to_string(),
+            ],
+            |row| row.get(0),
+        )?;
+        observe.execute(params![run_id, id])?;
+    }
+    Ok(())
+}
+
+const SELECT_ENRICHABLE: &str = "\
+SELECT id, enrichment, enrichment_vulnerabilities, enriched_severity_rank
+FROM findings WHERE fingerprint = ?1";
+
+const UPDATE_ENRICHMENT: &str = "\
+UPDATE findings SET
+    enrichment = ?2,
+    enrichment_vulnerabilities = ?3,
+    enriched_severity = ?4,
+    enriched_severity_rank = ?5,
+    severity = CASE WHEN ?5 > severity_rank THEN ?4 ELSE severity END,
+    severity_rank = max(severity_rank, ?5)
+WHERE id = ?1";
+
+/// Merges an enricher's findings into the stored ones they name by fingerprint;
+/// returns (accepted, rejected).
+fn merge_enrichments(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    plugin: &str,
+    findings: &[NewFinding],
+) -> Result<(u64, u64), rusqlite::Error> {
+    let mut select = tx.prepare_cached(SELECT_ENRICHABLE)?;
+    let mut update = tx.prepare_cached(UPDATE_ENRICHMENT)?;
+    let mut observe = tx.prepare_cached(INSERT_OBSERVATION)?;
+    let (mut accepted, mut rejected) = (0, 0);
+    for f in findings {
+        let mut rows = select.query([&f.fingerprint])?;
+        let Some(row) = rows.next()? else {
+            tracing::warn!(
+                run_id,
+                plugin,
+                fingerprint = %f.fingerprint,
+                "enrichment names no stored finding; counted as rejected"
+            );
+            rejected += 1;
+            continue;
+        };
+        let id: i64 = row.get(0)?;
+        let enrichment: String = row.get(1)?;
+        let vulnerabilities: String = row.get(2)?;
+        let enriched_rank: i64 = row.get(3)?;
+        drop(rows);
+
+        let mut enrichment = match serde_json::from_str::<Value>(&enrichment) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        enrichment.insert(plugin.to_string(), enrichment_of(&f.document));
+        let mut vulnerabilities = match serde_json::from_str::<Value>(&vulnerabilities) {
+            Ok(Value::Array(list)) => list,
+            _ => Vec::new(),
+        };
+        if let Some(Value::Array(new)) = f.document.get("vulnerabilities") {
+            append_vulnerabilities(&mut vulnerabilities, new);
+        }
+        let rank = enriched_rank.max(severity_rank(f.severity));
+        update.execute(params![
+            id,
+            Value::Object(enrichment).to_string(),
+            Value::Array(vulnerabilities).to_string(),
+            severity_of_rank(rank).as_str(),
+            rank,
+        ])?;
+        observe.execute(params![run_id, id])?;
+        accepted += 1;
+    }
+    Ok((accepted, rejected))
+}
+
+/// What an enricher adds under `enrichment.<plugin>`: its finding's own
+/// `enrichment` object, else its document without the standard fields.
+fn enrichment_of(document: &Value) -> Value {
+    if let Some(own @ Value::Object(_)) = document.get("enrichment") {
+        return own.clone();
+    }
+    let mut added = Map::new();
+    if let Value::Object(fields) = document {
+        for (key, value) in fields {
+            if !STANDARD_FIELDS.contains(&key.as_str()) {
+                added.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    Value::Object(added)
+}
+
+/// Appends the entries of `new` whose `cve` is not already in `list` (entries
+/// without a `cve` are deduplicated by equality).
+fn append_vulnerabilities(list: &mut Vec<Value>, new: &[Value]) {
+    for v in new {
+        let present = match v.get("cve").and_then(Value::as_str) {
+            Some(cve) => list.iter().any(|old| {
+                old.get("cve")
+                    .and_then(Value::as_str)
+                    .is_some_and(|c| c.eq_ignore_ascii_case(cve))
+            }),
+            None => list.contains(v),
+        };
+        if !present {
+            list.push(v.clone());
+        }
+    }
+}
+
+fn insert_telemetry(tx: &Transaction<'_>, e: &TelemetryEvent) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(
+        "INSERT INTO telemetry (event, plugin, version, run_id, duration_ms, cpu_ms, memory_mb,
+            findings_processed, success, timestamp)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        e.event,
+        e.plugin,
+        e.version,
+        e.run_id,
+        sql_int(e.duration_ms),
+        sql_int(e.cpu_ms),
+        sql_int(e.memory_mb),
+        sql_int(e.findings_processed),
+        e.success,
+        e.timestamp,
+    ])?;
+    Ok(())
+}
+
+fn insert_audit(tx: &Transaction<'_>, e: &AuditEvent, now: &str) -> Result<(), rusqlite::Error> {
+    let timestamp = if e.timestamp.is_empty() {
+        now
+    } else {
+        &e.timestamp
+    };
+    tx.prepare_cached(
+        "INSERT INTO audit (timestamp, event, security, plugin, run_id, actor_uid, message, details)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        timestamp,
+        e.event,
+        e.security,
+        e.plugin,
+        e.run_id,
+        e.actor_uid,
+        e.message,
+        e.details.to_string(),
+    ])?;
+    Ok(())
+}
+
+fn upsert_plugin_state(tx: &Transaction<'_>, s: &PluginState) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(
+        "INSERT INTO plugins (name, version, code_hash, revoked, reason, changed_at, actor_uid)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (name, version, code_hash) DO UPDATE SET
+            revoked = excluded.revoked, reason = excluded.reason,
+            changed_at = excluded.changed_at, actor_uid = excluded.actor_uid",
+    )?
+    .execute(params![
+        s.name,
+        s.version,
+        s.code_hash,
+        s.revoked,
+        s.reason,
+        s.changed_at,
+        s.actor_uid,
+    ])?;
+    Ok(())
+}
+
+fn page_limit(limit: Option<u32>, default: u32) -> u32 {
+    limit.unwrap_or(default).clamp(1, MAX_LIMIT)
+}
+
+const RUN_COLUMNS: &str = "run_id, plugin, plugin_version, category, status, partial, exit_code, \
+    signal, started_at, finished_at, duration_ms, cpu_ms, memory_mb, findings, findings_rejected, \
+    outputs, error, stderr_tail, workflow_id, node_id";
+
+fn read_run(row: &Row<'_>) -> Result<RunRecord, StorageError> {
+    let run_id: String = row.get(0)?;
+    let malformed = |what: &str| StorageError::Malformed(format!("run {run_id}: {what}"));
+    let category: String = row.get(3)?;
+    let category = [Category::Detector, Category::Enricher, Category::Analytics]
+        .into_iter()
+        .find(|c| c.as_str() == category)
+        .ok_or_else(|| malformed(&format!("unknown category {category:?}")))?;
+    let status: String = row.get(4)?;
+    let status = RunStatus::parse(&status)
+        .ok_or_else(|| malformed(&format!("unknown status {status:?}")))?;
+    let outputs: String = row.get(15)?;
+    let outputs = match serde_json::from_str(&outputs) {
+        Ok(Value::Object(map)) => map,
+        _ => return Err(malformed("outputs is not a JSON object")),
+    };
+    let error = row
+        .get::<_, Option<String>>(16)?
+        .map(|e| serde_json::from_str::<RunError>(&e))
+        .transpose()
+        .map_err(|e| malformed(&format!("error: {e}")))?;
+    Ok(RunRecord {
+        plugin: row.get(1)?,
+        plugin_version: row.get(2)?,
+        category,
+        status,
+        partial: row.get(5)?,
+        exit_code: row.get(6)?,
+        signal: row.get(7)?,
+        started_at: row.get(8)?,
+        finished_at: row.get(9)?,
+        duration_ms: from_sql_int(row.get(10)?),
+        cpu_ms: from_sql_int(row.get(11)?),
+        memory_mb: from_sql_int(row.get(12)?),
+        findings: from_sql_int(row.get(13)?),
+        findings_rejected: from_sql_int(row.get(14)?),
+        outputs,
+        error,
+        stderr_tail: row.get(17)?,
+        workflow_id: row.get(18)?,
+        node_id: row.get(19)?,
+        run_id,
+    })
+}
+
+const FINDING_COLUMNS: &str = "f.id, f.run_id, f.plugin_name, f.plugin_version, f.fingerprint, \
+    f.first_seen, f.last_seen, f.occurrences, f.severity, f.document, f.enrichment, \
+    f.enrichment_vulnerabilities";
+
+/// A stored finding as one object: the document with the enrichments merged in
+/// and the stored fields added (contracts §5).
+fn read_finding(row: &Row<'_>) -> Result<StoredFinding, StorageError> {
+    let id: i64 = row.get(0)?;
+    let malformed = |what: &str| StorageError::Malformed(format!("finding {id}: {what}"));
+    let stored = StoredFinding {
+        id,
+        run_id: row.get(1)?,
+        plugin: PluginId {
+            name: row.get(2)?,
+            version: row.get(3)?,
+        },
+        fingerprint: row.get(4)?,
+        first_seen: row.get(5)?,
+        last_seen: row.get(6)?,
+        occurrences: from_sql_int(row.get(7)?),
+        finding: Value::Null,
+    };
+    let severity: String = row.get(8)?;
+    let document: String = row.get(9)?;
+    let mut document = match serde_json::from_str(&document) {
+        Ok(Value::Object(map)) => map,
+        _ => return Err(malformed("document is not a JSON object")),
+    };
+    let enrichment: String = row.get(10)?;
+    let Ok(Value::Object(enrichment)) = serde_json::from_str(&enrichment) else {
+        return Err(malformed("enrichment is not a JSON object"));
+    };
+    let added: String = row.get(11)?;
+    let Ok(Value::Array(added)) = serde_json::from_str(&added) else {
+        return Err(malformed("enrichment_vulnerabilities is not a JSON array"));
+    };
+
+    if !added.is_empty() {
+        let mut vulnerabilities = match document.remove("vulnerabilities") {
+            Some(Value::Array(list)) => list,
+            _ => Vec::new(),
+        };
+        append_vulnerabilities(&mut vulnerabilities, &added);
+        document.insert("vulnerabilities".into(), Value::Array(vulnerabilities));
+    }
+    // A detector may send its own `enrichment`; the enrichers' entries go over it.
+    let mut merged = match document.remove("enrichment") {
+        Some(Value::Object(own)) => own,
+        _ => Map::new(),
+    };
+    merged.extend(enrichment);
+    document.insert("enrichment".into(), Value::Object(merged));
+    document.insert("severity".into(), Value::String(severity));
+    document.insert("id".into(), Value::from(stored.id));
+    document.insert("run_id".into(), Value::String(stored.run_id.clone()));
+    document.insert(
+        "plugin".into(),
+        serde_json::json!({"name": stored.plugin.name, "version": stored.plugin.version}),
+    );
+    document.insert(
+        "fingerprint".into(),
+        Value::String(stored.fingerprint.clone()),
+    );
+    document.insert(
+        "first_seen".into(),
+        Value::String(stored.first_seen.clone()),
+    );
+    document.insert("last_seen".into(), Value::String(stored.last_seen.clone()));
+    document.insert("occurrences".into(), Value::from(stored.occurrences));
+    Ok(StoredFinding {
+        finding: Value::Object(document),
+        ..stored
+    })
+}
+
+fn read_telemetry(row: &Row<'_>) -> Result<TelemetryEvent, StorageError> {
+    Ok(TelemetryEvent {
+        event: row.get(0)?,
+        plugin: row.get(1)?,
+        version: row.get(2)?,
+        run_id: row.get(3)?,
+        duration_ms: from_sql_int(row.get(4)?),
+        cpu_ms: from_sql_int(row.get(5)?),
+        memory_mb: from_sql_int(row.get(6)?),
+        findings_processed: from_sql_int(row.get(7)?),
+        success: row.get(8)?,
+        timestamp: row.get(9)?,
+    })
+}
+
+fn read_audit(row: &Row<'_>) -> Result<AuditEvent, StorageError> {
+    let id: i64 = row.get(0)?;
+    let details: String = row.get(8)?;
+    let details = serde_json::from_str(&details)
+        .map_err(|e| StorageError::Malformed(format!("audit event {id}: details: {e}")))?;
+    Ok(AuditEvent {
+        id,
+        timestamp: row.get(1)?,
+        event: row.get(2)?,
+        security: row.get(3)?,
+        plugin: row.get(4)?,
+        run_id: row.get(5)?,
+        actor_uid: row.get(6)?,
+        message: row.get(7)?,
+        details,
+    })
+}
+
+/// Runs `sql` with `args` on `conn` and reads every row with `read`.
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    args: Vec<SqlValue>,
+    read: fn(&Row<'_>) -> Result<T, StorageError>,
+) -> Result<Vec<T>, StorageError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params_from_iter(args))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(read(row)?);
+    }
+    Ok(out)
+}
+
+/// Appends ` AND <column> = ?` for each present filter.
+fn filter(sql: &mut String, args: &mut Vec<SqlValue>, column: &str, value: Option<&str>) {
+    if let Some(value) = value {
+        sql.push_str(" AND ");
+        sql.push_str(column);
+        sql.push_str(" = ?");
+        args.push(SqlValue::Text(value.to_string()));
+    }
+}
+
+impl StoragePort for SqliteStore {
+    fn writer(&self) -> StoreWriter {
+        StoreWriter::new(self.tx.clone())
+    }
+
+    fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StorageError> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?");
+        let runs = query_all(
+            &self.reader(),
+            &sql,
+            vec![SqlValue::Text(run_id.to_string())],
+            read_run,
+        )?;
+        Ok(runs.into_iter().next())
+    }
+
+    fn runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StorageError> {
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
+        let mut args = Vec::new();
+        filter(&mut sql, &mut args, "plugin", query.plugin.as_deref());
+        filter(
+            &mut sql,
+            &mut args,
+            "status",
+            query.status.map(RunStatus::as_str),
+        );
+        sql.push_str(" ORDER BY started_at DESC, rowid DESC LIMIT ?");
+        args.push(SqlValue::Integer(
+            page_limit(query.limit, DEFAULT_RUNS_LIMIT).into(),
+        ));
+        query_all(&self.reader(), &sql, args, read_run)
+    }
+
+    fn findings(&self, query: &FindingQuery) -> Result<FindingPage, StorageError> {
+        let mut args = Vec::new();
+        let mut sql = match &query.run_id {
+            Some(run_id) => {
+                args.push(SqlValue::Text(run_id.clone()));
+                format!(
+                    "SELECT {FINDING_COLUMNS} FROM finding_observations o \
+                     JOIN findings f ON f.id = o.finding_id WHERE o.run_id = ?"
+                )
+            }
+            None => format!("SELECT {FINDING_COLUMNS} FROM findings f WHERE 1 = 1"),
+        };
+        filter(
+            &mut sql,
+            &mut args,
+            "f.plugin_name",
+            query.plugin.as_deref(),
+        );
+        if let Some(min) = query.min_severity {
+            sql.push_str(" AND f.severity_rank >= ?");
+            args.push(SqlValue::Integer(severity_rank(min)));
+        }
+        if let Some(after) = query.after {
+            sql.push_str(" AND f.id > ?");
+            args.push(SqlValue::Integer(after));
+        }
+        let limit = page_limit(query.limit, DEFAULT_FINDINGS_LIMIT);
+        sql.push_str(" ORDER BY f.id LIMIT ?");
+        args.push(SqlValue::Integer(limit.into()));
+        let findings = query_all(&self.reader(), &sql, args, read_finding)?;
+        let next = if findings.len() == limit as usize {
+            findings.last().map(|f| f.id)
+        } else {
+            None
+        };
+        Ok(FindingPage { findings, next })
+    }
+
+    fn telemetry(&self, query: &TelemetryQuery) -> Result<Vec<TelemetryEvent>, StorageError> {
+        let mut sql = String::from(
+            "SELECT event, plugin, version, run_id, duration_ms, cpu_ms, memory_mb, \
+             findings_processed, success, timestamp FROM telemetry WHERE 1 = 1",
+        );
+        let mut args = Vec::new();
+        filter(&mut sql, &mut args, "plugin", query.plugin.as_deref());
+        filter(&mut sql, &mut args, "run_id", query.run_id.as_deref());
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        args.push(SqlValue::Integer(
+            page_limit(query.limit, DEFAULT_EVENTS_LIMIT).into(),
+        ));
+        query_all(&self.reader(), &sql, args, read_telemetry)
+    }
+
+    fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StorageError> {
+        let mut sql = String::from(
+            "SELECT id, timestamp, event, security, plugin, run_id, actor_uid, message, details \
+             FROM audit WHERE 1 = 1",
+        );
+        let mut args = Vec::new();
+        filter(&mut sql, &mut args, "event", query.event.as_deref());
+        filter(&mut sql, &mut args, "plugin", query.plugin.as_deref());
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        args.push(SqlValue::Integer(
+            page_limit(query.limit, DEFAULT_EVENTS_LIMIT).into(),
+        ));
+        query_all(&self.reader(), &sql, args, read_audit)
+    }
+
+    fn plugin_states(&self) -> Result<Vec<PluginState>, StorageError> {
+        query_all(
+            &self.reader(),
+            "SELECT name, version, code_hash, revoked, reason, changed_at, actor_uid \
+             FROM plugins ORDER BY name, version, code_hash",
+            Vec::new(),
+            |row| {
+                Ok(PluginState {
+                    name: row.get(0)?,
+                    version: row.get(1)?,
+                    code_hash: row.get(2)?,
+                    revoked: row.get(3)?,
+                    reason: row.get(4)?,
+                    changed_at: row.get(5)?,
+                    actor_uid: row.get(6)?,
+                })
+            },
+        )
+    }
+
+    /// The one write made on the read connection: it runs at daemon start,
+    /// before any run, and is a single statement (WAL + busy timeout let it sit
+    /// beside the writer). `findings` becomes at least the number of findings
+    /// the run was seen to report, since the writer's in-memory counts died
+    /// with the previous daemon.
+    fn mark_interrupted(&self) -> Result<u64, StorageError> {
+        let error = RunError::new(ErrorKind::Interrupted, INTERRUPTED_MESSAGE);
+        let error = serde_json::to_string(&error)
+            .map_err(|e| StorageError::Malformed(format!("interrupted run error: {e}")))?;
+        let now = clock::now_rfc3339();
+        let changed = self
+            .reader()
+            .prepare_cached(
+                "UPDATE runs SET
+                status = 'failed',
+                findings = max(findings, (SELECT count(*) FROM finding_observations o
+                                          WHERE o.run_id = runs.run_id)),
+                partial = max(findings, (SELECT count(*) FROM finding_observations o
+                                         WHERE o.run_id = runs.run_id)) > 0,
+                error = ?1,
+                finished_at = ?2,
+                duration_ms = coalesce(
+                    CAST(max(0, (julianday(?2) - julianday(started_at)) * 86400000) AS INTEGER),
+                    duration_ms)
+             WHERE status = 'running'",
+            )?
+            .execute(params![error, now])?;
+        Ok(changed as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn open(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(&dir.path().join("db").join("secflow.db"), 64, 32).unwrap()
+    }
+
+    fn started(run_id: &str, plugin: &str, category: Category) -> RunRecord {
+        RunRecord {
+            run_id: run_id.to_string(),
+            plugin: plugin.to_string(),
+            plugin_version: "1.0.0".to_string(),
+            category,
+            status: RunStatus::Running,
+            partial: false,
+            exit_code: None,
+            signal: None,
+            started_at: clock::now_rfc3339(),
+            finished_at: None,
+            duration_ms: 0,
+            cpu_ms: 0,
+            memory_mb: 0,
+            findings: 0,
+            findings_rejected: 0,
+            outputs: Map::new(),
+            error: None,
+            stderr_tail: String::new(),
+            workflow_id: None,
+            node_id: None,
+        }
+    }
+
+    fn succeeded(mut record: RunRecord) -> RunRecord {
+        record.status = RunStatus::Succeeded;
+        record.exit_code = Some(0);
+        record.finished_at = Some(clock::now_rfc3339());
+        record
+    }
+
+    fn finding(fingerprint: &str, severity: Severity) -> NewFinding {
+        NewFinding {
+            fingerprint: fingerprint.to_string(),
+            severity,
+            document: json!({
+                "finding_schema_version": "1.0.0",
+                "rule_id": format!("rule-{fingerprint}"),
+                "title": format!("finding {fingerprint}"),
+                "severity": severity.as_str(),
+                "target": "http://target.test/",
+            }),
+        }
+    }
+
+    fn findings_op(run_id: &str, findings: Vec<NewFinding>) -> WriteOp {
+        WriteOp::Findings {
+            run_id: run_id.to_string(),
+            plugin: "detector".to_string(),
+            plugin_version: "1.0.0".to_string(),
+            findings,
+        }
+    }
+
+    /// Runs a detector run that reports `findings` and returns its final record.
+    async fn detector_run(
+        store: &SqliteStore,
+        run_id: &str,
+        findings: Vec<NewFinding>,
+    ) -> RunRecord {
+        let writer = store.writer();
+        let record = started(run_id, "detector", Category::Detector);
+        writer
+            .send(WriteOp::RunStarted(record.clone()))
+            .await
+            .unwrap();
+        writer.send(findings_op(run_id, findings)).await.unwrap();
+        writer.finish_run(succeeded(record)).await.unwrap()
+    }
+
+    fn all_findings(store: &SqliteStore, query: FindingQuery) -> Vec<StoredFinding> {
+        let mut out = Vec::new();
+        let mut query = FindingQuery {
+            limit: Some(query.limit.unwrap_or(MAX_LIMIT)),
+            ..query
+        };
+        loop {
+            let page = store.findings(&query).unwrap();
+            out.extend(page.findings);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return out,
+            }
+        }
+    }
+
+    fn audit_event(event: &str, plugin: &str) -> AuditEvent {
+        AuditEvent {
+            id: 0,
+            timestamp: clock::now_rfc3339(),
+            event: event.to_string(),
+            security: event != "plugin_invoked",
+            plugin: Some(plugin.to_string()),
+            run_id: None,
+            actor_uid: Some(1000),
+            message: format!("{event} {plugin}"),
+            details: json!({"why": "test"}),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_finding_seen_in_two_runs_is_one_row_with_two_occurrences_listed_for_both_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        detector_run(&store, "run-1", vec![finding("fp-1", Severity::High)]).await;
+        let first = all_findings(&store, FindingQuery::default());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        detector_run(&store, "run-2", vec![finding("fp-1", Severity::High)]).await;
+
+        let stored = all_findings(&store, FindingQuery::default());
+        assert_eq!(stored.len(), 1);
+        let f = &stored[0];
+        assert_eq!(f.occurrences, 2);
+        assert_eq!(
+            f.run_id, "run-1",
+            "run_id is the run that first reported it"
+        );
+        assert_eq!(f.first_seen, first[0].first_seen);
+        assert!(
+            f.last_seen > first[0].last_seen,
+            "{} <= {}",
+            f.last_seen,
+            first[0].last_seen
+        );
+        assert_eq!(f.finding["occurrences"], 2);
+        assert_eq!(f.finding["fingerprint"], "fp-1");
+        assert_eq!(
+            f.finding["plugin"],
+            json!({"name": "detector", "version": "1.0.0"})
+        );
+        assert_eq!(f.finding["rule_id"], "rule-fp-1");
+        assert_eq!(f.finding["enrichment"], json!({}));
+
+        for run in ["run-1", "run-2"] {
+            let listed = all_findings(
+                &store,
+                FindingQuery {
+                    run_id: Some(run.to_string()),
+                    ..FindingQuery::default()
+                },
+            );
+            assert_eq!(
+                listed.iter().map(|f| f.id).collect::<Vec<_>>(),
+                vec![f.id],
+                "{run}"
+            );
+        }
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_thousand_findings_stored_twice_are_a_thousand_rows_each_seen_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let batch = || {
+            (0..1000)
+                .map(|i| finding(&format!("fp-{i}"), Severity::Low))
+                .collect()
+        };
+        let first = detector_run(&store, "run-1", batch()).await;
+        let second = detector_run(&store, "run-2", batch()).await;
+        assert_eq!((first.findings, first.findings_rejected), (1000, 0));
+        assert_eq!((second.findings, second.findings_rejected), (1000, 0));
+        assert_eq!(store.run("run-2").unwrap().unwrap().findings, 1000);
+
+        let stored = all_findings(&store, FindingQuery::default());
+        assert_eq!(stored.len(), 1000);
+        assert!(stored.iter().all(|f| f.occurrences == 2));
+        let in_second = all_findings(
+            &store,
+            FindingQuery {
+                run_id: Some("run-2".into()),
+                ..FindingQuery::default()
+            },
+        );
+        assert_eq!(in_second.len(), 1000);
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_enrichment_merges_vulnerabilities_raises_severity_and_names_the_enricher() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let mut detected = finding("fp-1", Severity::Low);
+        detected.document["vulnerabilities"] = json!([{"cve": "CVE-2021-0001"}]);
+        detector_run(&store, "run-1", vec![detected.clone()]).await;
+
+        let writer = store.writer();
+        let record = started("enrich-1", "cve-mapper", Category::Enricher);
+        writer
+            .send(WriteOp::RunStarted(record.clone()))
+            .await
+            .unwrap();
+        let mut with_own = finding("fp-1", Severity::Critical);
+        with_own.document["vulnerabilities"] = json!([
+            {"cve": "CVE-2021-0001", "description": "already known"},
+            {"cve": "CVE-2024-1234", "cvss": [{"version": "3.1", "base_score": 9.8}]}
+        ]);
+        with_own.document["enrichment"] = json!({"kev": true});
+        let mut without_own = finding("fp-1", Severity::Medium);
+        without_own.document["description"] = json!("mapped by product");
+        let unknown = finding("fp-nowhere", Severity::High);
+        writer
+            .send(WriteOp::Enrichments {
+                run_id: "enrich-1".into(),
+                plugin: "cve-mapper".into(),
+                findings: vec![with_own],
+            })
+            .await
+            .unwrap();
+        writer
+            .send(WriteOp::Enrichments {
+                run_id: "enrich-1".into(),
+                plugin: "product-mapper".into(),
+                findings: vec![without_own, unknown],
+            })
+            .await
+            .unwrap();
+        let done = writer.finish_run(succeeded(record)).await.unwrap();
+        assert_eq!((done.findings, done.findings_rejected), (2, 1));
+
+        let stored = all_findings(&store, FindingQuery::default());
+        assert_eq!(stored.len(), 1, "an enrichment never stores a new finding");
+        let doc = &stored[0].finding;
+        assert_eq!(doc["severity"], "critical");
+        let cves: Vec<&str> = doc["vulnerabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["cve"].as_str().unwrap())
+            .collect();
+        assert_eq!(cves, ["CVE-2021-0001", "CVE-2024-1234"]);
+        assert_eq!(doc["enrichment"]["cve-mapper"], json!({"kev": true}));
+        assert_eq!(
+            doc["enrichment"]["product-mapper"],
+            json!({"description": "mapped by product"})
+        );
+        let critical = store
+            .findings(&FindingQuery {
+                min_severity: Some(Severity::Critical),
+                ..FindingQuery::default()
+            })
+            .unwrap();
+        assert_eq!(critical.findings.len(), 1);
+
+        // The detector reporting it again refreshes the document, not the merge.
+        detector_run(&store, "run-2", vec![detected]).await;
+        let doc = &all_findings(&store, FindingQuery::default())[0].finding;
+        assert_eq!(doc["severity"], "critical");
+        assert_eq!(doc["occurrences"], 2);
+        assert_eq!(doc["vulnerabilities"].as_array().unwrap().len(), 2);
+        assert_eq!(doc["enrichment"]["cve-mapper"], json!({"kev": true}));
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn min_severity_and_keyset_paging_return_every_matching_finding_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let findings: Vec<NewFinding> = (0..250)
+            .map(|i| finding(&format!("fp-{i}"), Severity::ALL[i % Severity::ALL.len()]))
+            .collect();
+        detector_run(&store, "run-1", findings).await;
+
+        let expected: Vec<String> = (0..250)
+            .filter(|i| Severity::ALL[i % Severity::ALL.len()] >= Severity::Medium)
+            .map(|i| format!("fp-{i}"))
+            .collect();
+        let mut query = FindingQuery {
+            min_severity: Some(Severity::Medium),
+            limit: Some(7),
+            ..FindingQuery::default()
+        };
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let page = store.findings(&query).unwrap();
+            assert!(page.findings.len() <= 7);
+            pages += 1;
+            seen.extend(page.findings.into_iter().map(|f| {
+                let severity = Severity::parse(f.finding["severity"].as_str().unwrap()).unwrap();
+                assert!(severity >= Severity::Medium, "{severity}");
+                f.fingerprint
+            }));
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected, "ascending id order, each exactly once");
+        assert!(pages >= expected.len() / 7);
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn mark_interrupted_fails_running_runs_and_leaves_finished_ones_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let finished = detector_run(&store, "finished", vec![finding("fp-0", Severity::Low)]).await;
+        let writer = store.writer();
+        writer
+            .send(WriteOp::RunStarted(started(
+                "empty",
+                "detector",
+                Category::Detector,
+            )))
+            .await
+            .unwrap();
+        writer
+            .send(WriteOp::RunStarted(started(
+                "busy",
+                "detector",
+                Category::Detector,
+            )))
+            .await
+            .unwrap();
+        writer
+            .send(findings_op(
+                "busy",
+                vec![
+                    finding("fp-1", Severity::Low),
+                    finding("fp-2", Severity::Low),
+                ],
+            ))
+            .await
+            .unwrap();
+        writer.flush().await.unwrap();
+
+        assert_eq!(store.mark_interrupted().unwrap(), 2);
+        for (run_id, findings) in [("empty", 0), ("busy", 2)] {
+            let run = store.run(run_id).unwrap().unwrap();
+            assert_eq!(run.status, RunStatus::Failed, "{run_id}");
+            assert_eq!(run.partial, findings > 0, "{run_id}");
+            assert_eq!(run.findings, findings, "{run_id}");
+            assert!(run.finished_at.is_some(), "{run_id}");
+            let error = run.error.unwrap();
+            assert_eq!((error.code, error.kind), (0, ErrorKind::Interrupted));
+            assert_eq!(error.message, INTERRUPTED_MESSAGE);
+        }
+        assert_eq!(store.run("finished").unwrap().unwrap(), finished);
+        assert_eq!(store.mark_interrupted().unwrap(), 0);
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn reopening_the_database_keeps_runs_findings_audit_and_plugin_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let path = store.path().to_path_buf();
+        let run = detector_run(&store, "run-1", vec![finding("fp-1", Severity::High)]).await;
+        let writer = store.writer();
+        writer
+            .audit(audit_event("plugin_revoked", "ferox"))
+            .await
+            .unwrap();
+        let revoked = PluginState {
+            name: "ferox".into(),
+            version: "1.0.0".into(),
+            code_hash: "sha256:00".into(),
+            revoked: true,
+            reason: Some("sandbox violation".into()),
+            changed_at: clock::now_rfc3339(),
+            actor_uid: Some(0),
+        };
+        writer.set_plugin_state(revoked.clone()).await.unwrap();
+        let findings = all_findings(&store, FindingQuery::default());
+        drop(writer);
+        store.shutdown().unwrap();
+
+        let reopened = SqliteStore::open(&path, 64, 32).unwrap();
+        assert_eq!(reopened.run("run-1").unwrap(), Some(run));
+        assert_eq!(all_findings(&reopened, FindingQuery::default()), findings);
+        let audit = reopened.audit(&AuditQuery::default()).unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(
+            (audit[0].event.as_str(), audit[0].security),
+            ("plugin_revoked", true)
+        );
+        assert_eq!(audit[0].details, json!({"why": "test"}));
+        assert_eq!(reopened.plugin_states().unwrap(), vec![revoked]);
+        let version: i64 = reopened
+            .reader()
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        reopened.shutdown().unwrap();
+    }
+
+    #[test]
+    fn a_database_with_a_newer_schema_version_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("future.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+
+        let err = SqliteStore::open(&path, 8, 8).unwrap_err();
+        match &err {
+            StorageError::TooNew {
+                path: named,
+                found,
+                known,
+            } => {
+                assert_eq!(named, &path);
+                assert_eq!((*found, *known), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+            }
+            other => panic!("expected TooNew, got {other:?}"),
+        }
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn run_finished_is_answered_only_after_the_findings_before_it_are_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        // A batch of one operation per transaction: every op is its own commit,
+        // so the answer must still wait for the findings' batches before it.
+        let store = SqliteStore::open(&dir.path().join("secflow.db"), 1024, 1).unwrap();
+        let writer = store.writer();
+        let record = started("run-1", "detector", Category::Detector);
+        writer
+            .send(WriteOp::RunStarted(record.clone()))
+            .await
+            .unwrap();
+        for chunk in 0..20 {
+            let findings = (0..50)
+                .map(|i| finding(&format!("fp-{chunk}-{i}"), Severity::Info))
+                .collect();
+            writer.send(findings_op("run-1", findings)).await.unwrap();
+        }
+        let done = writer.finish_run(succeeded(record)).await.unwrap();
+        assert_eq!(done.findings, 1000);
+
+        let other = Connection::open(store.path()).unwrap();
+        let rows: i64 = other
+            .query_row("SELECT count(*) FROM findings", [], |row| row.get(0))
+            .unwrap();
+        let status: String = other
+            .query_row(
+                "SELECT status FROM runs WHERE run_id = 'run-1'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!((rows, status.as_str()), (1000, "succeeded"));
+        drop(writer);
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn shutdown_commits_everything_queued_while_other_writers_are_still_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let path = store.path().to_path_buf();
+        let writer = store.writer();
+        for i in 0..50 {
+            writer
+                .audit(audit_event("plugin_invoked", &format!("p{i}")))
+                .await
+                .unwrap();
+        }
+        let held = writer.clone();
+        tokio::task::spawn_blocking(move || store.shutdown())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(held.flush().await, Err(StorageError::WriterGone)));
+
+        let reopened = SqliteStore::open(&path, 8, 8).unwrap();
+        let audit = reopened
+            .audit(&AuditQuery {
+                limit: Some(1000),
+                ..AuditQuery::default()
+            })
+            .unwrap();
+        assert_eq!(audit.len(), 50);
+        assert_eq!(audit[0].plugin.as_deref(), Some("p49"), "newest first");
+        reopened.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_run_finished_without_starting_is_recorded_and_queries_filter_and_sort() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let writer = store.writer();
+        let mut rejected = started("rejected-1", "nuclei", Category::Detector);
+        rejected.status = RunStatus::Rejected;
+        rejected.error = Some(RunError::new(
+            ErrorKind::PluginRevoked,
+            "plugin nuclei is revoked",
+        ));
+        rejected.findings_rejected = 3;
+        let stored = writer.finish_run(rejected.clone()).await.unwrap();
+        assert_eq!(stored, rejected);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        detector_run(&store, "run-2", Vec::new()).await;
+        writer
+            .send(WriteOp::Telemetry(TelemetryEvent {
+                event: "plugin_executed".into(),
+                plugin: "detector".into(),
+                version: "1.0.0".into(),
+                run_id: "run-2".into(),
+                duration_ms: 12,
+                cpu_ms: 3,
+                memory_mb: 40,
+                findings_processed: 0,
+                success: true,
+                timestamp: clock::now_rfc3339(),
+            }))
+            .await
+            .unwrap();
+        writer
+            .audit(audit_event("plugin_invoked", "detector"))
+            .await
+            .unwrap();
+        writer
+            .audit(audit_event("plugin_rejected", "nuclei"))
+            .await
+            .unwrap();
+        writer.flush().await.unwrap();
+
+        let runs = store.runs(&RunQuery::default()).unwrap();
+        let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(ids, ["run-2", "rejected-1"], "newest first");
+        let only_rejected = store
+            .runs(&RunQuery {
+                status: Some(RunStatus::Rejected),
+                ..RunQuery::default()
+            })
+            .unwrap();
+        assert_eq!(only_rejected, vec![rejected]);
+        let by_plugin = store
+            .runs(&RunQuery {
+                plugin: Some("detector".into()),
+                limit: Some(1),
+                ..RunQuery::default()
+            })
+            .unwrap();
+        assert_eq!(by_plugin.len(), 1);
+        assert_eq!(by_plugin[0].run_id, "run-2");
+
+        let telemetry = store
+            .telemetry(&TelemetryQuery {
+                run_id: Some("run-2".into()),
+                ..TelemetryQuery::default()
+            })
+            .unwrap();
+        assert_eq!((telemetry.len(), telemetry[0].duration_ms), (1, 12));
+        let audit = store
+            .audit(&AuditQuery {
+                event: Some("plugin_rejected".into()),
+                ..AuditQuery::default()
+            })
+            .unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].plugin.as_deref(), Some("nuclei"));
+        assert!(audit[0].id > 0);
+        drop(writer);
+        store.shutdown().unwrap();
+    }
+}

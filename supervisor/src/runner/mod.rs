@@ -1,0 +1,485 @@
+//! One plugin run, from the verified executable to the stored run record.
+//!
+//! The runner opens and hashes the entrypoint, prepares the sandbox, spawns the
+//! plugin, drives the protocol session, reaps the process and records the
+//! outcome (run record, telemetry, audit). It never panics on plugin behaviour:
+//! every way a plugin can misbehave ends as a status and an error kind.
+
+mod process;
+mod session;
+mod streams;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secflow_plugin_sdk::protocol::{self, InitializeParams, PluginRef, ProtocolLimits, RunContextInfo};
+use serde_json::{json, Map, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::clock::now_rfc3339;
+use crate::config::Config;
+use crate::manifest::VerifiedPlugin;
+use crate::record::{ErrorKind, RunError, RunRecord, RunStatus};
+use crate::sandbox::{self, SandboxPlan};
+use crate::storage::{AuditEvent, StoreWriter, TelemetryEvent, WriteOp};
+use process::ExitInfo;
+use session::{Ending, SessionOutcome, SessionSpec};
+
+pub use session::is_cancel_answer;
+
+/// What the caller asks to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    pub plugin: String,
+    pub inputs: Map<String, Value>,
+    /// The run's config before `config_schema` defaults are applied.
+    pub config: Map<String, Value>,
+    /// Wall-clock limit for this run; capped by the manifest's `timeout_seconds`.
+    pub timeout_ms: Option<u64>,
+    pub workflow_id: Option<String>,
+    pub node_id: Option<String>,
+    /// Uid of the caller, for the audit trail.
+    pub actor_uid: Option<u32>,
+}
+
+/// Runs plugins; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    config: Arc<Config>,
+    store: StoreWriter,
+}
+
+/// A new run id: time-ordered (UUID v7), so ids sort by start.
+pub fn new_run_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// A record for a run that is starting (or is refused before it starts).
+pub fn base_record(run_id: &str, plugin: &VerifiedPlugin, request: &RunRequest) -> RunRecord {
+    RunRecord {
+        run_id: run_id.to_string(),
+        plugin: plugin.manifest.name.clone(),
+        plugin_version: plugin.manifest.version.clone(),
+        category: plugin.manifest.category,
+        status: RunStatus::Running,
+        partial: false,
+        exit_code: None,
+        signal: None,
+        started_at: now_rfc3339(),
+        finished_at: None,
+        duration_ms: 0,
+        cpu_ms: 0,
+        memory_mb: 0,
+        findings: 0,
+        findings_rejected: 0,
+        outputs: Map::new(),
+        error: None,
+        stderr_tail: String::new(),
+        workflow_id: request.workflow_id.clone(),
+        node_id: request.node_id.clone(),
+    }
+}
+
+/// An audit event about a run.
+pub fn audit_event(event: &str, security: bool, record: &RunRecord, actor_uid: Option<u32>, message: String, details: Value) -> AuditEvent {
+    AuditEvent {
+        id: 0,
+        timestamp: now_rfc3339(),
+        event: event.to_string(),
+        security,
+        plugin: Some(record.plugin.clone()),
+        run_id: Some(record.run_id.clone()),
+        actor_uid,
+        message,
+        details,
+    }
+}
+
+impl Runner {
+    pub fn new(config: Arc<Config>, store: StoreWriter) -> Runner {
+        Runner { config, store }
+    }
+
+    /// Stores a run that was refused before anything was spawned, with its audit
+    /// event, and returns its final record.
+    pub async fn reject(
+        &self,
+        mut record: RunRecord,
+        error: RunError,
+        security: bool,
+        actor_uid: Option<u32>,
+    ) -> RunRecord {
+        tracing::warn!(run_id = %record.run_id, plugin = %record.plugin, kind = %error.kind, "run rejected: {}", error.message);
+        let event = if security { error.kind.as_str() } else { "run_rejected" };
+        let audit = audit_event(event, security, &record, actor_uid, error.message.clone(), json!({"kind": error.kind}));
+        record.status = RunStatus::Rejected;
+        record.finished_at = Some(now_rfc3339());
+        record.error = Some(error);
+        self.finish(record, vec![audit]).await
+    }
+
+    /// Runs `plugin` with an already validated config. `cancel` set to `true`
+    /// cancels the run.
+    pub async fn run(
+        &self,
+        plugin: &VerifiedPlugin,
+        run_id: String,
+        request: RunRequest,
+        config: Map<String, Value>,
+        cancel: watch::Receiver<bool>,
+    ) -> RunRecord {
+        let started = Instant::now();
+        let record = base_record(&run_id, plugin, &request);
+        if let Err(e) = self.store.send(WriteOp::RunStarted(record.clone())).await {
+            tracing::error!(run_id = %run_id, error = %e, "cannot record run start");
+        }
+
+        // What runs is what was verified: hash the open file, execute that file.
+        let exec = match crate::trust::open_verified(&plugin.entrypoint, &plugin.manifest.code_hash) {
+            Ok(file) => file,
+            Err(e) => {
+                let kind = match e {
+                    crate::trust::TrustError::HashMismatch { .. } => ErrorKind::HashMismatch,
+                    _ => ErrorKind::SpawnFailed,
+                };
+                let security = kind == ErrorKind::HashMismatch;
+                return self.reject(record, RunError::new(kind, e.to_string()), security, request.actor_uid).await;
+            }
+        };
+
+        let plan = sandbox::plan(plugin, &self.config);
+        let workdir = match sandbox::create_workdir(&self.config.sandbox.work_root, &run_id) {
+            Ok(dir) => dir,
+            Err(e) => {
+                let message = format!(
+                    "cannot create the run's work dir under {}: {e}",
+                    self.config.sandbox.work_root.display()
+                );
+                return self.reject(record, RunError::new(ErrorKind::SpawnFailed, message), false, request.actor_uid).await;
+            }
+        };
+        let invoked = audit_event(
+            "plugin_invoked",
+            false,
+            &record,
+            request.actor_uid,
+            format!("{} {} started", record.plugin, record.plugin_version),
+            json!({"policy": &plan}),
+        );
+        let _ = self.store.audit(invoked).await;
+
+        let record = self.execute(plugin, &plan, exec, record, workdir.clone(), request, config, cancel, started).await;
+        if let Err(e) = sandbox::remove_workdir(&workdir) {
+            tracing::warn!(run_id = %run_id, dir = %workdir.display(), error = %e, "cannot remove the run's work dir");
+        }
+        record
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn execute(
+        &self,
+        plugin: &VerifiedPlugin,
+        plan: &SandboxPlan,
+        exec: std::fs::File,
+        mut record: RunRecord,
+        workdir: PathBuf,
+        request: RunRequest,
+        config: Map<String, Value>,
+        cancel: watch::Receiver<bool>,
+        started: Instant,
+    ) -> RunRecord {
+        let limits = &self.config.limits;
+        let timeout = Duration::from_secs(plugin.limits.timeout_seconds)
+            .min(request.timeout_ms.map_or(Duration::MAX, Duration::from_millis));
+        let deadline = started + timeout;
+
+        let prepared = match plan.prepare(exec, &plugin.entrypoint, &workdir) {
+            Ok(p) => p,
+            Err(e) => {
+                let message = format!("cannot prepare the sandbox: {e}");
+                return self.reject(record, RunError::new(ErrorKind::SpawnFailed, message), false, request.actor_uid).await;
+            }
+        };
+        let mut child = match process::spawn(prepared, &plugin.entrypoint, &workdir) {
+            Ok(child) => child,
+            Err(e) => {
+                let message = format!("cannot start {}: {e}", plugin.entrypoint.display());
+                return self.reject(record, RunError::new(ErrorKind::SpawnFailed, message), false, request.actor_uid).await;
+            }
+        };
+
+        let initialize = InitializeParams {
+            protocol_version: protocol::PROTOCOL_VERSION,
+            run_id: record.run_id.clone(),
+            plugin: PluginRef {
+                name: record.plugin.clone(),
+                version: record.plugin_version.clone(),
+            },
+            config,
+            context: RunContextInfo {
+                workdir: workdir.to_string_lossy().into_owned(),
+                deadline_ms: timeout.as_millis() as u64,
+                network: plan.network,
+                workflow_id: request.workflow_id.clone(),
+                node_id: request.node_id.clone(),
+            },
+            limits: ProtocolLimits {
+                max_message_bytes: limits.max_message_bytes,
+                max_findings: limits.max_findings,
+            },
+        };
+        let spec = SessionSpec {
+            run_id: record.run_id.clone(),
+            name: record.plugin.clone(),
+            version: record.plugin_version.clone(),
+            category: record.category,
+            initialize: serde_json::to_value(&initialize).unwrap_or(Value::Null),
+            deadline,
+            grace: Duration::from_millis(limits.cancel_grace_ms),
+            max_findings: limits.max_findings,
+        };
+        let to_plugin = spawn_stdin_writer(child.stdin.take());
+        let from_plugin = match child.stdout.take() {
+            Some(stdout) => streams::spawn_stdout_reader(
+                stdout,
+                limits.max_message_bytes as usize,
+                plan.limits.max_output_mb.saturating_mul(1 << 20),
+            ),
+            None => mpsc::channel(1).1,
+        };
+        let stderr = child
+            .stderr
+            .take()
+            .map(|stderr| streams::spawn_stderr_drain(stderr, limits.stderr_tail_bytes));
+
+        let outcome = session::drive(&spec, request.inputs, &child, to_plugin, from_plugin, cancel, &self.store).await;
+
+        // The session killed the group; the leader is dead or dying.
+        let exit = match tokio::time::timeout(Duration::from_secs(5), child.exited()).await {
+            Ok(Ok(())) => child.reap().ok(),
+            _ => None,
+        };
+        let (stderr_tail, stderr_bytes) = match stderr {
+            Some(task) => match tokio::time::timeout(Duration::from_secs(1), task).await {
+                Ok(Ok(tail)) => tail,
+                _ => (String::new(), 0),
+            },
+            None => (String::new(), 0),
+        };
+        drop(child);
+
+        record.duration_ms = started.elapsed().as_millis() as u64;
+        record.finished_at = Some(now_rfc3339());
+        if let Some(exit) = exit {
+            record.exit_code = exit.exit_code;
+            record.signal = exit.signal;
+            record.cpu_ms = exit.cpu_ms;
+            record.memory_mb = exit.memory_mb;
+        }
+        record.stderr_tail = stderr_tail;
+        record.findings_rejected = outcome.rejected;
+        let (status, error) = conclude(&outcome, exit.as_ref(), timeout);
+        record.status = status;
+        record.error = error;
+        record.partial = !matches!(status, RunStatus::Succeeded | RunStatus::Rejected);
+        if let Some(Ok(result)) = &outcome.run_answer {
+            record.outputs = result.outputs.clone();
+        }
+        tracing::info!(
+            run_id = %record.run_id, plugin = %record.plugin, status = %record.status,
+            findings = outcome.accepted, rejected = outcome.rejected, stderr_bytes,
+            duration_ms = record.duration_ms, "run ended"
+        );
+
+        let mut audit = Vec::new();
+        if let Some(error) = &record.error {
+            if matches!(error.kind, ErrorKind::IdentityMismatch | ErrorKind::SandboxViolation) {
+                audit.push(audit_event(error.kind.as_str(), true, &record, request.actor_uid, error.message.clone(), json!({})));
+            }
+        }
+        self.finish(record, audit).await
+    }
+
+    /// Commits the final record, its telemetry and audit events; returns the
+    /// record as stored (with storage's finding counts).
+    async fn finish(&self, record: RunRecord, audit: Vec<AuditEvent>) -> RunRecord {
+        for event in audit {
+            let _ = self.store.audit(event).await;
+        }
+        let stored = match self.store.finish_run(record.clone()).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!(run_id = %record.run_id, error = %e, "cannot store the run record");
+                record
+            }
+        };
+        let telemetry = TelemetryEvent {
+            event: "plugin_executed".into(),
+            plugin: stored.plugin.clone(),
+            version: stored.plugin_version.clone(),
+            run_id: stored.run_id.clone(),
+            duration_ms: stored.duration_ms,
+            cpu_ms: stored.cpu_ms,
+            memory_mb: stored.memory_mb,
+            findings_processed: stored.findings + stored.findings_rejected,
+            success: stored.status == RunStatus::Succeeded,
+            timestamp: now_rfc3339(),
+        };
+        let _ = self.store.send(WriteOp::Telemetry(telemetry)).await;
+        stored
+    }
+}
+
+/// The run's status and error from what the session saw and how the process
+/// ended. Pure; the order of the checks is the precedence.
+fn conclude(outcome: &SessionOutcome, exit: Option<&ExitInfo>, timeout: Duration) -> (RunStatus, Option<RunError>) {
+    if let Some(fault) = &outcome.fault {
+        if fault.kind == ErrorKind::IdentityMismatch {
+            return (RunStatus::Rejected, Some(fault.clone()));
+        }
+    }
+    match outcome.ending {
+        Some(Ending::Deadline) => {
+            let message = format!("the run passed its deadline of {} ms and was stopped", timeout.as_millis());
+            return (RunStatus::TimedOut, Some(RunError::new(ErrorKind::Timeout, message)));
+        }
+        Some(Ending::Cancelled) => {
+            return (
+                RunStatus::Cancelled,
+                Some(RunError::new(ErrorKind::Cancelled, "the run was cancelled")),
+            );
+        }
+        None => {}
+    }
+    if let Some(fault) = &outcome.fault {
+        return (RunStatus::Failed, Some(fault.clone()));
+    }
+    let how = describe_exit(exit);
+    match &outcome.run_answer {
+        Some(Err(error)) => {
+            let mut e = RunError::new(
+                ErrorKind::PluginError,
+                format!("the plugin reported an error: {} (code {})", error.message, error.code),
+            );
+            e.code = error.code;
+            (RunStatus::Failed, Some(e))
+        }
+        None => (
+            RunStatus::Failed,
+            Some(RunError::new(
+                ErrorKind::PluginCrashed,
+                format!("the plugin {how} without answering run"),
+            )),
+        ),
+        Some(Ok(_)) => match exit {
+            Some(ExitInfo {
+                exit_code: Some(0), ..
+            }) => (RunStatus::Succeeded, None),
+            _ if outcome.killed => (
+                RunStatus::Failed,
+                Some(RunError::new(
+                    ErrorKind::ProtocolViolation,
+                    "the plugin did not exit after shutdown and end of input; it was killed",
+                )),
+            ),
+            _ => (
+                RunStatus::Failed,
+                Some(RunError::new(ErrorKind::PluginCrashed, format!("the plugin {how} after answering run"))),
+            ),
+        },
+    }
+}
+
+fn describe_exit(exit: Option<&ExitInfo>) -> String {
+    match exit {
+        Some(ExitInfo {
+            exit_code: Some(code), ..
+        }) => format!("exited with status {code}"),
+        Some(ExitInfo { signal: Some(sig), .. }) => format!("was killed by signal {sig}"),
+        _ => "ended".to_string(),
+    }
+}
+
+/// The plugin's stdin, fed from a queue by its own task; dropping every sender
+/// closes stdin (end of input for the plugin).
+fn spawn_stdin_writer(stdin: Option<tokio::process::ChildStdin>) -> mpsc::Sender<String> {
+    let (tx, mut rx) = mpsc::channel::<String>(64);
+    if let Some(mut stdin) = stdin {
+        tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+                    // The plugin closed its stdin; the session learns the rest from stdout.
+                    return;
+                }
+            }
+        });
+    }
+    tx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secflow_plugin_sdk::protocol::{RpcError, RunResult};
+
+    fn exit(code: Option<i32>, signal: Option<i32>) -> ExitInfo {
+        ExitInfo {
+            exit_code: code,
+            signal,
+            cpu_ms: 0,
+            memory_mb: 0,
+        }
+    }
+
+    #[test]
+    fn a_clean_answer_and_exit_zero_is_success() {
+        let outcome = SessionOutcome {
+            run_answer: Some(Ok(RunResult::default())),
+            ..Default::default()
+        };
+        assert_eq!(conclude(&outcome, Some(&exit(Some(0), None)), Duration::ZERO).0, RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn the_deadline_wins_over_a_crash_and_keeps_the_run_partial() {
+        let outcome = SessionOutcome {
+            ending: Some(Ending::Deadline),
+            ..Default::default()
+        };
+        let (status, error) = conclude(&outcome, Some(&exit(None, Some(9))), Duration::from_secs(1));
+        assert_eq!(status, RunStatus::TimedOut);
+        assert_eq!(error.unwrap().kind, ErrorKind::Timeout);
+    }
+
+    #[test]
+    fn an_identity_mismatch_is_a_rejection() {
+        let outcome = SessionOutcome {
+            fault: Some(RunError::new(ErrorKind::IdentityMismatch, "x")),
+            ..Default::default()
+        };
+        assert_eq!(conclude(&outcome, None, Duration::ZERO).0, RunStatus::Rejected);
+    }
+
+    #[test]
+    fn exiting_without_an_answer_is_a_crash_naming_the_status() {
+        let (status, error) = conclude(&SessionOutcome::default(), Some(&exit(Some(3), None)), Duration::ZERO);
+        assert_eq!(status, RunStatus::Failed);
+        let error = error.unwrap();
+        assert_eq!(error.kind, ErrorKind::PluginCrashed);
+        assert!(error.message.contains("status 3"), "{}", error.message);
+    }
+
+    #[test]
+    fn a_plugin_error_keeps_its_code() {
+        let outcome = SessionOutcome {
+            run_answer: Some(Err(RpcError::new(-32002, "target unreachable"))),
+            ..Default::default()
+        };
+        let (status, error) = conclude(&outcome, Some(&exit(Some(0), None)), Duration::ZERO);
+        assert_eq!(status, RunStatus::Failed);
+        assert_eq!(error.unwrap().code, -32002);
+    }
+}

@@ -1,0 +1,430 @@
+//! One protocol session with a running plugin: `initialize`, `run` with the
+//! streamed notifications, `cancel` on deadline or request, `shutdown`.
+//!
+//! A single `select!` loop owns the session state; the pipes are served by their
+//! own tasks (see `streams`), so the loop never blocks on the plugin. Whatever
+//! the plugin does, the loop ends in bounded time: at the deadline it sends
+//! `cancel`, and after the grace period it kills the process group.
+
+use std::time::Duration;
+
+use secflow_plugin_sdk::protocol::{
+    self, code, method, Category, FindingParams, InitializeResult, LogLevel, LogParams, Message, MessageKind,
+    ProgressParams, RpcError, RunResult,
+};
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::process::PluginProcess;
+use super::streams::StdoutEvent;
+use crate::record::{ErrorKind, RunError};
+use crate::storage::{findings_op, NewFinding, StoreWriter};
+
+const INITIALIZE_ID: u64 = 1;
+const RUN_ID: u64 = 2;
+const SHUTDOWN_ID: u64 = 3;
+/// Findings sent to storage in one message.
+const FINDING_BATCH: usize = 512;
+/// Schema errors logged per run; the rest are only counted.
+const LOGGED_REJECTIONS: u64 = 5;
+
+/// Who the plugin must say it is, and what it may do.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    pub run_id: String,
+    pub name: String,
+    pub version: String,
+    pub category: Category,
+    pub initialize: Value,
+    pub deadline: Instant,
+    pub grace: Duration,
+    pub max_findings: u64,
+}
+
+/// Why a session stopped early, when it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The deadline passed.
+    Deadline,
+    /// The caller cancelled.
+    Cancelled,
+}
+
+/// What the session saw; the runner turns it into a run status.
+#[derive(Debug, Default)]
+pub struct SessionOutcome {
+    /// The plugin answered `initialize` acceptably.
+    pub initialized: bool,
+    /// The plugin's answer to `run`, when it gave one.
+    pub run_answer: Option<Result<RunResult, RpcError>>,
+    /// A deadline or cancel request that stopped the run.
+    pub ending: Option<Ending>,
+    /// A fatal fault of the plugin (protocol violation, identity mismatch, …).
+    pub fault: Option<RunError>,
+    /// Findings that passed the schema and went to storage.
+    pub accepted: u64,
+    /// Findings that failed the schema.
+    pub rejected: u64,
+    /// The session had to kill the plugin.
+    pub killed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Initializing,
+    Running,
+    ShuttingDown,
+    /// stdin closed; waiting for the process to exit.
+    Closing,
+}
+
+/// Drives the protocol until the plugin is done or has been killed. The process
+/// is not reaped here.
+pub async fn drive(
+    spec: &SessionSpec,
+    inputs: Map<String, Value>,
+    process: &PluginProcess,
+    to_plugin: mpsc::Sender<String>,
+    mut from_plugin: mpsc::Receiver<StdoutEvent>,
+    mut cancel: watch::Receiver<bool>,
+    store: &StoreWriter,
+) -> SessionOutcome {
+    let mut state = State {
+        spec,
+        outcome: SessionOutcome::default(),
+        next_seq: 1,
+        batch: Vec::new(),
+        inputs: Some(inputs),
+        to_plugin: Some(to_plugin),
+        phase: Phase::Initializing,
+        store,
+    };
+    state.send(Message::request(INITIALIZE_ID, method::INITIALIZE, spec.initialize.clone()));
+
+    // Set once the plugin must be gone by then (after cancel, after shutdown, or
+    // once it exited and we only wait for its stdout to close).
+    let mut kill_at: Option<Instant> = None;
+    let mut exited = false;
+    let mut cancel_open = true;
+    loop {
+        tokio::select! {
+            event = from_plugin.recv() => {
+                let stop = match event {
+                    Some(StdoutEvent::Line(line)) => {
+                        let step = state.on_line(&line);
+                        if !from_plugin.is_empty() && state.batch.len() < FINDING_BATCH {
+                            // More is waiting: keep batching before touching storage.
+                        } else {
+                            state.flush().await;
+                        }
+                        step
+                    }
+                    Some(StdoutEvent::TooLong { limit }) => state.fatal(
+                        ErrorKind::ProtocolViolation,
+                        format!("the plugin sent a line longer than max_message_bytes ({limit} bytes)"),
+                    ),
+                    Some(StdoutEvent::OutputLimit { limit }) => state.fatal(
+                        ErrorKind::OutputLimit,
+                        format!("the plugin's output passed sandbox.max_output_mb ({} MiB)", limit >> 20),
+                    ),
+                    Some(StdoutEvent::Failed(e)) => state.fatal(
+                        ErrorKind::ProtocolViolation,
+                        format!("reading the plugin's stdout failed: {e}"),
+                    ),
+                    Some(StdoutEvent::Eof) | None => Step::Eof,
+                };
+                match stop {
+                    Step::Continue => {}
+                    Step::ShutdownSent => kill_at = Some(Instant::now() + spec.grace),
+                    Step::Closed => kill_at = Some(Instant::now() + spec.grace),
+                    Step::Eof | Step::Fatal => break,
+                }
+            }
+            _ = tokio::time::sleep_until(spec.deadline), if state.outcome.ending.is_none() && state.phase == Phase::Running => {
+                state.outcome.ending = Some(Ending::Deadline);
+                state.send(Message::notification(method::CANCEL, json!({"reason": "deadline"})));
+                kill_at = Some(Instant::now() + spec.grace);
+            }
+            // A plugin that never answers `initialize` is stopped at the deadline too.
+            _ = tokio::time::sleep_until(spec.deadline), if state.outcome.ending.is_none() && state.phase == Phase::Initializing => {
+                state.outcome.ending = Some(Ending::Deadline);
+                break;
+            }
+            changed = cancel.changed(), if cancel_open && state.outcome.ending.is_none() => {
+                match changed {
+                    Ok(()) if *cancel.borrow() => {
+                        state.outcome.ending = Some(Ending::Cancelled);
+                        if state.phase == Phase::Initializing {
+                            break;
+                        }
+                        state.send(Message::notification(method::CANCEL, json!({"reason": "cancelled"})));
+                        kill_at = Some(Instant::now() + spec.grace);
+                    }
+                    Ok(()) => {}
+                    Err(_) => cancel_open = false,
+                }
+            }
+            _ = async { tokio::time::sleep_until(kill_at.unwrap_or_else(Instant::now)).await }, if kill_at.is_some() => {
+                break;
+            }
+            _ = process.exited(), if !exited => {
+                // The plugin is gone; what it wrote is still in the pipe. Anything
+                // left holding stdout open (its own children) gets a short while.
+                exited = true;
+                let soon = Instant::now() + Duration::from_millis(500);
+                kill_at = Some(kill_at.map_or(soon, |k| k.min(soon)));
+            }
+        }
+    }
+    state.flush().await;
+    // Whatever is still running of the plugin now ends.
+    state.to_plugin = None;
+    if !exited {
+        let waited = tokio::time::timeout(Duration::from_millis(50), process.exited()).await;
+        if waited.is_err() {
+            state.outcome.killed = true;
+        }
+    }
+    process.kill_group();
+    state.outcome
+}
+
+enum Step {
+    Continue,
+    ShutdownSent,
+    Closed,
+    Eof,
+    Fatal,
+}
+
+struct State<'a> {
+    spec: &'a SessionSpec,
+    outcome: SessionOutcome,
+    next_seq: u64,
+    batch: Vec<NewFinding>,
+    /// Moved into the `run` request once `initialize` succeeded.
+    inputs: Option<Map<String, Value>>,
+    to_plugin: Option<mpsc::Sender<String>>,
+    phase: Phase,
+    store: &'a StoreWriter,
+}
+
+impl State<'_> {
+    fn send(&mut self, message: Message) {
+        if let Some(tx) = &self.to_plugin {
+            // The stdin writer queue is generous; a plugin that does not read its
+            // stdin only delays its own messages, never the session.
+            if tx.try_send(message.to_line()).is_err() {
+                tracing::debug!(run_id = %self.spec.run_id, "plugin stdin queue full or closed");
+            }
+        }
+    }
+
+    fn fatal(&mut self, kind: ErrorKind, message: String) -> Step {
+        if self.outcome.fault.is_none() {
+            self.outcome.fault = Some(RunError::new(kind, message));
+        }
+        Step::Fatal
+    }
+
+    async fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let findings = std::mem::take(&mut self.batch);
+        let op = findings_op(self.spec.category, &self.spec.run_id, &self.spec.name, &self.spec.version, findings);
+        if let Err(e) = self.store.send(op).await {
+            tracing::error!(run_id = %self.spec.run_id, error = %e, "cannot store findings");
+            self.fatal(ErrorKind::StorageError, format!("findings could not be stored: {e}"));
+        }
+    }
+
+    fn on_line(&mut self, line: &[u8]) -> Step {
+        let message: Message = match serde_json::from_slice(line) {
+            Ok(m) => m,
+            Err(e) => {
+                return self.fatal(
+                    ErrorKind::ProtocolViolation,
+                    format!("the plugin wrote a line that is not a JSON-RPC message: {e}"),
+                )
+            }
+        };
+        match message.kind() {
+            MessageKind::Response => self.on_response(message),
+            MessageKind::Notification => self.on_notification(message),
+            MessageKind::Request => self.fatal(
+                ErrorKind::ProtocolViolation,
+                format!(
+                    "the plugin sent a request ({}); plugins may only answer and notify",
+                    message.method.unwrap_or_default()
+                ),
+            ),
+            MessageKind::Invalid => self.fatal(
+                ErrorKind::ProtocolViolation,
+                "the plugin sent an invalid JSON-RPC 2.0 message".to_string(),
+            ),
+        }
+    }
+
+    fn on_response(&mut self, message: Message) -> Step {
+        let id = message.id.as_ref().and_then(Value::as_u64);
+        match (self.phase, id) {
+            (Phase::Initializing, Some(INITIALIZE_ID)) => self.on_initialized(message),
+            (Phase::Running, Some(RUN_ID)) => {
+                self.outcome.run_answer = Some(match message.error {
+                    Some(error) => Err(error),
+                    None => match serde_json::from_value::<RunResult>(message.result.unwrap_or(Value::Null)) {
+                        Ok(result) => {
+                            let sent = self.next_seq - 1;
+                            if result.findings != sent {
+                                return self.fatal(
+                                    ErrorKind::ProtocolViolation,
+                                    format!(
+                                        "the plugin answered run with findings = {} but sent {sent} finding notifications",
+                                        result.findings
+                                    ),
+                                );
+                            }
+                            Ok(result)
+                        }
+                        Err(e) => {
+                            return self.fatal(ErrorKind::ProtocolViolation, format!("malformed run result: {e}"))
+                        }
+                    },
+                });
+                self.phase = Phase::ShuttingDown;
+                self.send(Message::request(SHUTDOWN_ID, method::SHUTDOWN, json!({})));
+                Step::ShutdownSent
+            }
+            (Phase::ShuttingDown, Some(SHUTDOWN_ID)) => {
+                self.phase = Phase::Closing;
+                // Closing stdin is the second signal to exit.
+                self.to_plugin = None;
+                Step::Closed
+            }
+            _ => self.fatal(
+                ErrorKind::ProtocolViolation,
+                format!("the plugin answered a request that was not pending (id {:?})", message.id),
+            ),
+        }
+    }
+
+    fn on_initialized(&mut self, message: Message) -> Step {
+        if let Some(error) = message.error {
+            return self.fatal(
+                ErrorKind::PluginError,
+                format!("the plugin refused initialize: {} (code {})", error.message, error.code),
+            );
+        }
+        let result: InitializeResult = match serde_json::from_value(message.result.unwrap_or(Value::Null)) {
+            Ok(r) => r,
+            Err(e) => return self.fatal(ErrorKind::ProtocolViolation, format!("malformed initialize result: {e}")),
+        };
+        if result.protocol_version != protocol::PROTOCOL_VERSION {
+            return self.fatal(
+                ErrorKind::ProtocolViolation,
+                format!(
+                    "the plugin speaks protocol version {}, the supervisor speaks {}",
+                    result.protocol_version,
+                    protocol::PROTOCOL_VERSION
+                ),
+            );
+        }
+        let expected = (&self.spec.name, &self.spec.version, self.spec.category);
+        if (&result.name, &result.version, result.category) != expected {
+            return self.fatal(
+                ErrorKind::IdentityMismatch,
+                format!(
+                    "the plugin says it is {} {} ({}) but its manifest declares {} {} ({})",
+                    result.name, result.version, result.category, expected.0, expected.1, expected.2
+                ),
+            );
+        }
+        self.outcome.initialized = true;
+        self.phase = Phase::Running;
+        let inputs = self.inputs.take().unwrap_or_default();
+        self.send(Message::request(RUN_ID, method::RUN, json!({ "inputs": inputs })));
+        Step::Continue
+    }
+
+    fn on_notification(&mut self, message: Message) -> Step {
+        let method = message.method.as_deref().unwrap_or_default();
+        let params = message.params.unwrap_or(Value::Null);
+        match method {
+            method::FINDING if self.phase == Phase::Running => self.on_finding(params),
+            method::FINDING => self.fatal(
+                ErrorKind::ProtocolViolation,
+                "the plugin sent a finding while no run was pending".to_string(),
+            ),
+            method::PROGRESS => {
+                if let Ok(p) = serde_json::from_value::<ProgressParams>(params) {
+                    tracing::debug!(run_id = %self.spec.run_id, completed = p.completed, total = ?p.total, message = ?p.message, "plugin progress");
+                }
+                Step::Continue
+            }
+            method::LOG => {
+                match serde_json::from_value::<LogParams>(params) {
+                    Ok(l) => {
+                        let (run_id, plugin) = (&self.spec.run_id, &self.spec.name);
+                        match l.level {
+                            LogLevel::Debug => tracing::debug!(%run_id, %plugin, fields = ?l.fields, "{}", l.message),
+                            LogLevel::Info => tracing::info!(%run_id, %plugin, fields = ?l.fields, "{}", l.message),
+                            LogLevel::Warn => tracing::warn!(%run_id, %plugin, fields = ?l.fields, "{}", l.message),
+                            LogLevel::Error => tracing::error!(%run_id, %plugin, fields = ?l.fields, "{}", l.message),
+                        }
+                        Step::Continue
+                    }
+                    Err(e) => self.fatal(ErrorKind::ProtocolViolation, format!("malformed log notification: {e}")),
+                }
+            }
+            other => self.fatal(
+                ErrorKind::ProtocolViolation,
+                format!("the plugin sent an unknown notification {other:?}"),
+            ),
+        }
+    }
+
+    fn on_finding(&mut self, params: Value) -> Step {
+        let FindingParams { seq, finding } = match serde_json::from_value(params) {
+            Ok(p) => p,
+            Err(e) => return self.fatal(ErrorKind::ProtocolViolation, format!("malformed finding notification: {e}")),
+        };
+        if seq != self.next_seq {
+            return self.fatal(
+                ErrorKind::ProtocolViolation,
+                format!("finding seq {seq} where {} was due (seq counts from 1 without gaps)", self.next_seq),
+            );
+        }
+        if seq > self.spec.max_findings {
+            return self.fatal(
+                ErrorKind::OutputLimit,
+                format!("the plugin sent more than limits.max_findings ({}) findings", self.spec.max_findings),
+            );
+        }
+        self.next_seq += 1;
+        match crate::schema::validate_finding(&finding) {
+            Ok(()) => {
+                self.outcome.accepted += 1;
+                self.batch.push(NewFinding {
+                    fingerprint: crate::finding::fingerprint(&self.spec.name, &finding),
+                    severity: crate::finding::severity(&finding),
+                    document: finding,
+                });
+            }
+            Err(violations) => {
+                self.outcome.rejected += 1;
+                if self.outcome.rejected <= LOGGED_REJECTIONS {
+                    let errors: Vec<String> = violations.iter().map(ToString::to_string).collect();
+                    tracing::warn!(run_id = %self.spec.run_id, plugin = %self.spec.name, seq, errors = ?errors, "finding rejected by the schema");
+                }
+            }
+        }
+        Step::Continue
+    }
+}
+
+/// Whether a JSON-RPC error answer to `run` means "cancelled as asked".
+pub fn is_cancel_answer(error: &RpcError) -> bool {
+    error.code == code::CANCELLED
+}

@@ -1,0 +1,171 @@
+//! The plugin's output pipes, drained concurrently and with bounds.
+//!
+//! A full pipe blocks the child, so stdout and stderr each have a task that
+//! reads them as fast as they fill. stdout is cut into protocol lines no longer
+//! than `max_message_bytes` (a longer line is fatal and is never buffered whole);
+//! stderr keeps only its last `tail_bytes`.
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::sync::mpsc;
+
+/// What the stdout task reports, in order.
+#[derive(Debug)]
+pub enum StdoutEvent {
+    Line(Vec<u8>),
+    /// A line passed `max_message_bytes`; the task stops reading.
+    TooLong { limit: usize },
+    /// The total output passed `max_output_bytes`; the task stops reading.
+    OutputLimit { limit: u64 },
+    Eof,
+    Failed(std::io::Error),
+}
+
+/// Reads protocol lines from `stdout` until EOF, an error or a bound is hit.
+pub fn spawn_stdout_reader<R>(
+    stdout: R,
+    max_line: usize,
+    max_output_bytes: u64,
+) -> mpsc::Receiver<StdoutEvent>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    // A small queue: the session applies back-pressure to the plugin through it.
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        let mut reader = BufReader::with_capacity(64 << 10, stdout);
+        let mut total: u64 = 0;
+        loop {
+            let event = match read_bounded_line(&mut reader, max_line).await {
+                Ok(BoundedLine::Line(line)) => {
+                    total += line.len() as u64 + 1;
+                    if total > max_output_bytes {
+                        StdoutEvent::OutputLimit {
+                            limit: max_output_bytes,
+                        }
+                    } else {
+                        StdoutEvent::Line(line)
+                    }
+                }
+                Ok(BoundedLine::TooLong) => StdoutEvent::TooLong { limit: max_line },
+                Ok(BoundedLine::Eof) => StdoutEvent::Eof,
+                Err(e) => StdoutEvent::Failed(e),
+            };
+            let last = !matches!(event, StdoutEvent::Line(_));
+            if tx.send(event).await.is_err() || last {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+enum BoundedLine {
+    Line(Vec<u8>),
+    TooLong,
+    Eof,
+}
+
+/// One line without its `\n`, never holding more than `max` bytes of it.
+/// A final line without a newline counts as a line.
+async fn read_bounded_line<R: AsyncBufReadExt + Unpin>(reader: &mut R, max: usize) -> std::io::Result<BoundedLine> {
+    let mut line = Vec::new();
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(if line.is_empty() {
+                BoundedLine::Eof
+            } else {
+                BoundedLine::Line(line)
+            });
+        }
+        let (chunk, found_newline) = match memchr(b'\n', available) {
+            Some(i) => (&available[..i], true),
+            None => (available, false),
+        };
+        if line.len() + chunk.len() > max {
+            return Ok(BoundedLine::TooLong);
+        }
+        line.extend_from_slice(chunk);
+        let used = chunk.len() + usize::from(found_newline);
+        reader.consume(used);
+        if found_newline {
+            return Ok(BoundedLine::Line(line));
+        }
+    }
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+/// Drains stderr to its end and returns its last `tail_bytes` (lossy UTF-8,
+/// cut at a character boundary) and the total byte count.
+pub fn spawn_stderr_drain<R>(stderr: R, tail_bytes: usize) -> tokio::task::JoinHandle<(String, u64)>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut stderr = stderr;
+        let mut tail: std::collections::VecDeque<u8> = std::collections::VecDeque::with_capacity(tail_bytes.min(64 << 10));
+        let mut buf = vec![0u8; 16 << 10];
+        let mut total = 0u64;
+        loop {
+            match stderr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    total += n as u64;
+                    let chunk = &buf[..n];
+                    let chunk = &chunk[chunk.len().saturating_sub(tail_bytes)..];
+                    let overflow = (tail.len() + chunk.len()).saturating_sub(tail_bytes);
+                    tail.drain(..overflow.min(tail.len()));
+                    tail.extend(chunk);
+                }
+            }
+        }
+        let bytes: Vec<u8> = tail.into_iter().collect();
+        (String::from_utf8_lossy(&bytes).into_owned(), total)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn events(input: &'static [u8], max_line: usize, max_total: u64) -> Vec<String> {
+        let mut rx = spawn_stdout_reader(input, max_line, max_total);
+        let mut out = Vec::new();
+        while let Some(e) = rx.recv().await {
+            out.push(match e {
+                StdoutEvent::Line(l) => format!("line:{}", String::from_utf8_lossy(&l)),
+                StdoutEvent::TooLong { .. } => "too_long".into(),
+                StdoutEvent::OutputLimit { .. } => "output_limit".into(),
+                StdoutEvent::Eof => "eof".into(),
+                StdoutEvent::Failed(e) => format!("failed:{e}"),
+            });
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn lines_are_split_and_a_last_line_without_newline_counts() {
+        assert_eq!(events(b"a\nbb\nccc", 10, 1000).await, ["line:a", "line:bb", "line:ccc", "eof"]);
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_limit_is_fatal_and_ends_reading() {
+        assert_eq!(events(b"ok\n0123456789abc\nnever\n", 10, 1000).await, ["line:ok", "too_long"]);
+    }
+
+    #[tokio::test]
+    async fn total_output_is_bounded() {
+        assert_eq!(events(b"aaaa\nbbbb\ncccc\n", 10, 12).await, ["line:aaaa", "line:bbbb", "output_limit"]);
+    }
+
+    #[tokio::test]
+    async fn stderr_keeps_only_its_tail() {
+        let data: &'static [u8] = b"0123456789abcdefghij";
+        let (tail, total) = spawn_stderr_drain(data, 5).await.unwrap();
+        assert_eq!(tail, "fghij");
+        assert_eq!(total, 20);
+    }
+}

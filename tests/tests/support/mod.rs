@@ -1,0 +1,226 @@
+//! Fixtures for the integration tests: a throwaway supervisor home (config,
+//! database, plugin dirs) per test, and plugins installed into it the way an
+//! operator would (executable beside its manifest, code hash filled in).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use secflow_supervisor::config::Config;
+use secflow_supervisor::record::RunRecord;
+use secflow_supervisor::runner::RunRequest;
+use secflow_supervisor::storage::{AuditEvent, AuditQuery, FindingQuery, StoredFinding};
+use secflow_supervisor::Supervisor;
+use serde_json::{json, Map, Value};
+
+/// Cargo's output dir for this build (`target/debug`): the workspace's other
+/// binaries (`secflow`, the shipped plugins) are there.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/debug/deps/<test binary>
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+/// A workspace binary (built by `cargo test --workspace`).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let path = target_dir().join(name);
+    assert!(path.exists(), "{} is not built; run the tests with `cargo test --workspace`", path.display());
+    path
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// One test's supervisor home.
+pub struct TestBed {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+/// How to install a plugin.
+pub struct Install<'a> {
+    pub name: &'a str,
+    pub executable: PathBuf,
+    pub category: &'a str,
+    pub config_schema: Value,
+    pub sandbox: Value,
+    pub dependencies: Vec<&'a str>,
+    /// Extra or replacement manifest fields.
+    pub overrides: Value,
+}
+
+impl<'a> Install<'a> {
+    pub fn new(name: &'a str, executable: impl Into<PathBuf>) -> Install<'a> {
+        Install {
+            name,
+            executable: executable.into(),
+            category: "detector",
+            config_schema: json!({}),
+            sandbox: json!({"network": false, "filesystem": "readonly", "timeout_seconds": 30}),
+            dependencies: Vec::new(),
+            overrides: json!({}),
+        }
+    }
+}
+
+/// Config knobs the fixture plugins read (each declared so it validates).
+pub fn fixture_config_schema() -> Value {
+    let int = |d: u64| json!({"type": "integer", "minimum": 0, "default": d});
+    json!({
+        "count": int(10),
+        "delay_ms": int(0),
+        "before_crash": int(3),
+        "before_sleep": int(2),
+        "valid": int(5),
+        "invalid": int(3),
+        "bytes": int(16 << 20),
+        "mode": {"type": "string", "default": "exit"},
+        "kind": {"type": "string", "default": "json"}
+    })
+}
+
+impl TestBed {
+    pub fn new() -> TestBed {
+        TestBed::with_config("")
+    }
+
+    /// A home whose config has `extra` TOML appended (sections must not repeat
+    /// the ones written here).
+    pub fn with_config(extra: &str) -> TestBed {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+        let config_path = dir.path().join("secflow.toml");
+        let text = format!(
+            "[plugins]\nmanifest_dirs = [\"plugins\"]\n\
+             [storage]\npath = \"var/secflow.db\"\n\
+             [sandbox]\nwork_root = \"var/runs\"\n\
+             [limits]\ncancel_grace_ms = 500\n{extra}"
+        );
+        std::fs::write(&config_path, text).unwrap();
+        TestBed { dir, config_path }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(&self.config_path).expect("test config loads")
+    }
+
+    pub fn plugin_dir(&self, name: &str) -> PathBuf {
+        self.path().join("plugins").join(name)
+    }
+
+    /// Installs a plugin: copies its executable into `plugins/<name>/` and
+    /// writes a manifest with the executable's code hash. Returns the manifest path.
+    pub fn install(&self, spec: Install<'_>) -> PathBuf {
+        let dir = self.plugin_dir(spec.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file_name = spec.executable.file_name().unwrap().to_owned();
+        let target = dir.join(&file_name);
+        std::fs::copy(&spec.executable, &target).unwrap();
+        let hash = secflow_supervisor::trust::hash_file(&target).unwrap();
+        let mut manifest = json!({
+            "name": spec.name,
+            "version": "1.0.0",
+            "description": "test plugin",
+            "author": "secflow tests",
+            "category": spec.category,
+            "entrypoint": file_name.to_string_lossy(),
+            "dependencies": spec.dependencies,
+            "config_schema": spec.config_schema,
+            "code_hash": hash,
+            "signature_type": "sha256",
+            "sandbox": spec.sandbox,
+        });
+        if let Value::Object(extra) = spec.overrides {
+            for (k, v) in extra {
+                manifest[k] = v;
+            }
+        }
+        let path = dir.join("manifest.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+        path
+    }
+
+    /// Installs a test fixture plugin (a bin of this crate) as a detector.
+    pub fn install_fixture(&self, name: &str, executable: &str) -> PathBuf {
+        self.install(Install {
+            config_schema: fixture_config_schema(),
+            ..Install::new(name, executable)
+        })
+    }
+
+    pub async fn supervisor(&self) -> Supervisor {
+        Supervisor::open(self.config()).await.expect("supervisor opens")
+    }
+
+    /// Runs `secflow` with this home's config.
+    pub fn secflow(&self, args: &[&str]) -> std::process::Output {
+        Command::new(workspace_bin("secflow"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env_remove("SECFLOW_CONFIG")
+            .output()
+            .expect("secflow runs")
+    }
+}
+
+/// Runs a plugin to its end with `config`.
+pub async fn run(supervisor: &Supervisor, plugin: &str, config: Value) -> RunRecord {
+    run_with(supervisor, plugin, config, Map::new(), None).await
+}
+
+pub async fn run_with(
+    supervisor: &Supervisor,
+    plugin: &str,
+    config: Value,
+    inputs: Map<String, Value>,
+    timeout_ms: Option<u64>,
+) -> RunRecord {
+    let (_cancel, cancel_rx) = tokio::sync::watch::channel(false);
+    let request = RunRequest {
+        plugin: plugin.to_string(),
+        inputs,
+        config: config.as_object().cloned().unwrap_or_default(),
+        timeout_ms,
+        ..RunRequest::default()
+    };
+    supervisor.execute(request, cancel_rx).await.expect("run executes")
+}
+
+/// Every finding a run reported.
+pub fn findings_of(supervisor: &Supervisor, run_id: &str) -> Vec<StoredFinding> {
+    let mut query = FindingQuery {
+        run_id: Some(run_id.to_string()),
+        limit: Some(1000),
+        ..FindingQuery::default()
+    };
+    let mut all = Vec::new();
+    loop {
+        let page = supervisor.store().findings(&query).unwrap();
+        let n = page.findings.len();
+        all.extend(page.findings);
+        match page.next {
+            Some(next) if n > 0 => query.after = Some(next),
+            _ => return all,
+        }
+    }
+}
+
+/// Audit events of one kind.
+pub fn audit_events(supervisor: &Supervisor, event: &str) -> Vec<AuditEvent> {
+    supervisor
+        .store()
+        .audit(&AuditQuery {
+            event: Some(event.to_string()),
+            plugin: None,
+            limit: Some(1000),
+        })
+        .unwrap()
+}
