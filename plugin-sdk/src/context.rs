@@ -101,7 +101,8 @@ impl<'a> RunContext<'a> {
             )));
         }
         let seq = self.emitted + 1;
-        self.sink.send(Notice::Finding(FindingParams { seq, finding }))?;
+        self.sink
+            .send(Notice::Finding(FindingParams { seq, finding }))?;
         self.emitted = seq;
         Ok(())
     }
@@ -112,7 +113,12 @@ impl<'a> RunContext<'a> {
     }
 
     /// Reports progress: `completed` of `total` units of work.
-    pub fn progress(&mut self, completed: u64, total: Option<u64>, message: Option<&str>) -> Result<(), PluginError> {
+    pub fn progress(
+        &mut self,
+        completed: u64,
+        total: Option<u64>,
+        message: Option<&str>,
+    ) -> Result<(), PluginError> {
         self.sink.send(Notice::Progress(ProgressParams {
             completed,
             total,

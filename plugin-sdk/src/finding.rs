@@ -52,7 +52,10 @@ impl Finding {
         target: impl Into<String>,
     ) -> Finding {
         let mut fields = Map::new();
-        fields.insert("finding_schema_version".into(), FINDING_SCHEMA_VERSION.into());
+        fields.insert(
+            "finding_schema_version".into(),
+            FINDING_SCHEMA_VERSION.into(),
+        );
         fields.insert("rule_id".into(), Value::String(rule_id.into()));
         fields.insert("title".into(), Value::String(title.into()));
         fields.insert("severity".into(), severity.as_str().into());
@@ -219,9 +222,15 @@ mod tests {
             .evidence("matched_at", "10.0.0.1:22")
             .confidence(Confidence::High)
             .into_value();
-        assert_eq!(f["location"], json!({"ip": "10.0.0.1", "port": 22, "protocol": "tcp"}));
+        assert_eq!(
+            f["location"],
+            json!({"ip": "10.0.0.1", "port": 22, "protocol": "tcp"})
+        );
         assert_eq!(f["tags"], json!(["ssh", "banner"]));
-        assert_eq!(f["vulnerabilities"], json!([{"cve": "CVE-2024-6387"}, {"cve": "CVE-2023-48795"}]));
+        assert_eq!(
+            f["vulnerabilities"],
+            json!([{"cve": "CVE-2024-6387"}, {"cve": "CVE-2023-48795"}])
+        );
         assert_eq!(f["evidence"]["matched_at"], "10.0.0.1:22");
         assert_eq!(f["confidence"], "high");
     }

@@ -19,7 +19,11 @@ pub enum LineRead {
 }
 
 /// Reads one line into `line` (cleared first), without the trailing `\n` (or `\r\n`).
-pub fn read_bounded_line<R: BufRead + ?Sized>(reader: &mut R, max_bytes: usize, line: &mut Vec<u8>) -> io::Result<LineRead> {
+pub fn read_bounded_line<R: BufRead + ?Sized>(
+    reader: &mut R,
+    max_bytes: usize,
+    line: &mut Vec<u8>,
+) -> io::Result<LineRead> {
     line.clear();
     loop {
         let available = match reader.fill_buf() {
@@ -28,7 +32,11 @@ pub fn read_bounded_line<R: BufRead + ?Sized>(reader: &mut R, max_bytes: usize, 
             Err(err) => return Err(err),
         };
         if available.is_empty() {
-            return Ok(if line.is_empty() { LineRead::Eof } else { finish(line) });
+            return Ok(if line.is_empty() {
+                LineRead::Eof
+            } else {
+                finish(line)
+            });
         }
         let (chunk, newline) = match available.iter().position(|&b| b == b'\n') {
             Some(at) => (&available[..at], true),
@@ -62,18 +70,27 @@ mod tests {
         let mut input: &[u8] = b"one\r\ntwo\nthree";
         let mut line = Vec::new();
         for expected in [&b"one"[..], b"two", b"three"] {
-            assert_eq!(read_bounded_line(&mut input, 16, &mut line).unwrap(), LineRead::Line);
+            assert_eq!(
+                read_bounded_line(&mut input, 16, &mut line).unwrap(),
+                LineRead::Line
+            );
             assert_eq!(line, expected);
         }
-        assert_eq!(read_bounded_line(&mut input, 16, &mut line).unwrap(), LineRead::Eof);
+        assert_eq!(
+            read_bounded_line(&mut input, 16, &mut line).unwrap(),
+            LineRead::Eof
+        );
     }
 
     #[test]
     fn a_line_longer_than_the_bound_is_reported_without_buffering_it() {
-        let long = vec![b'x'; 100];
+        let long = [b'x'; 100];
         let mut input = std::io::BufReader::with_capacity(8, &long[..]);
         let mut line = Vec::new();
-        assert_eq!(read_bounded_line(&mut input, 10, &mut line).unwrap(), LineRead::TooLong);
+        assert_eq!(
+            read_bounded_line(&mut input, 10, &mut line).unwrap(),
+            LineRead::TooLong
+        );
         assert!(line.len() <= 10);
     }
 }

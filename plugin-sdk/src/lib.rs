@@ -141,5 +141,9 @@ pub trait Plugin {
     }
 
     /// Does the work: sends findings through `ctx` and returns the `outputs`.
-    fn run(&mut self, ctx: &mut RunContext, inputs: Map<String, Value>) -> Result<Map<String, Value>, PluginError>;
+    fn run(
+        &mut self,
+        ctx: &mut RunContext,
+        inputs: Map<String, Value>,
+    ) -> Result<Map<String, Value>, PluginError>;
 }

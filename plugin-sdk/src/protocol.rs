@@ -186,7 +186,9 @@ impl Message {
         match (&self.method, &self.id, &self.result, &self.error) {
             (Some(_), Some(_), None, None) => MessageKind::Request,
             (Some(_), None, None, None) => MessageKind::Notification,
-            (None, Some(_), Some(_), None) | (None, Some(_), None, Some(_)) => MessageKind::Response,
+            (None, Some(_), Some(_), None) | (None, Some(_), None, Some(_)) => {
+                MessageKind::Response
+            }
             _ => MessageKind::Invalid,
         }
     }
@@ -352,14 +354,17 @@ mod tests {
         assert_eq!(resp.kind(), MessageKind::Response);
         let bad: Message = serde_json::from_str(r#"{"jsonrpc":"1.0","id":1,"result":{}}"#).unwrap();
         assert_eq!(bad.kind(), MessageKind::Invalid);
-        let both: Message =
-            serde_json::from_str(r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{"code":1,"message":"m"}}"#).unwrap();
+        let both: Message = serde_json::from_str(
+            r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{"code":1,"message":"m"}}"#,
+        )
+        .unwrap();
         assert_eq!(both.kind(), MessageKind::Invalid);
     }
 
     #[test]
     fn a_line_is_one_json_document_ending_in_newline() {
-        let line = Message::notification(method::LOG, json!({"level":"info","message":"a\nb"})).to_line();
+        let line =
+            Message::notification(method::LOG, json!({"level":"info","message":"a\nb"})).to_line();
         assert!(line.ends_with('\n'));
         assert_eq!(line.matches('\n').count(), 1);
     }

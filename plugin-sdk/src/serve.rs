@@ -26,8 +26,8 @@ use crate::context::{Notice, NoticeSink, RunContext, RunSetup};
 use crate::error::PluginError;
 use crate::framing::{read_bounded_line, LineRead};
 use crate::protocol::{
-    code, method, Id, InitializeParams, InitializeResult, Message, MessageKind, RpcError, RunParams, RunResult,
-    PROTOCOL_VERSION,
+    code, method, Id, InitializeParams, InitializeResult, Message, MessageKind, RpcError,
+    RunParams, RunResult, PROTOCOL_VERSION,
 };
 use crate::Plugin;
 
@@ -42,7 +42,10 @@ pub fn serve<P: Plugin>(plugin: P) -> ExitCode {
     let protocol_out = match guard_stdout() {
         Ok(file) => file,
         Err(err) => {
-            eprintln!("{}: cannot set up the protocol channel on stdout: {err}", P::NAME);
+            eprintln!(
+                "{}: cannot set up the protocol channel on stdout: {err}",
+                P::NAME
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -82,7 +85,10 @@ where
             .name("secflow-protocol-reader".into())
             .spawn(move || read_requests(input, P::MAX_INPUT_BYTES, &writer, &cancelled, &tx));
         if let Err(err) = spawned {
-            eprintln!("{}: cannot start the protocol reader thread: {err}", P::NAME);
+            eprintln!(
+                "{}: cannot start the protocol reader thread: {err}",
+                P::NAME
+            );
             return ExitCode::FAILURE;
         }
     }
@@ -104,7 +110,11 @@ where
 
 /// What the reader thread hands to the session.
 enum Inbound {
-    Request { id: Id, method: String, params: Value },
+    Request {
+        id: Id,
+        method: String,
+        params: Value,
+    },
     /// End of input, or input that cannot be read further.
     End { clean: bool },
 }
@@ -125,7 +135,9 @@ fn read_requests<R: Read, W: Write>(
             Ok(LineRead::Line) => {}
             Ok(LineRead::Eof) => break true,
             Ok(LineRead::TooLong) => {
-                eprintln!("secflow-plugin-sdk: a supervisor message is over {max_bytes} bytes; stopping");
+                eprintln!(
+                    "secflow-plugin-sdk: a supervisor message is over {max_bytes} bytes; stopping"
+                );
                 break false;
             }
             Err(err) => {
@@ -153,11 +165,18 @@ fn read_requests<R: Read, W: Write>(
 }
 
 /// Turns one line into a request for the session, or handles it here.
-fn classify<W: Write>(line: &[u8], writer: &ProtocolWriter<W>, cancelled: &AtomicBool) -> Option<Inbound> {
+fn classify<W: Write>(
+    line: &[u8],
+    writer: &ProtocolWriter<W>,
+    cancelled: &AtomicBool,
+) -> Option<Inbound> {
     let value: Value = match serde_json::from_slice(line) {
         Ok(value) => value,
         Err(err) => {
-            writer.reply_error(Value::Null, RpcError::new(code::PARSE_ERROR, format!("parse error: {err}")));
+            writer.reply_error(
+                Value::Null,
+                RpcError::new(code::PARSE_ERROR, format!("parse error: {err}")),
+            );
             return None;
         }
     };
@@ -165,7 +184,10 @@ fn classify<W: Write>(line: &[u8], writer: &ProtocolWriter<W>, cancelled: &Atomi
     let message: Message = match serde_json::from_value(value) {
         Ok(message) => message,
         Err(err) => {
-            writer.reply_error(id, RpcError::new(code::INVALID_REQUEST, format!("invalid request: {err}")));
+            writer.reply_error(
+                id,
+                RpcError::new(code::INVALID_REQUEST, format!("invalid request: {err}")),
+            );
             return None;
         }
     };
@@ -184,7 +206,10 @@ fn classify<W: Write>(line: &[u8], writer: &ProtocolWriter<W>, cancelled: &Atomi
                 params: params.unwrap_or(Value::Null),
             }),
             other => {
-                writer.reply_error(id, RpcError::new(code::METHOD_NOT_FOUND, format!("unknown method {other:?}")));
+                writer.reply_error(
+                    id,
+                    RpcError::new(code::METHOD_NOT_FOUND, format!("unknown method {other:?}")),
+                );
                 None
             }
         },
@@ -198,7 +223,13 @@ fn classify<W: Write>(line: &[u8], writer: &ProtocolWriter<W>, cancelled: &Atomi
         // forbids answering it.
         (MessageKind::Response, _, _) => None,
         _ => {
-            writer.reply_error(id, RpcError::new(code::INVALID_REQUEST, "invalid request: not a JSON-RPC 2.0 request"));
+            writer.reply_error(
+                id,
+                RpcError::new(
+                    code::INVALID_REQUEST,
+                    "invalid request: not a JSON-RPC 2.0 request",
+                ),
+            );
             None
         }
     }
@@ -229,7 +260,10 @@ impl<W: Write> ProtocolWriter<W> {
         }
         // A panic while holding the lock cannot leave a half-written line
         // behind a later message: each write is followed by a flush or an error.
-        let mut out = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out = self
+            .out
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         out.write_all(line.as_bytes())?;
         out.flush()?;
         Ok(Ok(()))
@@ -255,7 +289,11 @@ impl<W: Write> NoticeSink for WireSink<'_, W> {
     fn send(&mut self, notice: Notice) -> Result<(), PluginError> {
         let (name, params, what) = match notice {
             Notice::Finding(p) => (method::FINDING, json!(p), format!("finding {}", p.seq)),
-            Notice::Progress(p) => (method::PROGRESS, json!(p), "progress notification".to_owned()),
+            Notice::Progress(p) => (
+                method::PROGRESS,
+                json!(p),
+                "progress notification".to_owned(),
+            ),
             Notice::Log(p) => (method::LOG, json!(p), "log notification".to_owned()),
         };
         match self.writer.send(&Message::notification(name, params)) {
@@ -264,7 +302,9 @@ impl<W: Write> NoticeSink for WireSink<'_, W> {
                 "{what} is {length} bytes, over the supervisor's max_message_bytes of {}",
                 self.writer.max_message_bytes()
             ))),
-            Err(err) => Err(PluginError::internal(format!("protocol channel closed while sending {what}: {err}"))),
+            Err(err) => Err(PluginError::internal(format!(
+                "protocol channel closed while sending {what}: {err}"
+            ))),
         }
     }
 }
@@ -290,7 +330,13 @@ impl<P: Plugin, W: Write> Session<P, W> {
         for inbound in requests {
             let (id, name, params) = match inbound {
                 Inbound::Request { id, method, params } => (id, method, params),
-                Inbound::End { clean } => return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
+                Inbound::End { clean } => {
+                    return Ok(if clean {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    })
+                }
             };
             let answer = match name.as_str() {
                 method::INITIALIZE => self.initialize(params),
@@ -299,7 +345,10 @@ impl<P: Plugin, W: Write> Session<P, W> {
                     self.answer(id, Ok(json!({})))?;
                     return Ok(ExitCode::SUCCESS);
                 }
-                other => Err(RpcError::new(code::METHOD_NOT_FOUND, format!("unknown method {other:?}"))),
+                other => Err(RpcError::new(
+                    code::METHOD_NOT_FOUND,
+                    format!("unknown method {other:?}"),
+                )),
             };
             self.answer(id, answer)?;
         }
@@ -326,7 +375,10 @@ impl<P: Plugin, W: Write> Session<P, W> {
 
     fn initialize(&mut self, params: Value) -> Result<Value, RpcError> {
         if self.init.is_some() {
-            return Err(RpcError::new(code::INVALID_REQUEST, "initialize was already called"));
+            return Err(RpcError::new(
+                code::INVALID_REQUEST,
+                "initialize was already called",
+            ));
         }
         let params: InitializeParams = parse_params(method::INITIALIZE, params)?;
         if params.protocol_version != PROTOCOL_VERSION {
@@ -346,7 +398,9 @@ impl<P: Plugin, W: Write> Session<P, W> {
         self.writer
             .max_message_bytes
             .store(params.limits.max_message_bytes, Ordering::Relaxed);
-        self.plugin.initialize(&params).map_err(|e| e.to_rpc_error())?;
+        self.plugin
+            .initialize(&params)
+            .map_err(|e| e.to_rpc_error())?;
         let identity = self.plugin.identity();
         let result = InitializeResult {
             protocol_version: PROTOCOL_VERSION,
@@ -365,14 +419,22 @@ impl<P: Plugin, W: Write> Session<P, W> {
 
     fn run(&mut self, params: Value) -> Result<Value, RpcError> {
         let Some(init) = &self.init else {
-            return Err(RpcError::new(code::INVALID_REQUEST, "run before initialize"));
+            return Err(RpcError::new(
+                code::INVALID_REQUEST,
+                "run before initialize",
+            ));
         };
         if self.ran {
-            return Err(RpcError::new(code::INVALID_REQUEST, "run was already called; one run per session"));
+            return Err(RpcError::new(
+                code::INVALID_REQUEST,
+                "run was already called; one run per session",
+            ));
         }
         self.ran = true;
         let params: RunParams = parse_params(method::RUN, params)?;
-        let mut sink = WireSink { writer: &self.writer };
+        let mut sink = WireSink {
+            writer: &self.writer,
+        };
         let mut ctx = RunContext::new(
             &mut sink,
             RunSetup {
@@ -388,21 +450,25 @@ impl<P: Plugin, W: Write> Session<P, W> {
         let findings = ctx.emitted();
         match outcome {
             Ok(Ok(outputs)) => Ok(json!(RunResult { outputs, findings })),
-            Ok(Err(err)) if !err.is_cancelled() && self.cancelled.load(Ordering::Acquire) => Err(RpcError::new(
-                code::CANCELLED,
-                format!("run cancelled: {}", err.message()),
-            )),
+            Ok(Err(err)) if !err.is_cancelled() && self.cancelled.load(Ordering::Acquire) => Err(
+                RpcError::new(code::CANCELLED, format!("run cancelled: {}", err.message())),
+            ),
             Ok(Err(err)) => Err(err.to_rpc_error()),
             Err(payload) => Err(RpcError::new(
                 code::INTERNAL_ERROR,
-                format!("{} panicked during run: {}", P::NAME, panic_message(payload.as_ref())),
+                format!(
+                    "{} panicked during run: {}",
+                    P::NAME,
+                    panic_message(payload.as_ref())
+                ),
             )),
         }
     }
 }
 
 fn parse_params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, RpcError> {
-    serde_json::from_value(params).map_err(|err| RpcError::new(code::INVALID_PARAMS, format!("{method} params: {err}")))
+    serde_json::from_value(params)
+        .map_err(|err| RpcError::new(code::INVALID_PARAMS, format!("{method} params: {err}")))
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> &str {
@@ -433,7 +499,11 @@ mod tests {
         const VERSION: &'static str = "0.1.0";
         const CATEGORY: Category = Category::Detector;
 
-        fn run(&mut self, ctx: &mut RunContext, inputs: Map<String, Value>) -> Result<Map<String, Value>, PluginError> {
+        fn run(
+            &mut self,
+            ctx: &mut RunContext,
+            inputs: Map<String, Value>,
+        ) -> Result<Map<String, Value>, PluginError> {
             if self.wait_for_cancel {
                 ctx.emit(Finding::new("r", "t", Severity::Info, "h"))?;
                 loop {
@@ -516,12 +586,19 @@ mod tests {
 
     fn session(plugin: Counter, input: &str) -> (ExitCode, Vec<Value>) {
         let out = Captured::default();
-        let code = serve_on(plugin, io::Cursor::new(input.to_owned().into_bytes()), out.clone());
+        let code = serve_on(
+            plugin,
+            io::Cursor::new(input.to_owned().into_bytes()),
+            out.clone(),
+        );
         (code, out.messages())
     }
 
     fn response(messages: &[Value], id: u64) -> &Value {
-        messages.iter().find(|m| m["id"] == id).expect("a response with this id")
+        messages
+            .iter()
+            .find(|m| m["id"] == id)
+            .expect("a response with this id")
     }
 
     #[test]
@@ -531,7 +608,12 @@ mod tests {
             + "\n"
             + r#"{"jsonrpc":"2.0","id":3,"method":"shutdown"}"#
             + "\n";
-        let (code, messages) = session(Counter { wait_for_cancel: false }, &input);
+        let (code, messages) = session(
+            Counter {
+                wait_for_cancel: false,
+            },
+            &input,
+        );
         assert_eq!(code, ExitCode::SUCCESS);
         let init = response(&messages, 1);
         assert_eq!(init["result"]["name"], "counter");
@@ -549,10 +631,18 @@ mod tests {
 
     #[test]
     fn another_protocol_version_is_refused_in_the_handshake() {
-        let (_, messages) = session(Counter { wait_for_cancel: false }, &initialize_line(2));
+        let (_, messages) = session(
+            Counter {
+                wait_for_cancel: false,
+            },
+            &initialize_line(2),
+        );
         let error = &response(&messages, 1)["error"];
         assert_eq!(error["code"], code::INVALID_PARAMS);
-        assert!(error["message"].as_str().unwrap().contains("protocol_version 2"));
+        assert!(error["message"]
+            .as_str()
+            .unwrap()
+            .contains("protocol_version 2"));
     }
 
     #[test]
@@ -560,9 +650,17 @@ mod tests {
         let input = initialize_line(1)
             + r#"{"jsonrpc":"2.0","id":7,"method":"teleport","params":{}}"#
             + "\nthis is not json\n";
-        let (code, messages) = session(Counter { wait_for_cancel: false }, &input);
+        let (code, messages) = session(
+            Counter {
+                wait_for_cancel: false,
+            },
+            &input,
+        );
         assert_eq!(code, ExitCode::SUCCESS, "end of input is a clean exit");
-        assert_eq!(response(&messages, 7)["error"]["code"], code::METHOD_NOT_FOUND);
+        assert_eq!(
+            response(&messages, 7)["error"]["code"],
+            code::METHOD_NOT_FOUND
+        );
         assert!(messages
             .iter()
             .any(|m| m["id"].is_null() && m["error"]["code"] == code::PARSE_ERROR));
@@ -570,9 +668,18 @@ mod tests {
 
     #[test]
     fn run_before_initialize_is_an_invalid_request() {
-        let input = r#"{"jsonrpc":"2.0","id":5,"method":"run","params":{"inputs":{}}}"#.to_owned() + "\n";
-        let (_, messages) = session(Counter { wait_for_cancel: false }, &input);
-        assert_eq!(response(&messages, 5)["error"]["code"], code::INVALID_REQUEST);
+        let input =
+            r#"{"jsonrpc":"2.0","id":5,"method":"run","params":{"inputs":{}}}"#.to_owned() + "\n";
+        let (_, messages) = session(
+            Counter {
+                wait_for_cancel: false,
+            },
+            &input,
+        );
+        assert_eq!(
+            response(&messages, 5)["error"]["code"],
+            code::INVALID_REQUEST
+        );
     }
 
     #[test]
@@ -580,17 +687,33 @@ mod tests {
         let (tx, input) = fed_input();
         let out = Captured::default();
         let reader_out = out.clone();
-        let handle = std::thread::spawn(move || serve_on(Counter { wait_for_cancel: true }, input, reader_out));
+        let handle = std::thread::spawn(move || {
+            serve_on(
+                Counter {
+                    wait_for_cancel: true,
+                },
+                input,
+                reader_out,
+            )
+        });
         tx.send(initialize_line(1)).unwrap();
-        tx.send(r#"{"jsonrpc":"2.0","id":2,"method":"run","params":{"inputs":{}}}"#.to_owned() + "\n")
-            .unwrap();
+        tx.send(
+            r#"{"jsonrpc":"2.0","id":2,"method":"run","params":{"inputs":{}}}"#.to_owned() + "\n",
+        )
+        .unwrap();
         let started = Instant::now();
         while !out.messages().iter().any(|m| m["method"] == "finding") {
-            assert!(started.elapsed() < Duration::from_secs(5), "the run never started");
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the run never started"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
-        tx.send(r#"{"jsonrpc":"2.0","method":"cancel","params":{"reason":"timeout"}}"#.to_owned() + "\n")
-            .unwrap();
+        tx.send(
+            r#"{"jsonrpc":"2.0","method":"cancel","params":{"reason":"timeout"}}"#.to_owned()
+                + "\n",
+        )
+        .unwrap();
         tx.send(r#"{"jsonrpc":"2.0","id":3,"method":"shutdown"}"#.to_owned() + "\n")
             .unwrap();
         assert_eq!(handle.join().unwrap(), ExitCode::SUCCESS);
@@ -606,7 +729,11 @@ mod tests {
             const NAME: &'static str = "big";
             const VERSION: &'static str = "0.1.0";
             const CATEGORY: Category = Category::Detector;
-            fn run(&mut self, ctx: &mut RunContext, _: Map<String, Value>) -> Result<Map<String, Value>, PluginError> {
+            fn run(
+                &mut self,
+                ctx: &mut RunContext,
+                _: Map<String, Value>,
+            ) -> Result<Map<String, Value>, PluginError> {
                 ctx.emit(Finding::new("r", "x".repeat(4096), Severity::Info, "h"))?;
                 Ok(Map::new())
             }
@@ -620,6 +747,9 @@ mod tests {
         assert!(!messages.iter().any(|m| m["method"] == "finding"));
         let error = &response(&messages, 2)["error"];
         assert_eq!(error["code"], code::INTERNAL_ERROR);
-        assert!(error["message"].as_str().unwrap().contains("max_message_bytes"));
+        assert!(error["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_message_bytes"));
     }
 }

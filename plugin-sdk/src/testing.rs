@@ -13,8 +13,8 @@ use serde_json::{Map, Value};
 use crate::context::{Notice, NoticeSink, RunContext, RunSetup};
 use crate::error::PluginError;
 use crate::protocol::{
-    InitializeParams, InitializeResult, LogParams, PluginRef, ProgressParams, ProtocolLimits, RunContextInfo,
-    PROTOCOL_VERSION,
+    InitializeParams, InitializeResult, LogParams, PluginRef, ProgressParams, ProtocolLimits,
+    RunContextInfo, PROTOCOL_VERSION,
 };
 use crate::Plugin;
 
@@ -161,7 +161,10 @@ impl NoticeSink for RecordingSink<'_> {
             Notice::Finding(params) => {
                 self.sent += 1;
                 let expected = self.sent;
-                assert_eq!(params.seq, expected, "finding seq must count from 1 without gaps");
+                assert_eq!(
+                    params.seq, expected,
+                    "finding seq must count from 1 without gaps"
+                );
                 self.outcome.findings.push(params.finding);
                 if self.cancel_after.is_some_and(|after| expected >= after) {
                     self.cancelled.store(true, Ordering::Release);
@@ -183,9 +186,13 @@ impl TempWorkdir {
     fn create() -> TempWorkdir {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("secflow-sdk-test-{}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("secflow-sdk-test-{}-{n}", std::process::id()));
         if let Err(err) = std::fs::create_dir_all(&path) {
-            panic!("testing: cannot create the work dir {}: {err}", path.display());
+            panic!(
+                "testing: cannot create the work dir {}: {err}",
+                path.display()
+            );
         }
         TempWorkdir { path }
     }
@@ -219,14 +226,23 @@ mod tests {
         const VERSION: &'static str = "2.0.0";
         const CATEGORY: Category = Category::Enricher;
 
-        fn run(&mut self, ctx: &mut RunContext, inputs: Map<String, Value>) -> Result<Map<String, Value>, PluginError> {
+        fn run(
+            &mut self,
+            ctx: &mut RunContext,
+            inputs: Map<String, Value>,
+        ) -> Result<Map<String, Value>, PluginError> {
             let count = inputs
                 .get("count")
                 .and_then(Value::as_u64)
                 .ok_or_else(|| PluginError::invalid_inputs("inputs.count is missing"))?;
             ctx.log(LogLevel::Info, format!("emitting {count}"))?;
             for i in 1..=count {
-                ctx.emit(Finding::new("r", format!("finding {i}"), Severity::High, "h"))?;
+                ctx.emit(Finding::new(
+                    "r",
+                    format!("finding {i}"),
+                    Severity::High,
+                    "h",
+                ))?;
                 ctx.progress(i, Some(count), None)?;
             }
             let mut outputs = Map::new();
@@ -240,14 +256,21 @@ mod tests {
     fn the_harness_returns_the_emitted_findings_in_order_with_outputs_logs_and_progress() {
         let outcome = run(Emitter, json!({}), json!({"count": 3}));
         assert!(outcome.error.is_none(), "{:?}", outcome.error);
-        let titles: Vec<&str> = outcome.findings.iter().map(|f| f["title"].as_str().unwrap()).collect();
+        let titles: Vec<&str> = outcome
+            .findings
+            .iter()
+            .map(|f| f["title"].as_str().unwrap())
+            .collect();
         assert_eq!(titles, ["finding 1", "finding 2", "finding 3"]);
         assert_eq!(outcome.outputs["emitted"], 3);
         assert_eq!(outcome.outputs["workdir_exists"], true);
         assert_eq!(outcome.logs[0].message, "emitting 3");
         assert_eq!(outcome.progress.last().map(|p| p.completed), Some(3));
         let identity = outcome.identity.unwrap();
-        assert_eq!((identity.name.as_str(), identity.category), ("emitter", Category::Enricher));
+        assert_eq!(
+            (identity.name.as_str(), identity.category),
+            ("emitter", Category::Enricher)
+        );
     }
 
     #[test]
@@ -261,14 +284,18 @@ mod tests {
 
     #[test]
     fn emit_after_cancel_stops_the_run_with_the_cancelled_error() {
-        let outcome = TestRun::new(json!({}), json!({"count": 10})).cancel_after(2).run(Emitter);
+        let outcome = TestRun::new(json!({}), json!({"count": 10}))
+            .cancel_after(2)
+            .run(Emitter);
         assert_eq!(outcome.findings.len(), 2);
         assert!(outcome.error.unwrap().is_cancelled());
     }
 
     #[test]
     fn emit_refuses_findings_past_max_findings() {
-        let outcome = TestRun::new(json!({}), json!({"count": 5})).max_findings(3).run(Emitter);
+        let outcome = TestRun::new(json!({}), json!({"count": 5}))
+            .max_findings(3)
+            .run(Emitter);
         assert_eq!(outcome.findings.len(), 3);
         let error = outcome.error.unwrap();
         assert!(error.message().contains("limit of 3 findings"), "{error}");

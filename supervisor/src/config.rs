@@ -27,7 +27,7 @@ pub enum ConfigError {
 }
 
 /// The whole supervisor configuration, with relative paths already resolved.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub plugins: PluginsConfig,
@@ -39,20 +39,6 @@ pub struct Config {
     /// Where the file was loaded from (`None` for built-in defaults).
     #[serde(skip)]
     pub source: Option<PathBuf>,
-}
-
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            plugins: PluginsConfig::default(),
-            storage: StorageConfig::default(),
-            api: ApiConfig::default(),
-            trust: TrustConfig::default(),
-            limits: LimitsConfig::default(),
-            sandbox: SandboxConfig::default(),
-            source: None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,7 +54,10 @@ impl Default for PluginsConfig {
     fn default() -> PluginsConfig {
         PluginsConfig {
             manifest_dirs: vec![PathBuf::from("manifests")],
-            search_path: ["/usr/local/bin", "/usr/bin", "/bin"].iter().map(PathBuf::from).collect(),
+            search_path: ["/usr/local/bin", "/usr/bin", "/bin"]
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
         }
     }
 }
@@ -205,8 +194,18 @@ impl RunLimits {
             None => def.min(max),
         };
         let limits = RunLimits {
-            memory_mb: pick("memory_mb", requested.memory_mb, defaults.memory_mb, ceiling.memory_mb),
-            cpu_seconds: pick("cpu_seconds", requested.cpu_seconds, defaults.cpu_seconds, ceiling.cpu_seconds),
+            memory_mb: pick(
+                "memory_mb",
+                requested.memory_mb,
+                defaults.memory_mb,
+                ceiling.memory_mb,
+            ),
+            cpu_seconds: pick(
+                "cpu_seconds",
+                requested.cpu_seconds,
+                defaults.cpu_seconds,
+                ceiling.cpu_seconds,
+            ),
             timeout_seconds: pick(
                 "timeout_seconds",
                 requested.timeout_seconds,
@@ -353,7 +352,11 @@ impl Config {
         for (name, value, ceiling) in [
             ("memory_mb", d.memory_mb, l.ceiling.memory_mb),
             ("cpu_seconds", d.cpu_seconds, l.ceiling.cpu_seconds),
-            ("timeout_seconds", d.timeout_seconds, l.ceiling.timeout_seconds),
+            (
+                "timeout_seconds",
+                d.timeout_seconds,
+                l.ceiling.timeout_seconds,
+            ),
             ("max_processes", d.max_processes, l.ceiling.max_processes),
             ("max_open_files", d.max_open_files, l.ceiling.max_open_files),
             ("max_output_mb", d.max_output_mb, l.ceiling.max_output_mb),
@@ -390,9 +393,14 @@ mod tests {
 
     #[test]
     fn relative_paths_are_relative_to_the_config_file() {
-        let c = parse("[storage]\npath = \"var/x.db\"\n[plugins]\nmanifest_dirs = [\"m\", \"/abs\"]\n").unwrap();
+        let c =
+            parse("[storage]\npath = \"var/x.db\"\n[plugins]\nmanifest_dirs = [\"m\", \"/abs\"]\n")
+                .unwrap();
         assert_eq!(c.storage.path, Path::new("/etc/secflow/var/x.db"));
-        assert_eq!(c.plugins.manifest_dirs, vec![PathBuf::from("/etc/secflow/m"), PathBuf::from("/abs")]);
+        assert_eq!(
+            c.plugins.manifest_dirs,
+            vec![PathBuf::from("/etc/secflow/m"), PathBuf::from("/abs")]
+        );
     }
 
     #[test]
@@ -404,7 +412,9 @@ mod tests {
 
     #[test]
     fn a_default_above_its_ceiling_is_refused() {
-        let err = parse("[limits]\nmemory_mb = 9000\n").unwrap_err().to_string();
+        let err = parse("[limits]\nmemory_mb = 9000\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("limits.memory_mb"), "{err}");
     }
 
@@ -421,8 +431,14 @@ mod tests {
             &l.ceiling,
         );
         assert_eq!(got.memory_mb, 64, "a manifest may lower a limit");
-        assert_eq!(got.cpu_seconds, l.cpu_seconds, "an unset limit takes the default");
-        assert_eq!(got.max_processes, l.ceiling.max_processes, "a raise stops at the ceiling");
+        assert_eq!(
+            got.cpu_seconds, l.cpu_seconds,
+            "an unset limit takes the default"
+        );
+        assert_eq!(
+            got.max_processes, l.ceiling.max_processes,
+            "a raise stops at the ceiling"
+        );
         assert_eq!(capped.len(), 1);
         assert_eq!(capped[0].field, "max_processes");
     }

@@ -50,7 +50,11 @@ pub fn severity(finding: &Value) -> Severity {
 pub fn normalized_location(finding: &Value) -> String {
     let location = finding.get("location");
     let field = |name: &str| location.and_then(|l| l.get(name));
-    let text = |name: &str| field(name).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let text = |name: &str| {
+        field(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
     if let Some(url) = text("url").and_then(normalize_url) {
         return url;
     }
@@ -74,7 +78,11 @@ pub fn normalized_location(finding: &Value) -> String {
 /// `scheme://host:port/path` for an absolute URL; `None` if it is not one.
 pub fn normalize_url(url: &str) -> Option<String> {
     let (scheme, rest) = url.trim().split_once("://")?;
-    if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) {
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
         return None;
     }
     let scheme = scheme.to_ascii_lowercase();
@@ -130,9 +138,18 @@ mod tests {
             normalize_url("HTTP://Example.COM/a/b?x=1#f").as_deref(),
             Some("http://example.com:80/a/b")
         );
-        assert_eq!(normalize_url("https://h").as_deref(), Some("https://h:443/"));
-        assert_eq!(normalize_url("http://u:p@h:8080/x").as_deref(), Some("http://h:8080/x"));
-        assert_eq!(normalize_url("http://[::1]:81/").as_deref(), Some("http://::1:81/"));
+        assert_eq!(
+            normalize_url("https://h").as_deref(),
+            Some("https://h:443/")
+        );
+        assert_eq!(
+            normalize_url("http://u:p@h:8080/x").as_deref(),
+            Some("http://h:8080/x")
+        );
+        assert_eq!(
+            normalize_url("http://[::1]:81/").as_deref(),
+            Some("http://::1:81/")
+        );
         assert_eq!(normalize_url("not a url"), None);
         assert_eq!(normalize_url("http://"), None);
     }

@@ -48,7 +48,13 @@ pub fn plan(plugin: &VerifiedPlugin, config: &Config) -> SandboxPlan {
         read_paths: spec.read_paths.clone(),
         limits: plugin.limits,
         search_path: config.plugins.search_path.clone(),
-        layers: vec!["clean_env", "fd_hygiene", "process_group", "private_workdir", "exec_verified_fd"],
+        layers: vec![
+            "clean_env",
+            "fd_hygiene",
+            "process_group",
+            "private_workdir",
+            "exec_verified_fd",
+        ],
     }
 }
 
@@ -84,19 +90,33 @@ pub struct PreparedSandbox {
 
 impl SandboxPlan {
     /// Parent-side preparation. `exec` is the verified, open entrypoint.
-    pub fn prepare(&self, exec: File, entrypoint: &Path, workdir: &Path) -> io::Result<PreparedSandbox> {
+    pub fn prepare(
+        &self,
+        exec: File,
+        entrypoint: &Path,
+        workdir: &Path,
+    ) -> io::Result<PreparedSandbox> {
         let mut magic = [0u8; 2];
         let is_script = {
             use std::os::unix::fs::FileExt;
             exec.read_at(&mut magic, 0)? == 2 && magic == *b"#!"
         };
-        let argv0 = CString::new(entrypoint.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "entrypoint path contains a NUL byte"))?;
+        let argv0 = CString::new(entrypoint.as_os_str().as_bytes()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "entrypoint path contains a NUL byte",
+            )
+        })?;
         let envp = plugin_environment(self, workdir)
             .into_iter()
             .map(|(k, v)| CString::new(format!("{k}={v}")))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "environment value contains a NUL byte"))?;
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "environment value contains a NUL byte",
+                )
+            })?;
         Ok(PreparedSandbox {
             exec,
             keep_exec_fd_open: is_script,
@@ -118,7 +138,13 @@ impl PreparedSandbox {
     pub unsafe fn apply_in_child(&self) -> io::Error {
         let exec_fd: RawFd = self.exec.as_raw_fd();
         // SAFETY: close_range only changes descriptor flags of this (child) process.
-        let rc = unsafe { libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) };
+        let rc = unsafe {
+            libc::close_range(
+                3,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+            )
+        };
         if rc != 0 {
             return io::Error::last_os_error();
         }
@@ -153,7 +179,10 @@ impl PreparedSandbox {
 
 /// Creates a run's private work dir (mode 0700) under `root`.
 pub fn create_workdir(root: &Path, run_id: &str) -> io::Result<PathBuf> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o711).create(root)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(root)?;
     let dir = root.join(run_id);
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;

@@ -11,11 +11,11 @@ use tokio::sync::watch;
 
 use crate::clock::now_rfc3339;
 use crate::config::Config;
-use crate::manifest::{self, VerifiedPlugin};
+use crate::manifest;
 use crate::record::{ErrorKind, RunError, RunRecord};
 use crate::registry::{PluginEntry, PluginStatus, Registry};
 use crate::runner::{self, RunRequest, Runner};
-use crate::storage::{AuditEvent, PluginState, SqliteStore, StoragePort, StorageError};
+use crate::storage::{AuditEvent, PluginState, SqliteStore, StorageError, StoragePort};
 
 /// A supervisor-level failure (not a run outcome: those are run records).
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,10 @@ impl Supervisor {
         )?;
         let interrupted = store.mark_interrupted()?;
         if interrupted > 0 {
-            tracing::warn!(runs = interrupted, "runs left in flight by a previous supervisor marked interrupted");
+            tracing::warn!(
+                runs = interrupted,
+                "runs left in flight by a previous supervisor marked interrupted"
+            );
         }
         let runner = Runner::new(config.clone(), store.writer());
         let supervisor = Supervisor {
@@ -94,16 +97,34 @@ impl Supervisor {
     }
 
     /// Revokes a plugin (persisted) until an operator reinstates it.
-    pub async fn revoke(&self, name: &str, reason: &str, actor_uid: Option<u32>) -> Result<PluginEntry, SupervisorError> {
+    pub async fn revoke(
+        &self,
+        name: &str,
+        reason: &str,
+        actor_uid: Option<u32>,
+    ) -> Result<PluginEntry, SupervisorError> {
         self.set_revoked(name, Some(reason), actor_uid).await
     }
 
-    pub async fn reinstate(&self, name: &str, actor_uid: Option<u32>) -> Result<PluginEntry, SupervisorError> {
+    pub async fn reinstate(
+        &self,
+        name: &str,
+        actor_uid: Option<u32>,
+    ) -> Result<PluginEntry, SupervisorError> {
         self.set_revoked(name, None, actor_uid).await
     }
 
-    async fn set_revoked(&self, name: &str, reason: Option<&str>, actor_uid: Option<u32>) -> Result<PluginEntry, SupervisorError> {
-        let action = if reason.is_some() { "revoke" } else { "reinstate" };
+    async fn set_revoked(
+        &self,
+        name: &str,
+        reason: Option<&str>,
+        actor_uid: Option<u32>,
+    ) -> Result<PluginEntry, SupervisorError> {
+        let action = if reason.is_some() {
+            "revoke"
+        } else {
+            "reinstate"
+        };
         let entry = {
             let mut registry = self.registry.write().unwrap_or_else(|e| e.into_inner());
             let changed = match reason {
@@ -129,7 +150,11 @@ impl Supervisor {
         };
         let writer = self.store.writer();
         writer.set_plugin_state(state).await?;
-        let event = if reason.is_some() { "plugin_revoked" } else { "plugin_reinstated" };
+        let event = if reason.is_some() {
+            "plugin_revoked"
+        } else {
+            "plugin_reinstated"
+        };
         let audit = AuditEvent {
             id: 0,
             timestamp: now_rfc3339(),
@@ -138,7 +163,12 @@ impl Supervisor {
             plugin: Some(entry.name.clone()),
             run_id: None,
             actor_uid,
-            message: format!("{} {} {event}{}", entry.name, entry.version, reason.map(|r| format!(": {r}")).unwrap_or_default()),
+            message: format!(
+                "{} {} {event}{}",
+                entry.name,
+                entry.version,
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            ),
             details: json!({"code_hash": entry.code_hash}),
         };
         writer.audit(audit).await?;
@@ -148,35 +178,81 @@ impl Supervisor {
     /// Runs a plugin to its end. Refusals (plugin not active, invalid config)
     /// are run records with status `rejected`; only an unknown or unreadable
     /// plugin is an error.
-    pub async fn execute(&self, request: RunRequest, cancel: watch::Receiver<bool>) -> Result<RunRecord, SupervisorError> {
-        let (entry, plugin) = self.lookup(&request.plugin)?;
+    pub async fn execute(
+        &self,
+        request: RunRequest,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<RunRecord, SupervisorError> {
+        let entry = self.lookup(&request.plugin)?;
         let run_id = runner::new_run_id();
-        let record = runner::base_record(&run_id, &plugin, &request);
-        let refusal = match entry.status {
-            PluginStatus::Active => None,
-            PluginStatus::Revoked => Some(ErrorKind::PluginRevoked),
-            PluginStatus::Unavailable => Some(ErrorKind::DependencyMissing),
-            PluginStatus::Rejected => Some(entry.error_kind.unwrap_or(ErrorKind::PluginRejected)),
+        let category = entry.category.ok_or_else(|| SupervisorError::Unrunnable {
+            name: entry.name.clone(),
+            manifest: entry.manifest_path.display().to_string(),
+            reason: entry.reason.clone().unwrap_or_default(),
+        })?;
+        let record = runner::base_record(&run_id, &entry.name, &entry.version, category, &request);
+        let refusal = match (entry.status, &entry.plugin) {
+            (PluginStatus::Active, Some(_)) => None,
+            (PluginStatus::Revoked, _) => Some(ErrorKind::PluginRevoked),
+            (PluginStatus::Unavailable, _) => Some(ErrorKind::DependencyMissing),
+            _ => Some(entry.error_kind.unwrap_or(ErrorKind::PluginRejected)),
         };
-        if let Some(kind) = refusal {
-            let reason = entry.reason.clone().unwrap_or_else(|| format!("plugin is {:?}", entry.status));
-            let message = format!("plugin {} is {}: {reason}", entry.name, status_word(entry.status));
-            self.start_refused(&record).await;
-            return Ok(self.runner.reject(record, RunError::new(kind, message), false, request.actor_uid).await);
-        }
+        let plugin = match (refusal, &entry.plugin) {
+            (None, Some(plugin)) => plugin.clone(),
+            (kind, _) => {
+                let kind = kind.unwrap_or(ErrorKind::PluginRejected);
+                let reason = entry
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "no reason recorded".into());
+                let message = format!("plugin {} is {}: {reason}", entry.name, entry.status);
+                self.start_refused(&record).await;
+                return Ok(self
+                    .runner
+                    .reject(
+                        record,
+                        RunError::new(kind, message),
+                        false,
+                        request.actor_uid,
+                    )
+                    .await);
+            }
+        };
         if let Err(e) = manifest::check_expiry(&plugin.manifest, time::OffsetDateTime::now_utc()) {
             self.start_refused(&record).await;
-            return Ok(self.runner.reject(record, RunError::new(e.kind(), e.to_string()), true, request.actor_uid).await);
+            return Ok(self
+                .runner
+                .reject(
+                    record,
+                    RunError::new(e.kind(), e.to_string()),
+                    true,
+                    request.actor_uid,
+                )
+                .await);
         }
         let config = match plugin.config.apply(&request.config) {
             Ok(config) => config,
             Err(reason) => {
-                let message = format!("config for plugin {} is invalid: {reason}", plugin.manifest.name);
+                let message = format!(
+                    "config for plugin {} is invalid: {reason}",
+                    plugin.manifest.name
+                );
                 self.start_refused(&record).await;
-                return Ok(self.runner.reject(record, RunError::new(ErrorKind::InvalidConfig, message), false, request.actor_uid).await);
+                return Ok(self
+                    .runner
+                    .reject(
+                        record,
+                        RunError::new(ErrorKind::InvalidConfig, message),
+                        false,
+                        request.actor_uid,
+                    )
+                    .await);
             }
         };
-        Ok(self.runner.run(&plugin, run_id, request, config, cancel).await)
+        Ok(self
+            .runner
+            .run(&plugin, record, request, config, cancel)
+            .await)
     }
 
     /// Waits until everything written so far is committed.
@@ -185,20 +261,18 @@ impl Supervisor {
     }
 
     async fn start_refused(&self, record: &RunRecord) {
-        let _ = self.store.writer().send(crate::storage::WriteOp::RunStarted(record.clone())).await;
+        let _ = self
+            .store
+            .writer()
+            .send(crate::storage::WriteOp::RunStarted(record.clone()))
+            .await;
     }
 
-    fn lookup(&self, name: &str) -> Result<(PluginEntry, Arc<VerifiedPlugin>), SupervisorError> {
-        let registry = self.read_registry();
-        let entry = registry.get(name).ok_or_else(|| SupervisorError::UnknownPlugin(name.to_string()))?;
-        match &entry.plugin {
-            Some(plugin) => Ok((entry.clone(), plugin.clone())),
-            None => Err(SupervisorError::Unrunnable {
-                name: name.to_string(),
-                manifest: entry.manifest_path.display().to_string(),
-                reason: entry.reason.clone().unwrap_or_default(),
-            }),
-        }
+    fn lookup(&self, name: &str) -> Result<PluginEntry, SupervisorError> {
+        self.read_registry()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SupervisorError::UnknownPlugin(name.to_string()))
     }
 
     fn read_registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
@@ -231,14 +305,9 @@ impl Supervisor {
             tracing::warn!(plugin = ?event.plugin, "{}", event.message);
             let _ = writer.audit(event).await;
         }
-    }
-}
-
-fn status_word(status: PluginStatus) -> &'static str {
-    match status {
-        PluginStatus::Active => "active",
-        PluginStatus::Revoked => "revoked",
-        PluginStatus::Rejected => "rejected",
-        PluginStatus::Unavailable => "unavailable",
+        // Discovery's verdicts are on record before anything else happens.
+        if let Err(e) = writer.flush().await {
+            tracing::error!(error = %e, "cannot store discovery audit events");
+        }
     }
 }

@@ -29,7 +29,9 @@ pub enum TrustError {
     },
     #[error("code_hash {hash:?} is malformed: expected \"sha256:\" and 64 lowercase hex digits")]
     MalformedHash { hash: String },
-    #[error("{path} does not match its manifest: code_hash is {expected}, the file hashes to {actual}")]
+    #[error(
+        "{path} does not match its manifest: code_hash is {expected}, the file hashes to {actual}"
+    )]
     HashMismatch {
         path: PathBuf,
         expected: String,
@@ -62,13 +64,17 @@ pub fn hash_file(path: &Path) -> Result<String, TrustError> {
 
 /// Checks the form of a `code_hash` value.
 pub fn check_hash_format(hash: &str) -> Result<(), TrustError> {
-    let ok = hash
-        .strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    let ok = hash.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
     if ok {
         Ok(())
     } else {
-        Err(TrustError::MalformedHash { hash: hash.to_string() })
+        Err(TrustError::MalformedHash {
+            hash: hash.to_string(),
+        })
     }
 }
 
@@ -111,14 +117,20 @@ mod tests {
     fn a_file_verifies_against_its_own_hash_only() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plugin");
-        std::fs::File::create(&path).unwrap().write_all(b"hello").unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(b"hello")
+            .unwrap();
         let hash = hash_file(&path).unwrap();
         assert_eq!(
             hash,
             "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
         );
         assert!(open_verified(&path, &hash).is_ok());
-        std::fs::File::create(&path).unwrap().write_all(b"swapped").unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(b"swapped")
+            .unwrap();
         let err = open_verified(&path, &hash).unwrap_err();
         assert!(matches!(err, TrustError::HashMismatch { .. }), "{err}");
     }

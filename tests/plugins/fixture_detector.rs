@@ -17,7 +17,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use secflow_plugin_sdk::{serve, Category, InitializeParams, Plugin, PluginError, PluginRef, RunContext};
+use secflow_plugin_sdk::{
+    serve, Category, InitializeParams, Plugin, PluginError, PluginRef, RunContext,
+};
 use secflow_tests::fixture::{knob_u64, numbered_finding};
 use serde_json::{json, Map, Value};
 
@@ -43,7 +45,11 @@ impl Plugin for FixtureDetector {
         })
     }
 
-    fn run(&mut self, ctx: &mut RunContext, _inputs: Map<String, Value>) -> Result<Map<String, Value>, PluginError> {
+    fn run(
+        &mut self,
+        ctx: &mut RunContext,
+        _inputs: Map<String, Value>,
+    ) -> Result<Map<String, Value>, PluginError> {
         let count = knob_u64(ctx.config(), "count", 10);
         let delay = Duration::from_millis(knob_u64(ctx.config(), "delay_ms", 0));
         for i in 1..=count {

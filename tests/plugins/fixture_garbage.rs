@@ -10,7 +10,9 @@
 //! `unknown`: a notification of a method the protocol does not have,
 //! `{"jsonrpc":"2.0","method":"teleport","params":{}}`.
 
-use secflow_tests::fixture::{answer_run, finish, handshake, knob_str, numbered_finding, send_finding, send_raw};
+use secflow_tests::fixture::{
+    answer_run, finish, handshake, knob_str, numbered_finding, send_finding, send_raw,
+};
 use serde_json::json;
 
 fn main() {

@@ -10,7 +10,9 @@
 //!
 //! Config knobs: `valid` (integer, default 5), `invalid` (integer, default 3).
 
-use secflow_tests::fixture::{answer_run, finish, handshake, knob_u64, numbered_finding, send_finding};
+use secflow_tests::fixture::{
+    answer_run, finish, handshake, knob_u64, numbered_finding, send_finding,
+};
 use serde_json::{json, Value};
 
 /// The `n`-th invalid finding (from 0), distinct from every valid one.

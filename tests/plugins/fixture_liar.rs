@@ -6,7 +6,9 @@
 //! No config knobs.
 
 use secflow_plugin_sdk::protocol::{method, MessageKind};
-use secflow_tests::fixture::{answer_initialize, answer_run, expect_initialize, read_message, send};
+use secflow_tests::fixture::{
+    answer_initialize, answer_run, expect_initialize, read_message, send,
+};
 use serde_json::{json, Value};
 
 fn main() {

@@ -25,7 +25,10 @@ fn leave_mark() {
         }
     };
     if let Err(err) = std::fs::write(&marker, b"ran\n") {
-        eprintln!("fixture-marker: cannot create {}: {err}", marker.to_string_lossy());
+        eprintln!(
+            "fixture-marker: cannot create {}: {err}",
+            marker.to_string_lossy()
+        );
     }
 }
 

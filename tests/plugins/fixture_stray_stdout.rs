@@ -12,7 +12,9 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use secflow_plugin_sdk::{serve, Category, InitializeParams, Plugin, PluginError, PluginRef, RunContext};
+use secflow_plugin_sdk::{
+    serve, Category, InitializeParams, Plugin, PluginError, PluginRef, RunContext,
+};
 use secflow_tests::fixture::{knob_u64, numbered_finding};
 use serde_json::{json, Map, Value};
 
@@ -38,7 +40,11 @@ impl Plugin for StrayStdout {
         })
     }
 
-    fn run(&mut self, ctx: &mut RunContext, _inputs: Map<String, Value>) -> Result<Map<String, Value>, PluginError> {
+    fn run(
+        &mut self,
+        ctx: &mut RunContext,
+        _inputs: Map<String, Value>,
+    ) -> Result<Map<String, Value>, PluginError> {
         let count = knob_u64(ctx.config(), "count", 3);
         for i in 1..=count {
             println!("stray text");

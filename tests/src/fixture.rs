@@ -38,7 +38,11 @@ pub fn send(value: &Value) {
 /// Writes bytes as they are, flushed; exits quietly when the supervisor is gone.
 pub fn send_raw(bytes: &[u8]) {
     let mut stdout = io::stdout().lock();
-    if stdout.write_all(bytes).and_then(|()| stdout.flush()).is_err() {
+    if stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
         std::process::exit(0);
     }
 }
@@ -92,20 +96,31 @@ pub fn handshake() -> (Map<String, Value>, Id) {
 
 /// Sends `finding` with `seq`.
 pub fn send_finding(seq: u64, finding: Value) {
-    send(&json!(Message::notification(method::FINDING, json!({"seq": seq, "finding": finding}))));
+    send(&json!(Message::notification(
+        method::FINDING,
+        json!({"seq": seq, "finding": finding})
+    )));
 }
 
 /// Answers `run` with `findings` as the count and `outputs`.
 pub fn answer_run(id: Id, findings: u64, outputs: Value) {
-    send(&json!(Message::response(id, json!({"outputs": outputs, "findings": findings}))));
+    send(&json!(Message::response(
+        id,
+        json!({"outputs": outputs, "findings": findings})
+    )));
 }
 
 /// Serves the end of a session: answers `shutdown` and returns, or returns at
 /// end of input.
 pub fn finish() {
     while let Some(message) = read_message() {
-        if message.kind() == MessageKind::Request && message.method.as_deref() == Some(method::SHUTDOWN) {
-            send(&json!(Message::response(message.id.unwrap_or(Value::Null), json!({}))));
+        if message.kind() == MessageKind::Request
+            && message.method.as_deref() == Some(method::SHUTDOWN)
+        {
+            send(&json!(Message::response(
+                message.id.unwrap_or(Value::Null),
+                json!({})
+            )));
             return;
         }
     }
@@ -114,12 +129,23 @@ pub fn finish() {
 /// The `i`-th finding of the fixture detectors (from 1): each distinct, with the
 /// severity cycling info, low, medium, high, critical.
 pub fn numbered_finding(i: u64) -> Value {
-    const CYCLE: [Severity; 5] = [Severity::Info, Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
+    const CYCLE: [Severity; 5] = [
+        Severity::Info,
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
     let severity = CYCLE[usize::try_from(i.saturating_sub(1) % 5).unwrap_or(0)];
-    Finding::new("fixture.rule", format!("Fixture finding {i}"), severity, "http://127.0.0.1:8080")
-        .location_url(format!("http://127.0.0.1:8080/item/{i}"))
-        .description("A finding made up by a test fixture.")
-        .into_value()
+    Finding::new(
+        "fixture.rule",
+        format!("Fixture finding {i}"),
+        severity,
+        "http://127.0.0.1:8080",
+    )
+    .location_url(format!("http://127.0.0.1:8080/item/{i}"))
+    .description("A finding made up by a test fixture.")
+    .into_value()
 }
 
 /// An integer knob from the config, or `default`.

@@ -21,8 +21,14 @@ const STRAY: &str = env!("CARGO_BIN_EXE_fixture-stray-stdout");
 const SEQ_GAP: &str = env!("CARGO_BIN_EXE_fixture-seq-gap");
 const COUNT_LIAR: &str = env!("CARGO_BIN_EXE_fixture-count-liar");
 
-fn status_of<'a>(entries: &'a [secflow_supervisor::registry::PluginEntry], name: &str) -> &'a secflow_supervisor::registry::PluginEntry {
-    entries.iter().find(|e| e.name == name).unwrap_or_else(|| panic!("{name} is not listed"))
+fn status_of<'a>(
+    entries: &'a [secflow_supervisor::registry::PluginEntry],
+    name: &str,
+) -> &'a secflow_supervisor::registry::PluginEntry {
+    entries
+        .iter()
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("{name} is not listed"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -39,8 +45,15 @@ async fn a_detector_run_twice_stores_each_finding_once_with_two_occurrences() {
     assert_eq!(second.findings, 1000);
 
     let seen = findings_of(&supervisor, &second.run_id);
-    assert_eq!(seen.len(), 1000, "the second run reports the same 1000 findings");
-    assert!(seen.iter().all(|f| f.occurrences == 2), "every finding was seen twice");
+    assert_eq!(
+        seen.len(),
+        1000,
+        "the second run reports the same 1000 findings"
+    );
+    assert!(
+        seen.iter().all(|f| f.occurrences == 2),
+        "every finding was seen twice"
+    );
     let all = supervisor
         .store()
         .findings(&secflow_supervisor::storage::FindingQuery {
@@ -49,16 +62,19 @@ async fn a_detector_run_twice_stores_each_finding_once_with_two_occurrences() {
         })
         .unwrap();
     assert_eq!(all.findings.len(), 1000);
-    assert!(all.next.is_none() || {
-        let rest = supervisor
-            .store()
-            .findings(&secflow_supervisor::storage::FindingQuery {
-                after: all.next,
-                ..Default::default()
-            })
-            .unwrap();
-        rest.findings.is_empty()
-    }, "1000 rows in all, not 2000");
+    assert!(
+        all.next.is_none() || {
+            let rest = supervisor
+                .store()
+                .findings(&secflow_supervisor::storage::FindingQuery {
+                    after: all.next,
+                    ..Default::default()
+                })
+                .unwrap();
+            rest.findings.is_empty()
+        },
+        "1000 rows in all, not 2000"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -73,7 +89,11 @@ async fn a_successful_run_records_resources_telemetry_and_an_invocation_audit() 
     assert_eq!(record.outputs.get("emitted"), Some(&json!(3)));
     assert!(record.memory_mb > 0, "peak RSS is recorded");
     assert!(record.finished_at.is_some());
-    let stored = supervisor.store().run(&record.run_id).unwrap().expect("run stored");
+    let stored = supervisor
+        .store()
+        .run(&record.run_id)
+        .unwrap()
+        .expect("run stored");
     assert_eq!(stored, record);
     supervisor.flush().await.unwrap();
     let telemetry = supervisor
@@ -88,9 +108,13 @@ async fn a_successful_run_records_resources_telemetry_and_an_invocation_audit() 
     assert!(telemetry[0].success);
     assert_eq!(telemetry[0].findings_processed, 3);
     let invoked = audit_events(&supervisor, "plugin_invoked");
-    assert!(invoked.iter().any(|e| e.run_id.as_deref() == Some(record.run_id.as_str())));
+    assert!(invoked
+        .iter()
+        .any(|e| e.run_id.as_deref() == Some(record.run_id.as_str())));
     let work_root = bed.path().join("var/runs");
-    let left: Vec<_> = std::fs::read_dir(&work_root).map(|d| d.collect()).unwrap_or_default();
+    let left: Vec<_> = std::fs::read_dir(&work_root)
+        .map(|d| d.collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "the run's work dir is removed: {left:?}");
 }
 
@@ -103,7 +127,11 @@ async fn an_invalid_manifest_is_rejected_naming_the_field_and_the_others_still_l
         ..Install::new("bad-category", DETECTOR)
     });
     std::fs::create_dir_all(bed.plugin_dir("garbled")).unwrap();
-    std::fs::write(bed.plugin_dir("garbled").join("manifest.json"), "{ not json").unwrap();
+    std::fs::write(
+        bed.plugin_dir("garbled").join("manifest.json"),
+        "{ not json",
+    )
+    .unwrap();
     let supervisor = bed.supervisor().await;
     let entries = supervisor.plugins();
     assert_eq!(status_of(&entries, "good").status, PluginStatus::Active);
@@ -111,10 +139,19 @@ async fn an_invalid_manifest_is_rejected_naming_the_field_and_the_others_still_l
     assert_eq!(bad.status, PluginStatus::Rejected);
     let reason = bad.reason.as_deref().unwrap();
     assert!(reason.contains("category"), "{reason}");
-    assert!(reason.contains("manifest.json"), "the reason names the file: {reason}");
-    assert_eq!(status_of(&entries, "garbled").status, PluginStatus::Rejected);
+    assert!(
+        reason.contains("manifest.json"),
+        "the reason names the file: {reason}"
+    );
+    assert_eq!(
+        status_of(&entries, "garbled").status,
+        PluginStatus::Rejected
+    );
     assert!(!audit_events(&supervisor, "plugin_rejected").is_empty());
-    assert_eq!(run(&supervisor, "good", json!({"count": 1})).await.status, RunStatus::Succeeded);
+    assert_eq!(
+        run(&supervisor, "good", json!({"count": 1})).await.status,
+        RunStatus::Succeeded
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -139,7 +176,10 @@ async fn a_binary_swapped_after_registration_is_never_executed() {
     let bed = TestBed::new();
     bed.install_fixture("swapped", DETECTOR);
     let supervisor = bed.supervisor().await;
-    assert_eq!(status_of(&supervisor.plugins(), "swapped").status, PluginStatus::Active);
+    assert_eq!(
+        status_of(&supervisor.plugins(), "swapped").status,
+        PluginStatus::Active
+    );
 
     // Replace the registered executable with one that leaves a marker if run.
     let installed = bed.plugin_dir("swapped").join("fixture-detector");
@@ -153,7 +193,12 @@ async fn a_binary_swapped_after_registration_is_never_executed() {
     assert!(!marker.exists(), "the swapped binary must never run");
     supervisor.flush().await.unwrap();
     let events = audit_events(&supervisor, "hash_mismatch");
-    assert!(events.iter().any(|e| e.security && e.run_id.as_deref() == Some(record.run_id.as_str())), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.security && e.run_id.as_deref() == Some(record.run_id.as_str())),
+        "{events:?}"
+    );
 
     // The marker plugin does leave its marker when it is run: the check above can fail.
     bed.install_fixture("marker", MARKER);
@@ -167,7 +212,8 @@ async fn a_binary_swapped_after_registration_is_never_executed() {
 async fn a_manifest_whose_hash_does_not_match_is_rejected_at_discovery() {
     let bed = TestBed::new();
     let manifest = bed.install_fixture("tampered", DETECTOR);
-    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    let mut doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     doc["code_hash"] = json!(format!("sha256:{}", "0".repeat(64)));
     std::fs::write(&manifest, doc.to_string()).unwrap();
     let supervisor = bed.supervisor().await;
@@ -175,7 +221,12 @@ async fn a_manifest_whose_hash_does_not_match_is_rejected_at_discovery() {
     assert_eq!(entry.status, PluginStatus::Rejected);
     assert!(entry.reason.unwrap().contains("code_hash"));
     let events = audit_events(&supervisor, "plugin_rejected");
-    assert!(events.iter().any(|e| e.security && e.plugin.as_deref() == Some("tampered")), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.security && e.plugin.as_deref() == Some("tampered")),
+        "{events:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -192,7 +243,10 @@ async fn an_expired_manifest_is_rejected_and_never_runs() {
     assert!(entry.reason.unwrap().contains("expires_at"));
     let record = run(&supervisor, "expired", json!({})).await;
     assert_eq!(record.status, RunStatus::Rejected);
-    assert!(!bed.plugin_dir("expired").join("fixture-marker.ran").exists());
+    assert!(!bed
+        .plugin_dir("expired")
+        .join("fixture-marker.ran")
+        .exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -206,7 +260,9 @@ async fn a_plugin_that_claims_another_identity_is_rejected() {
     assert_eq!(error.kind, ErrorKind::IdentityMismatch);
     assert!(error.message.contains("someone-else"), "{}", error.message);
     supervisor.flush().await.unwrap();
-    assert!(audit_events(&supervisor, "identity_mismatch").iter().any(|e| e.security));
+    assert!(audit_events(&supervisor, "identity_mismatch")
+        .iter()
+        .any(|e| e.security));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -215,7 +271,14 @@ async fn a_timeout_keeps_the_findings_sent_before_the_deadline() {
     bed.install_fixture("sleeper", SLEEPER);
     let supervisor = bed.supervisor().await;
     let started = std::time::Instant::now();
-    let record = run_with(&supervisor, "sleeper", json!({"before_sleep": 2}), Map::new(), Some(800)).await;
+    let record = run_with(
+        &supervisor,
+        "sleeper",
+        json!({"before_sleep": 2}),
+        Map::new(),
+        Some(800),
+    )
+    .await;
     assert_eq!(record.status, RunStatus::TimedOut, "{record:?}");
     assert!(record.partial);
     assert_eq!(record.error.as_ref().unwrap().kind, ErrorKind::Timeout);
@@ -223,7 +286,11 @@ async fn a_timeout_keeps_the_findings_sent_before_the_deadline() {
     assert_eq!(findings_of(&supervisor, &record.run_id).len(), 2);
     // Deadline 0.8 s + grace 0.5 s, then the kill: bounded, not the sleeper's forever.
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
-    assert_eq!(record.signal, Some(9), "a plugin that ignores cancel and SIGTERM is killed");
+    assert_eq!(
+        record.signal,
+        Some(9),
+        "a plugin that ignores cancel and SIGTERM is killed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -232,9 +299,18 @@ async fn a_crash_keeps_the_findings_sent_before_it() {
     bed.install_fixture("crasher", CRASHER);
     let supervisor = bed.supervisor().await;
     for (mode, exit, signal) in [("exit", Some(3), None), ("abort", None, Some(6))] {
-        let record = run(&supervisor, "crasher", json!({"before_crash": 3, "mode": mode})).await;
+        let record = run(
+            &supervisor,
+            "crasher",
+            json!({"before_crash": 3, "mode": mode}),
+        )
+        .await;
         assert_eq!(record.status, RunStatus::Failed, "{mode}: {record:?}");
-        assert_eq!(record.error.as_ref().unwrap().kind, ErrorKind::PluginCrashed, "{mode}");
+        assert_eq!(
+            record.error.as_ref().unwrap().kind,
+            ErrorKind::PluginCrashed,
+            "{mode}"
+        );
         assert!(record.partial);
         assert_eq!(record.findings, 3, "{mode}");
         assert_eq!((record.exit_code, record.signal), (exit, signal), "{mode}");
@@ -251,7 +327,11 @@ async fn an_oversize_line_is_a_protocol_violation() {
     assert_eq!(record.status, RunStatus::Failed, "{record:?}");
     let error = record.error.unwrap();
     assert_eq!(error.kind, ErrorKind::ProtocolViolation);
-    assert!(error.message.contains("max_message_bytes"), "{}", error.message);
+    assert!(
+        error.message.contains("max_message_bytes"),
+        "{}",
+        error.message
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -281,8 +361,16 @@ async fn protocol_breaches_fail_the_run_and_keep_earlier_findings() {
         ("count-liar", json!({}), 2),
     ] {
         let record = run(&supervisor, plugin, config.clone()).await;
-        assert_eq!(record.status, RunStatus::Failed, "{plugin} {config}: {record:?}");
-        assert_eq!(record.error.as_ref().unwrap().kind, ErrorKind::ProtocolViolation, "{plugin} {config}");
+        assert_eq!(
+            record.status,
+            RunStatus::Failed,
+            "{plugin} {config}: {record:?}"
+        );
+        assert_eq!(
+            record.error.as_ref().unwrap().kind,
+            ErrorKind::ProtocolViolation,
+            "{plugin} {config}"
+        );
         assert_eq!(record.findings, kept, "{plugin} {config}");
     }
 }
@@ -294,7 +382,11 @@ async fn stray_stdout_text_in_an_sdk_plugin_does_not_corrupt_the_protocol() {
     let supervisor = bed.supervisor().await;
     let record = run(&supervisor, "stray", json!({})).await;
     assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
-    assert!(record.stderr_tail.contains("stray text"), "stray prints land on stderr: {:?}", record.stderr_tail);
+    assert!(
+        record.stderr_tail.contains("stray text"),
+        "stray prints land on stderr: {:?}",
+        record.stderr_tail
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -328,23 +420,53 @@ async fn a_config_that_breaks_the_config_schema_is_rejected_before_spawning() {
 async fn a_cancelled_run_is_recorded_cancelled_with_its_findings() {
     let bed = TestBed::new();
     bed.install_fixture("slow", DETECTOR);
-    let supervisor = bed.supervisor().await;
+    let supervisor = std::sync::Arc::new(bed.supervisor().await);
     let (cancel, cancel_rx) = tokio::sync::watch::channel(false);
     let request = secflow_supervisor::runner::RunRequest {
         plugin: "slow".into(),
-        config: json!({"count": 1000, "delay_ms": 20}).as_object().cloned().unwrap(),
+        config: json!({"count": 1000, "delay_ms": 20})
+            .as_object()
+            .cloned()
+            .unwrap(),
         ..Default::default()
     };
+    // Cancel once the run has visibly started: its first finding is stored.
+    let watcher = supervisor.clone();
     let canceller = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let query = secflow_supervisor::storage::FindingQuery {
+            plugin: Some("slow".into()),
+            limit: Some(1),
+            ..Default::default()
+        };
+        for _ in 0..500 {
+            if !watcher
+                .store()
+                .findings(&query)
+                .unwrap()
+                .findings
+                .is_empty()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         cancel.send(true).unwrap();
         cancel
     });
     let record = supervisor.execute(request, cancel_rx).await.unwrap();
     drop(canceller.await);
     assert_eq!(record.status, RunStatus::Cancelled, "{record:?}");
-    assert!(record.findings > 0 && record.findings < 1000, "{}", record.findings);
-    assert_eq!(record.exit_code, Some(0), "an SDK plugin answers cancel and exits cleanly");
+    assert_eq!(record.error.as_ref().unwrap().kind, ErrorKind::Cancelled);
+    assert!(record.findings > 0 && record.findings < 1000, "{record:?}");
+    assert_eq!(
+        findings_of(&supervisor, &record.run_id).len() as u64,
+        record.findings
+    );
+    assert_eq!(
+        record.exit_code,
+        Some(0),
+        "an SDK plugin answers cancel and exits cleanly"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -359,7 +481,9 @@ async fn runs_left_running_by_a_dead_supervisor_are_marked_interrupted() {
     supervisor
         .store()
         .writer()
-        .send(secflow_supervisor::storage::WriteOp::RunStarted(stale.clone()))
+        .send(secflow_supervisor::storage::WriteOp::RunStarted(
+            stale.clone(),
+        ))
         .await
         .unwrap();
     supervisor.flush().await.unwrap();
@@ -368,7 +492,15 @@ async fn runs_left_running_by_a_dead_supervisor_are_marked_interrupted() {
     let after = reopened.store().run(&stale.run_id).unwrap().unwrap();
     assert_eq!(after.status, RunStatus::Failed);
     assert_eq!(after.error.unwrap().kind, ErrorKind::Interrupted);
-    assert_eq!(reopened.store().run(&record.run_id).unwrap().unwrap().status, RunStatus::Succeeded);
+    assert_eq!(
+        reopened
+            .store()
+            .run(&record.run_id)
+            .unwrap()
+            .unwrap()
+            .status,
+        RunStatus::Succeeded
+    );
 }
 
 #[test]
@@ -377,24 +509,47 @@ fn the_cli_runs_the_analytics_plugin_locally_and_prints_a_run_record() {
     let staged = bed.secflow(&[
         "manifest",
         "stage",
-        workspace_root().join("manifests/analytics.json").to_str().unwrap(),
+        workspace_root()
+            .join("manifests/analytics.json")
+            .to_str()
+            .unwrap(),
         "--bin-dir",
         target_dir().to_str().unwrap(),
         "--out",
         bed.path().join("plugins").to_str().unwrap(),
     ]);
-    assert!(staged.status.success(), "{}", String::from_utf8_lossy(&staged.stderr));
+    assert!(
+        staged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&staged.stderr)
+    );
     let input = bed.path().join("findings.json");
     let findings: Vec<Value> = (0..6)
         .map(|i| {
+            let severity = ["high", "low", "critical"][i % 3];
             json!({"finding_schema_version": "1.0.0", "rule_id": format!("r{}", i % 2), "title": "t",
-                   "severity": ["high", "low", "critical"][i % 3], "target": format!("10.0.0.{}", i % 3)})
+                   "severity": severity, "target": format!("10.0.0.{}", i % 3)})
         })
         .collect();
-    std::fs::write(&input, serde_json::to_string(&json!({"findings": findings})).unwrap()).unwrap();
+    std::fs::write(
+        &input,
+        serde_json::to_string(&json!({"findings": findings})).unwrap(),
+    )
+    .unwrap();
 
-    let out = bed.secflow(&["run", "analytics", "--local", "--input", input.to_str().unwrap(), "--json"]);
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let out = bed.secflow(&[
+        "run",
+        "analytics",
+        "--local",
+        "--input",
+        input.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let record: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
     assert_eq!(record["status"], "succeeded");
     assert_eq!(record["plugin"], "analytics");

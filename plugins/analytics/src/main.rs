@@ -95,7 +95,8 @@ fn metrics(findings: &[Value], top_targets: usize) -> Result<Value, PluginError>
     let mut occurrences = 0u64;
     let mut weight_sum = 0.0;
     let mut worst: Option<Severity> = None;
-    let mut by_severity: BTreeMap<Severity, u64> = Severity::ALL.into_iter().map(|s| (s, 0)).collect();
+    let mut by_severity: BTreeMap<Severity, u64> =
+        Severity::ALL.into_iter().map(|s| (s, 0)).collect();
     let mut by_target: BTreeMap<String, TargetTally> = BTreeMap::new();
     let mut by_rule: BTreeMap<String, u64> = BTreeMap::new();
     let mut by_plugin: BTreeMap<String, u64> = BTreeMap::new();
@@ -108,7 +109,12 @@ fn metrics(findings: &[Value], top_targets: usize) -> Result<Value, PluginError>
         };
         let identity = text(finding.get("fingerprint"))
             .map(|f| format!("fingerprint:{f}"))
-            .or_else(|| finding.get("id").filter(|id| !id.is_null()).map(|id| format!("id:{id}")));
+            .or_else(|| {
+                finding
+                    .get("id")
+                    .filter(|id| !id.is_null())
+                    .map(|id| format!("id:{id}"))
+            });
         if let Some(identity) = identity {
             if !seen.insert(identity) {
                 duplicates += 1;
@@ -116,7 +122,11 @@ fn metrics(findings: &[Value], top_targets: usize) -> Result<Value, PluginError>
             }
         }
         total += 1;
-        occurrences += finding.get("occurrences").and_then(Value::as_u64).unwrap_or(1).max(1);
+        occurrences += finding
+            .get("occurrences")
+            .and_then(Value::as_u64)
+            .unwrap_or(1)
+            .max(1);
         let severity = text(finding.get("severity"))
             .and_then(Severity::parse)
             .unwrap_or(Severity::Unknown);
@@ -182,7 +192,11 @@ impl Plugin for Analytics {
     /// Every finding of a scan arrives in one `run` line.
     const MAX_INPUT_BYTES: usize = 32 << 20;
 
-    fn run(&mut self, ctx: &mut RunContext, inputs: Map<String, Value>) -> Result<Map<String, Value>, PluginError> {
+    fn run(
+        &mut self,
+        ctx: &mut RunContext,
+        inputs: Map<String, Value>,
+    ) -> Result<Map<String, Value>, PluginError> {
         let findings = match inputs.get("findings") {
             Some(Value::Array(findings)) => findings,
             Some(other) => {
@@ -198,7 +212,11 @@ impl Plugin for Analytics {
             Some(value) => value
                 .as_u64()
                 .filter(|n| (1..=100).contains(n))
-                .ok_or_else(|| PluginError::invalid_config(format!("config top_targets must be an integer from 1 to 100, got {value}")))?,
+                .ok_or_else(|| {
+                    PluginError::invalid_config(format!(
+                        "config top_targets must be an integer from 1 to 100, got {value}"
+                    ))
+                })?,
         };
         let metrics = metrics(findings, usize::try_from(top_targets).unwrap_or(usize::MAX))?;
         ctx.log(
@@ -235,7 +253,13 @@ mod tests {
     use secflow_plugin_sdk::protocol::code;
     use secflow_plugin_sdk::testing;
 
-    fn stored(fingerprint: &str, severity: &str, target: &str, rule: &str, occurrences: u64) -> Value {
+    fn stored(
+        fingerprint: &str,
+        severity: &str,
+        target: &str,
+        rule: &str,
+        occurrences: u64,
+    ) -> Value {
         json!({
             "id": format!("id-{fingerprint}"), "fingerprint": fingerprint, "finding_schema_version": "1.0.0",
             "rule_id": rule, "title": "t", "severity": severity, "target": target,
@@ -270,7 +294,10 @@ mod tests {
 
     #[test]
     fn a_finding_seen_three_times_counts_once_and_adds_its_occurrences() {
-        let m = analyse(vec![stored("a", "high", "h", "r", 3), stored("a", "high", "h", "r", 3)]);
+        let m = analyse(vec![
+            stored("a", "high", "h", "r", 3),
+            stored("a", "high", "h", "r", 3),
+        ]);
         assert_eq!(m["total"], 1);
         assert_eq!(m["occurrences"], 3);
         assert_eq!(m["duplicates_ignored"], 1);
@@ -282,12 +309,22 @@ mod tests {
         let m = analyse(vec![stored("a", "critical", "h", "r", 1)]);
         // 100 * (1 - e^(-10/25)) = 32.968
         assert_eq!(m["risk_score"], 33.0);
-        assert_eq!(m["risk_level"], "high", "one critical finding is at least high risk");
-        let m = analyse((0..10).map(|i| stored(&i.to_string(), "critical", "h", "r", 1)).collect());
+        assert_eq!(
+            m["risk_level"], "high",
+            "one critical finding is at least high risk"
+        );
+        let m = analyse(
+            (0..10)
+                .map(|i| stored(&i.to_string(), "critical", "h", "r", 1))
+                .collect(),
+        );
         assert_eq!(m["risk_score"], 98.2);
         assert_eq!(m["risk_level"], "critical");
         let m = analyse(vec![stored("a", "info", "h", "r", 1)]);
-        assert_eq!((m["risk_score"].as_f64(), m["risk_level"].as_str()), (Some(0.0), Some("none")));
+        assert_eq!(
+            (m["risk_score"].as_f64(), m["risk_level"].as_str()),
+            (Some(0.0), Some("none"))
+        );
     }
 
     #[test]
@@ -306,38 +343,74 @@ mod tests {
             stored("2", "critical", "http://crit", "r", 1),
             stored("3", "high", "http://high", "r", 1),
         ];
-        findings.extend((0..20).map(|i| stored(&format!("x{i}"), "info", &format!("http://info{i:02}"), "r", 1)));
+        findings.extend((0..20).map(|i| {
+            stored(
+                &format!("x{i}"),
+                "info",
+                &format!("http://info{i:02}"),
+                "r",
+                1,
+            )
+        }));
         let m = analyse(findings.clone());
         let top = m["top_targets"].as_array().unwrap();
         assert_eq!(top.len(), 10);
-        assert_eq!(top[0], json!({"target": "http://crit", "risk": 33.0, "findings": 1}));
+        assert_eq!(
+            top[0],
+            json!({"target": "http://crit", "risk": 33.0, "findings": 1})
+        );
         assert_eq!(top[1]["target"], "http://high");
         assert_eq!(top[2]["target"], "http://low");
         assert_eq!(top[3]["target"], "http://info00");
 
-        let outcome = testing::run(Analytics, json!({"top_targets": 2}), json!({ "findings": findings }));
-        assert_eq!(outcome.outputs["metrics"]["top_targets"].as_array().unwrap().len(), 2);
+        let outcome = testing::run(
+            Analytics,
+            json!({"top_targets": 2}),
+            json!({ "findings": findings }),
+        );
+        assert_eq!(
+            outcome.outputs["metrics"]["top_targets"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]
     fn missing_findings_input_is_rejected_naming_the_field() {
-        let error = testing::run(Analytics, json!({}), json!({"target": "x"})).error.unwrap();
+        let error = testing::run(Analytics, json!({}), json!({"target": "x"}))
+            .error
+            .unwrap();
         assert_eq!(error.code(), code::INVALID_INPUTS);
         assert!(error.message().contains("inputs.findings"), "{error}");
     }
 
     #[test]
     fn findings_that_are_not_an_array_are_rejected_naming_the_field_and_type() {
-        let error = testing::run(Analytics, json!({}), json!({"findings": "all"})).error.unwrap();
+        let error = testing::run(Analytics, json!({}), json!({"findings": "all"}))
+            .error
+            .unwrap();
         assert_eq!(error.code(), code::INVALID_INPUTS);
-        assert_eq!(error.message(), "inputs.findings must be an array of findings, got a string");
-        let error = testing::run(Analytics, json!({}), json!({"findings": [1]})).error.unwrap();
+        assert_eq!(
+            error.message(),
+            "inputs.findings must be an array of findings, got a string"
+        );
+        let error = testing::run(Analytics, json!({}), json!({"findings": [1]}))
+            .error
+            .unwrap();
         assert_eq!(error.message(), "inputs.findings[0] is not an object");
     }
 
     #[test]
     fn a_top_targets_config_outside_one_to_a_hundred_is_refused() {
-        let error = testing::run(Analytics, json!({"top_targets": 0}), json!({"findings": []})).error.unwrap();
+        let error = testing::run(
+            Analytics,
+            json!({"top_targets": 0}),
+            json!({"findings": []}),
+        )
+        .error
+        .unwrap();
         assert_eq!(error.code(), code::INVALID_PARAMS);
         assert!(error.message().contains("top_targets"));
     }

@@ -18,7 +18,9 @@ use serde_json::{Map, Value};
 use crate::config::Config;
 use crate::record::{RunRecord, RunStatus};
 use crate::runner::RunRequest;
-use crate::storage::{AuditQuery, FindingQuery, RunQuery, SqliteStore, StoragePort, TelemetryQuery};
+use crate::storage::{
+    AuditQuery, FindingQuery, RunQuery, SqliteStore, StoragePort, TelemetryQuery,
+};
 use crate::Supervisor;
 use table::Table;
 
@@ -28,7 +30,11 @@ pub const SYSTEM_CONFIG: &str = "/etc/secflow/secflow.toml";
 const MAX_INPUT_BYTES: u64 = 256 << 20;
 
 #[derive(Debug, Parser)]
-#[command(name = "secflow", version, about = "Run and inspect SecFlow security plugins")]
+#[command(
+    name = "secflow",
+    version,
+    about = "Run and inspect SecFlow security plugins"
+)]
 pub struct Cli {
     /// Config file (default: $SECFLOW_CONFIG, else /etc/secflow/secflow.toml).
     #[arg(long, global = true, env = "SECFLOW_CONFIG", value_name = "PATH")]
@@ -166,7 +172,8 @@ pub struct FindingsArgs {
 }
 
 fn parse_severity(s: &str) -> Result<Severity, String> {
-    Severity::parse(s).ok_or_else(|| "expected one of info, low, medium, high, critical, unknown".to_string())
+    Severity::parse(s)
+        .ok_or_else(|| "expected one of info, low, medium, high, critical, unknown".to_string())
 }
 
 /// A command failure with its exit status.
@@ -274,7 +281,9 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
                 limit: Some(*limit),
             })?;
             print_output(cli, &events, |out| {
-                let mut t = Table::new(&["TIME", "PLUGIN", "VERSION", "RUN", "OK", "MS", "CPU_MS", "MEM_MB", "FINDINGS"]);
+                let mut t = Table::new(&[
+                    "TIME", "PLUGIN", "VERSION", "RUN", "OK", "MS", "CPU_MS", "MEM_MB", "FINDINGS",
+                ]);
                 for e in &events {
                     t.row(vec![
                         e.timestamp.clone(),
@@ -304,7 +313,11 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
                     t.row(vec![
                         e.timestamp.clone(),
                         e.event.clone(),
-                        if e.security { "yes".into() } else { String::new() },
+                        if e.security {
+                            "yes".into()
+                        } else {
+                            String::new()
+                        },
                         e.plugin.clone().unwrap_or_default(),
                         e.actor_uid.map(|u| u.to_string()).unwrap_or_default(),
                         e.message.clone(),
@@ -329,7 +342,10 @@ fn require_local(local: bool, command: &str) -> Result<(), Failure> {
 
 /// The config named by --config / SECFLOW_CONFIG, else the system one.
 pub fn load_config(cli: &Cli) -> Result<Config, Failure> {
-    let path = cli.config.clone().unwrap_or_else(|| PathBuf::from(SYSTEM_CONFIG));
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(SYSTEM_CONFIG));
     if cli.config.is_none() && !path.exists() {
         return Err(Failure::usage(format!(
             "no config file: {SYSTEM_CONFIG} does not exist; pass --config PATH or set SECFLOW_CONFIG"
@@ -341,7 +357,11 @@ pub fn load_config(cli: &Cli) -> Result<Config, Failure> {
 fn open_store(cli: &Cli) -> Result<SqliteStore, Failure> {
     let config = load_config(cli)?;
     let storage = &config.storage;
-    Ok(SqliteStore::open(&storage.path, storage.queue_capacity, storage.batch_size)?)
+    Ok(SqliteStore::open(
+        &storage.path,
+        storage.queue_capacity,
+        storage.batch_size,
+    )?)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -360,12 +380,15 @@ fn plugins_command(cli: &Cli, action: &PluginsAction) -> Result<ExitCode, Failur
             PluginsAction::List | PluginsAction::Reload => {
                 let entries = supervisor.plugins();
                 print_output(cli, &entries, |out| {
-                    let mut t = Table::new(&["NAME", "VERSION", "CATEGORY", "STATUS", "NETWORK", "REASON"]);
+                    let mut t =
+                        Table::new(&["NAME", "VERSION", "CATEGORY", "STATUS", "NETWORK", "REASON"]);
                     for e in &entries {
                         t.row(vec![
                             e.name.clone(),
                             e.version.clone(),
-                            e.category.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                            e.category
+                                .map(|c| c.to_string())
+                                .unwrap_or_else(|| "-".into()),
                             format!("{:?}", e.status).to_lowercase(),
                             if e.network { "yes".into() } else { "no".into() },
                             e.reason.clone().unwrap_or_default(),
@@ -376,11 +399,15 @@ fn plugins_command(cli: &Cli, action: &PluginsAction) -> Result<ExitCode, Failur
             }
             PluginsAction::Revoke { name, reason } => {
                 let entry = supervisor.revoke(name, reason, Some(current_uid())).await?;
-                print_output(cli, &entry, |out| writeln!(out, "{} {} revoked", entry.name, entry.version))
+                print_output(cli, &entry, |out| {
+                    writeln!(out, "{} {} revoked", entry.name, entry.version)
+                })
             }
             PluginsAction::Reinstate { name } => {
                 let entry = supervisor.reinstate(name, Some(current_uid())).await?;
-                print_output(cli, &entry, |out| writeln!(out, "{} {} reinstated", entry.name, entry.version))
+                print_output(cli, &entry, |out| {
+                    writeln!(out, "{} {} reinstated", entry.name, entry.version)
+                })
             }
         };
         supervisor.flush().await?;
@@ -398,7 +425,11 @@ fn run_command(cli: &Cli, args: &RunArgs) -> Result<ExitCode, Failure> {
     let run_config = build_run_config(args.config_json.as_deref(), &args.set)?;
     let timeout_ms = match args.timeout {
         Some(secs) if secs.is_finite() && secs > 0.0 => Some((secs * 1000.0) as u64),
-        Some(_) => return Err(Failure::usage("--timeout must be a positive number of seconds")),
+        Some(_) => {
+            return Err(Failure::usage(
+                "--timeout must be a positive number of seconds",
+            ))
+        }
         None => None,
     };
     let request = RunRequest {
@@ -456,13 +487,18 @@ fn read_inputs(input: Option<&str>) -> Result<Map<String, Value>, Failure> {
     };
     let mut text = Vec::new();
     let read = if source == "-" {
-        std::io::stdin().take(MAX_INPUT_BYTES + 1).read_to_end(&mut text)
+        std::io::stdin()
+            .take(MAX_INPUT_BYTES + 1)
+            .read_to_end(&mut text)
     } else {
         std::fs::File::open(source).and_then(|f| f.take(MAX_INPUT_BYTES + 1).read_to_end(&mut text))
     };
     read.map_err(|e| Failure::usage(format!("cannot read --input {source}: {e}")))?;
     if text.len() as u64 > MAX_INPUT_BYTES {
-        return Err(Failure::usage(format!("--input {source} is larger than {} MiB", MAX_INPUT_BYTES >> 20)));
+        return Err(Failure::usage(format!(
+            "--input {source} is larger than {} MiB",
+            MAX_INPUT_BYTES >> 20
+        )));
     }
     match serde_json::from_slice::<Value>(&text) {
         Ok(Value::Object(map)) => Ok(map),
@@ -476,13 +512,20 @@ fn read_inputs(input: Option<&str>) -> Result<Map<String, Value>, Failure> {
 
 /// `--config-json` merged with each `--set KEY=VALUE` (values parsed as JSON
 /// when they are JSON, else taken as strings).
-fn build_run_config(config_json: Option<&str>, sets: &[String]) -> Result<Map<String, Value>, Failure> {
+fn build_run_config(
+    config_json: Option<&str>,
+    sets: &[String],
+) -> Result<Map<String, Value>, Failure> {
     let mut config = match config_json {
         None => Map::new(),
         Some(text) => match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(map)) => map,
             Ok(_) => return Err(Failure::usage("--config-json must be a JSON object")),
-            Err(e) => return Err(Failure::usage(format!("--config-json is not valid JSON: {e}"))),
+            Err(e) => {
+                return Err(Failure::usage(format!(
+                    "--config-json is not valid JSON: {e}"
+                )))
+            }
         },
     };
     for set in sets {
@@ -492,7 +535,8 @@ fn build_run_config(config_json: Option<&str>, sets: &[String]) -> Result<Map<St
         if key.is_empty() {
             return Err(Failure::usage(format!("--set {set:?} has an empty key")));
         }
-        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+        let value =
+            serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
         config.insert(key.to_string(), value);
     }
     Ok(config)
@@ -500,9 +544,11 @@ fn build_run_config(config_json: Option<&str>, sets: &[String]) -> Result<Map<St
 
 fn findings_command(cli: &Cli, args: &FindingsArgs) -> Result<ExitCode, Failure> {
     let store = open_store(cli)?;
-    let format = args
-        .format
-        .unwrap_or(if cli.json { FindingsFormat::Json } else { FindingsFormat::Table });
+    let format = args.format.unwrap_or(if cli.json {
+        FindingsFormat::Json
+    } else {
+        FindingsFormat::Table
+    });
     let mut query = FindingQuery {
         run_id: args.run_id.clone(),
         plugin: args.plugin.clone(),
@@ -517,7 +563,9 @@ fn findings_command(cli: &Cli, args: &FindingsArgs) -> Result<ExitCode, Failure>
         let got = page.findings.len();
         findings.extend(page.findings);
         match page.next {
-            Some(next) if got > 0 && findings.len() < args.limit as usize => query.after = Some(next),
+            Some(next) if got > 0 && findings.len() < args.limit as usize => {
+                query.after = Some(next)
+            }
             _ => break,
         }
     }
@@ -568,7 +616,10 @@ fn write_record(out: &mut dyn Write, r: &RunRecord) -> std::io::Result<()> {
         .unwrap_or_default();
     for (k, v) in [
         ("run_id", r.run_id.clone()),
-        ("plugin", format!("{} {} ({})", r.plugin, r.plugin_version, r.category)),
+        (
+            "plugin",
+            format!("{} {} ({})", r.plugin, r.plugin_version, r.category),
+        ),
         ("status", r.status.to_string()),
         ("partial", r.partial.to_string()),
         ("error", error),
@@ -603,7 +654,9 @@ fn describe_exit(r: &RunRecord) -> String {
 }
 
 fn write_runs(out: &mut dyn Write, runs: &[RunRecord]) -> std::io::Result<()> {
-    let mut t = Table::new(&["RUN", "PLUGIN", "STATUS", "STARTED", "MS", "FINDINGS", "ERROR"]);
+    let mut t = Table::new(&[
+        "RUN", "PLUGIN", "STATUS", "STARTED", "MS", "FINDINGS", "ERROR",
+    ]);
     for r in runs {
         t.row(vec![
             r.run_id.clone(),
@@ -612,16 +665,28 @@ fn write_runs(out: &mut dyn Write, runs: &[RunRecord]) -> std::io::Result<()> {
             r.started_at.clone(),
             r.duration_ms.to_string(),
             r.findings.to_string(),
-            r.error.as_ref().map(|e| e.kind.to_string()).unwrap_or_default(),
+            r.error
+                .as_ref()
+                .map(|e| e.kind.to_string())
+                .unwrap_or_default(),
         ]);
     }
     t.write(out)
 }
 
-fn write_findings(out: &mut dyn Write, findings: &[crate::storage::StoredFinding]) -> std::io::Result<()> {
+fn write_findings(
+    out: &mut dyn Write,
+    findings: &[crate::storage::StoredFinding],
+) -> std::io::Result<()> {
     let mut t = Table::new(&["ID", "SEVERITY", "RULE", "TARGET", "TITLE", "SEEN"]);
     for f in findings {
-        let text = |k: &str| f.finding.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let text = |k: &str| {
+            f.finding
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
         let place = f
             .finding
             .pointer("/location/url")
@@ -643,16 +708,27 @@ fn write_findings(out: &mut dyn Write, findings: &[crate::storage::StoredFinding
 fn manifest_command(cli: &Cli, action: &ManifestAction) -> Result<ExitCode, Failure> {
     match action {
         ManifestAction::Hash { file } => {
-            let hash = crate::trust::hash_file(file).map_err(|e| Failure::usage(error_chain(&e)))?;
-            print_output(cli, &serde_json::json!({"file": file, "code_hash": hash}), |out| writeln!(out, "{hash}"))
+            let hash =
+                crate::trust::hash_file(file).map_err(|e| Failure::usage(error_chain(&e)))?;
+            print_output(
+                cli,
+                &serde_json::json!({"file": file, "code_hash": hash}),
+                |out| writeln!(out, "{hash}"),
+            )
         }
-        ManifestAction::Stage { manifests, bin_dir, out } => {
+        ManifestAction::Stage {
+            manifests,
+            bin_dir,
+            out,
+        } => {
             let mut staged = Vec::new();
             for manifest in manifests {
                 staged.push(stage_manifest(manifest, bin_dir, out)?);
             }
             print_output(cli, &staged, |w| {
-                staged.iter().try_for_each(|p| writeln!(w, "staged {}", p.display()))
+                staged
+                    .iter()
+                    .try_for_each(|p| writeln!(w, "staged {}", p.display()))
             })
         }
     }
@@ -663,8 +739,13 @@ fn manifest_command(cli: &Cli, action: &ManifestAction) -> Result<ExitCode, Fail
 fn stage_manifest(source: &Path, bin_dir: &Path, out: &Path) -> Result<PathBuf, Failure> {
     let bad = |why: String| Failure::usage(format!("cannot stage {}: {why}", source.display()));
     let text = std::fs::read_to_string(source).map_err(|e| bad(e.to_string()))?;
-    let mut doc: Map<String, Value> = serde_json::from_str(&text).map_err(|e| bad(format!("not a JSON object: {e}")))?;
-    let name = doc.get("name").and_then(Value::as_str).ok_or_else(|| bad("no \"name\"".into()))?.to_string();
+    let mut doc: Map<String, Value> =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not a JSON object: {e}")))?;
+    let name = doc
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("no \"name\"".into()))?
+        .to_string();
     let entrypoint = doc
         .get("entrypoint")
         .and_then(Value::as_str)
@@ -675,23 +756,36 @@ fn stage_manifest(source: &Path, bin_dir: &Path, out: &Path) -> Result<PathBuf, 
         .ok_or_else(|| bad(format!("entrypoint {entrypoint:?} names no file")))?;
     let binary = bin_dir.join(file_name);
     let dir = out.join(&name);
-    std::fs::create_dir_all(&dir).map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
     let staged_binary = dir.join(file_name);
     // Replace, never write through: a running plugin may still have the old file open.
     let _ = std::fs::remove_file(&staged_binary);
-    std::fs::copy(&binary, &staged_binary).map_err(|e| bad(format!("cannot copy {}: {e}", binary.display())))?;
+    std::fs::copy(&binary, &staged_binary)
+        .map_err(|e| bad(format!("cannot copy {}: {e}", binary.display())))?;
     let hash = crate::trust::hash_file(&staged_binary).map_err(|e| bad(error_chain(&e)))?;
-    doc.insert("entrypoint".into(), Value::String(file_name.to_string_lossy().into_owned()));
+    doc.insert(
+        "entrypoint".into(),
+        Value::String(file_name.to_string_lossy().into_owned()),
+    );
     doc.insert("code_hash".into(), Value::String(hash));
     let doc = Value::Object(doc);
     if let Err(violations) = crate::schema::validate_manifest(&doc) {
         let list: Vec<String> = violations.iter().map(ToString::to_string).collect();
-        return Err(bad(format!("the staged manifest fails the schema: {}", list.join("; "))));
+        return Err(bad(format!(
+            "the staged manifest fails the schema: {}",
+            list.join("; ")
+        )));
     }
-    let target = dir.join(source.file_name().unwrap_or_else(|| std::ffi::OsStr::new("manifest.json")));
+    let target = dir.join(
+        source
+            .file_name()
+            .unwrap_or_else(|| std::ffi::OsStr::new("manifest.json")),
+    );
     let mut body = serde_json::to_string_pretty(&doc).map_err(|e| bad(e.to_string()))?;
     body.push('\n');
-    std::fs::write(&target, body).map_err(|e| bad(format!("cannot write {}: {e}", target.display())))?;
+    std::fs::write(&target, body)
+        .map_err(|e| bad(format!("cannot write {}: {e}", target.display())))?;
     Ok(target)
 }
 
@@ -701,7 +795,8 @@ mod tests {
 
     #[test]
     fn global_options_are_accepted_after_the_subcommand() {
-        let cli = Cli::try_parse_from(["secflow", "runs", "--json", "--config", "/x.toml"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["secflow", "runs", "--json", "--config", "/x.toml"]).unwrap();
         assert!(cli.json);
         assert_eq!(cli.config.as_deref(), Some(Path::new("/x.toml")));
         let cli = Cli::try_parse_from(["secflow", "--json", "plugins", "--local"]).unwrap();
@@ -710,9 +805,21 @@ mod tests {
 
     #[test]
     fn set_values_are_json_when_they_parse_and_strings_otherwise() {
-        let config = build_run_config(Some(r#"{"a": 1, "b": "x"}"#), &["b=2".into(), "c=hello".into(), "d=[1]".into()]).unwrap();
-        assert_eq!(Value::Object(config), serde_json::json!({"a": 1, "b": 2, "c": "hello", "d": [1]}));
-        assert_eq!(build_run_config(None, &["novalue".into()]).unwrap_err().status, 2);
+        let config = build_run_config(
+            Some(r#"{"a": 1, "b": "x"}"#),
+            &["b=2".into(), "c=hello".into(), "d=[1]".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(config),
+            serde_json::json!({"a": 1, "b": 2, "c": "hello", "d": [1]})
+        );
+        assert_eq!(
+            build_run_config(None, &["novalue".into()])
+                .unwrap_err()
+                .status,
+            2
+        );
         assert_eq!(build_run_config(Some("[1]"), &[]).unwrap_err().status, 2);
     }
 

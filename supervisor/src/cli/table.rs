@@ -22,7 +22,12 @@ impl Table {
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells.into_iter().map(|c| shorten(&c.replace(['\n', '\t'], " "))).collect());
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|c| shorten(&c.replace(['\n', '\t'], " ")))
+                .collect(),
+        );
     }
 
     pub fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {
@@ -73,6 +78,9 @@ mod tests {
         let mut out = Vec::new();
         t.write(&mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert_eq!(text, "NAME       STATUS\nanalytics  active\nx          rejected\n");
+        assert_eq!(
+            text,
+            "NAME       STATUS\nanalytics  active\nx          rejected\n"
+        );
     }
 }

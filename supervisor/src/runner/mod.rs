@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secflow_plugin_sdk::protocol::{self, InitializeParams, PluginRef, ProtocolLimits, RunContextInfo};
+use secflow_plugin_sdk::protocol::{
+    self, Category, InitializeParams, PluginRef, ProtocolLimits, RunContextInfo,
+};
 use serde_json::{json, Map, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
@@ -58,12 +60,18 @@ pub fn new_run_id() -> String {
 }
 
 /// A record for a run that is starting (or is refused before it starts).
-pub fn base_record(run_id: &str, plugin: &VerifiedPlugin, request: &RunRequest) -> RunRecord {
+pub fn base_record(
+    run_id: &str,
+    name: &str,
+    version: &str,
+    category: Category,
+    request: &RunRequest,
+) -> RunRecord {
     RunRecord {
         run_id: run_id.to_string(),
-        plugin: plugin.manifest.name.clone(),
-        plugin_version: plugin.manifest.version.clone(),
-        category: plugin.manifest.category,
+        plugin: name.to_string(),
+        plugin_version: version.to_string(),
+        category,
         status: RunStatus::Running,
         partial: false,
         exit_code: None,
@@ -84,7 +92,14 @@ pub fn base_record(run_id: &str, plugin: &VerifiedPlugin, request: &RunRequest) 
 }
 
 /// An audit event about a run.
-pub fn audit_event(event: &str, security: bool, record: &RunRecord, actor_uid: Option<u32>, message: String, details: Value) -> AuditEvent {
+pub fn audit_event(
+    event: &str,
+    security: bool,
+    record: &RunRecord,
+    actor_uid: Option<u32>,
+    message: String,
+    details: Value,
+) -> AuditEvent {
     AuditEvent {
         id: 0,
         timestamp: now_rfc3339(),
@@ -113,32 +128,44 @@ impl Runner {
         actor_uid: Option<u32>,
     ) -> RunRecord {
         tracing::warn!(run_id = %record.run_id, plugin = %record.plugin, kind = %error.kind, "run rejected: {}", error.message);
-        let event = if security { error.kind.as_str() } else { "run_rejected" };
-        let audit = audit_event(event, security, &record, actor_uid, error.message.clone(), json!({"kind": error.kind}));
+        let event = if security {
+            error.kind.as_str()
+        } else {
+            "run_rejected"
+        };
+        let audit = audit_event(
+            event,
+            security,
+            &record,
+            actor_uid,
+            error.message.clone(),
+            json!({"kind": error.kind}),
+        );
         record.status = RunStatus::Rejected;
         record.finished_at = Some(now_rfc3339());
         record.error = Some(error);
         self.finish(record, vec![audit]).await
     }
 
-    /// Runs `plugin` with an already validated config. `cancel` set to `true`
-    /// cancels the run.
+    /// Runs `plugin` with an already validated config; `record` is its fresh
+    /// [`base_record`]. `cancel` set to `true` cancels the run.
     pub async fn run(
         &self,
         plugin: &VerifiedPlugin,
-        run_id: String,
+        record: RunRecord,
         request: RunRequest,
         config: Map<String, Value>,
         cancel: watch::Receiver<bool>,
     ) -> RunRecord {
         let started = Instant::now();
-        let record = base_record(&run_id, plugin, &request);
+        let run_id = record.run_id.clone();
         if let Err(e) = self.store.send(WriteOp::RunStarted(record.clone())).await {
             tracing::error!(run_id = %run_id, error = %e, "cannot record run start");
         }
 
         // What runs is what was verified: hash the open file, execute that file.
-        let exec = match crate::trust::open_verified(&plugin.entrypoint, &plugin.manifest.code_hash) {
+        let exec = match crate::trust::open_verified(&plugin.entrypoint, &plugin.manifest.code_hash)
+        {
             Ok(file) => file,
             Err(e) => {
                 let kind = match e {
@@ -146,7 +173,14 @@ impl Runner {
                     _ => ErrorKind::SpawnFailed,
                 };
                 let security = kind == ErrorKind::HashMismatch;
-                return self.reject(record, RunError::new(kind, e.to_string()), security, request.actor_uid).await;
+                return self
+                    .reject(
+                        record,
+                        RunError::new(kind, e.to_string()),
+                        security,
+                        request.actor_uid,
+                    )
+                    .await;
             }
         };
 
@@ -158,7 +192,14 @@ impl Runner {
                     "cannot create the run's work dir under {}: {e}",
                     self.config.sandbox.work_root.display()
                 );
-                return self.reject(record, RunError::new(ErrorKind::SpawnFailed, message), false, request.actor_uid).await;
+                return self
+                    .reject(
+                        record,
+                        RunError::new(ErrorKind::SpawnFailed, message),
+                        false,
+                        request.actor_uid,
+                    )
+                    .await;
             }
         };
         let invoked = audit_event(
@@ -171,7 +212,19 @@ impl Runner {
         );
         let _ = self.store.audit(invoked).await;
 
-        let record = self.execute(plugin, &plan, exec, record, workdir.clone(), request, config, cancel, started).await;
+        let record = self
+            .execute(
+                plugin,
+                &plan,
+                exec,
+                record,
+                workdir.clone(),
+                request,
+                config,
+                cancel,
+                started,
+            )
+            .await;
         if let Err(e) = sandbox::remove_workdir(&workdir) {
             tracing::warn!(run_id = %run_id, dir = %workdir.display(), error = %e, "cannot remove the run's work dir");
         }
@@ -192,22 +245,39 @@ impl Runner {
         started: Instant,
     ) -> RunRecord {
         let limits = &self.config.limits;
-        let timeout = Duration::from_secs(plugin.limits.timeout_seconds)
-            .min(request.timeout_ms.map_or(Duration::MAX, Duration::from_millis));
+        let timeout = Duration::from_secs(plugin.limits.timeout_seconds).min(
+            request
+                .timeout_ms
+                .map_or(Duration::MAX, Duration::from_millis),
+        );
         let deadline = started + timeout;
 
         let prepared = match plan.prepare(exec, &plugin.entrypoint, &workdir) {
             Ok(p) => p,
             Err(e) => {
                 let message = format!("cannot prepare the sandbox: {e}");
-                return self.reject(record, RunError::new(ErrorKind::SpawnFailed, message), false, request.actor_uid).await;
+                return self
+                    .reject(
+                        record,
+                        RunError::new(ErrorKind::SpawnFailed, message),
+                        false,
+                        request.actor_uid,
+                    )
+                    .await;
             }
         };
         let mut child = match process::spawn(prepared, &plugin.entrypoint, &workdir) {
             Ok(child) => child,
             Err(e) => {
                 let message = format!("cannot start {}: {e}", plugin.entrypoint.display());
-                return self.reject(record, RunError::new(ErrorKind::SpawnFailed, message), false, request.actor_uid).await;
+                return self
+                    .reject(
+                        record,
+                        RunError::new(ErrorKind::SpawnFailed, message),
+                        false,
+                        request.actor_uid,
+                    )
+                    .await;
             }
         };
 
@@ -255,7 +325,16 @@ impl Runner {
             .take()
             .map(|stderr| streams::spawn_stderr_drain(stderr, limits.stderr_tail_bytes));
 
-        let outcome = session::drive(&spec, request.inputs, &child, to_plugin, from_plugin, cancel, &self.store).await;
+        let outcome = session::drive(
+            &spec,
+            request.inputs,
+            &child,
+            to_plugin,
+            from_plugin,
+            cancel,
+            &self.store,
+        )
+        .await;
 
         // The session killed the group; the leader is dead or dying.
         let exit = match tokio::time::timeout(Duration::from_secs(5), child.exited()).await {
@@ -296,8 +375,18 @@ impl Runner {
 
         let mut audit = Vec::new();
         if let Some(error) = &record.error {
-            if matches!(error.kind, ErrorKind::IdentityMismatch | ErrorKind::SandboxViolation) {
-                audit.push(audit_event(error.kind.as_str(), true, &record, request.actor_uid, error.message.clone(), json!({})));
+            if matches!(
+                error.kind,
+                ErrorKind::IdentityMismatch | ErrorKind::SandboxViolation
+            ) {
+                audit.push(audit_event(
+                    error.kind.as_str(),
+                    true,
+                    &record,
+                    request.actor_uid,
+                    error.message.clone(),
+                    json!({}),
+                ));
             }
         }
         self.finish(record, audit).await
@@ -335,7 +424,11 @@ impl Runner {
 
 /// The run's status and error from what the session saw and how the process
 /// ended. Pure; the order of the checks is the precedence.
-fn conclude(outcome: &SessionOutcome, exit: Option<&ExitInfo>, timeout: Duration) -> (RunStatus, Option<RunError>) {
+fn conclude(
+    outcome: &SessionOutcome,
+    exit: Option<&ExitInfo>,
+    timeout: Duration,
+) -> (RunStatus, Option<RunError>) {
     if let Some(fault) = &outcome.fault {
         if fault.kind == ErrorKind::IdentityMismatch {
             return (RunStatus::Rejected, Some(fault.clone()));
@@ -343,8 +436,14 @@ fn conclude(outcome: &SessionOutcome, exit: Option<&ExitInfo>, timeout: Duration
     }
     match outcome.ending {
         Some(Ending::Deadline) => {
-            let message = format!("the run passed its deadline of {} ms and was stopped", timeout.as_millis());
-            return (RunStatus::TimedOut, Some(RunError::new(ErrorKind::Timeout, message)));
+            let message = format!(
+                "the run passed its deadline of {} ms and was stopped",
+                timeout.as_millis()
+            );
+            return (
+                RunStatus::TimedOut,
+                Some(RunError::new(ErrorKind::Timeout, message)),
+            );
         }
         Some(Ending::Cancelled) => {
             return (
@@ -362,7 +461,10 @@ fn conclude(outcome: &SessionOutcome, exit: Option<&ExitInfo>, timeout: Duration
         Some(Err(error)) => {
             let mut e = RunError::new(
                 ErrorKind::PluginError,
-                format!("the plugin reported an error: {} (code {})", error.message, error.code),
+                format!(
+                    "the plugin reported an error: {} (code {})",
+                    error.message, error.code
+                ),
             );
             e.code = error.code;
             (RunStatus::Failed, Some(e))
@@ -387,7 +489,10 @@ fn conclude(outcome: &SessionOutcome, exit: Option<&ExitInfo>, timeout: Duration
             ),
             _ => (
                 RunStatus::Failed,
-                Some(RunError::new(ErrorKind::PluginCrashed, format!("the plugin {how} after answering run"))),
+                Some(RunError::new(
+                    ErrorKind::PluginCrashed,
+                    format!("the plugin {how} after answering run"),
+                )),
             ),
         },
     }
@@ -396,9 +501,12 @@ fn conclude(outcome: &SessionOutcome, exit: Option<&ExitInfo>, timeout: Duration
 fn describe_exit(exit: Option<&ExitInfo>) -> String {
     match exit {
         Some(ExitInfo {
-            exit_code: Some(code), ..
+            exit_code: Some(code),
+            ..
         }) => format!("exited with status {code}"),
-        Some(ExitInfo { signal: Some(sig), .. }) => format!("was killed by signal {sig}"),
+        Some(ExitInfo {
+            signal: Some(sig), ..
+        }) => format!("was killed by signal {sig}"),
         _ => "ended".to_string(),
     }
 }
@@ -440,7 +548,10 @@ mod tests {
             run_answer: Some(Ok(RunResult::default())),
             ..Default::default()
         };
-        assert_eq!(conclude(&outcome, Some(&exit(Some(0), None)), Duration::ZERO).0, RunStatus::Succeeded);
+        assert_eq!(
+            conclude(&outcome, Some(&exit(Some(0), None)), Duration::ZERO).0,
+            RunStatus::Succeeded
+        );
     }
 
     #[test]
@@ -449,7 +560,8 @@ mod tests {
             ending: Some(Ending::Deadline),
             ..Default::default()
         };
-        let (status, error) = conclude(&outcome, Some(&exit(None, Some(9))), Duration::from_secs(1));
+        let (status, error) =
+            conclude(&outcome, Some(&exit(None, Some(9))), Duration::from_secs(1));
         assert_eq!(status, RunStatus::TimedOut);
         assert_eq!(error.unwrap().kind, ErrorKind::Timeout);
     }
@@ -460,12 +572,19 @@ mod tests {
             fault: Some(RunError::new(ErrorKind::IdentityMismatch, "x")),
             ..Default::default()
         };
-        assert_eq!(conclude(&outcome, None, Duration::ZERO).0, RunStatus::Rejected);
+        assert_eq!(
+            conclude(&outcome, None, Duration::ZERO).0,
+            RunStatus::Rejected
+        );
     }
 
     #[test]
     fn exiting_without_an_answer_is_a_crash_naming_the_status() {
-        let (status, error) = conclude(&SessionOutcome::default(), Some(&exit(Some(3), None)), Duration::ZERO);
+        let (status, error) = conclude(
+            &SessionOutcome::default(),
+            Some(&exit(Some(3), None)),
+            Duration::ZERO,
+        );
         assert_eq!(status, RunStatus::Failed);
         let error = error.unwrap();
         assert_eq!(error.kind, ErrorKind::PluginCrashed);

@@ -38,7 +38,11 @@ pub struct ExitInfo {
 }
 
 /// Spawns the plugin: fork, apply the sandbox in the child, exec the verified fd.
-pub fn spawn(sandbox: PreparedSandbox, entrypoint: &Path, workdir: &Path) -> io::Result<PluginProcess> {
+pub fn spawn(
+    sandbox: PreparedSandbox,
+    entrypoint: &Path,
+    workdir: &Path,
+) -> io::Result<PluginProcess> {
     let mut command = Command::new(entrypoint);
     command
         .env_clear()
@@ -47,10 +51,15 @@ pub fn spawn(sandbox: PreparedSandbox, entrypoint: &Path, workdir: &Path) -> io:
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    // SAFETY: the closure runs in the forked child; apply_in_child only makes raw
-    // syscalls on data prepared in the parent and does not allocate or lock.
+    let in_child = move || {
+        // SAFETY: this closure runs in the forked child, before exec, which is
+        // exactly what apply_in_child requires.
+        Err(unsafe { sandbox.apply_in_child() })
+    };
+    // SAFETY: the closure only makes raw syscalls on data prepared in the parent;
+    // it does not allocate or take locks after fork.
     unsafe {
-        command.pre_exec(move || Err(sandbox.apply_in_child()));
+        command.pre_exec(in_child);
     }
     let mut child = command.spawn()?;
     let pid = child.id() as libc::pid_t;
@@ -138,7 +147,10 @@ impl PluginProcess {
             return Err(io::Error::last_os_error());
         }
         if rc == 0 {
-            return Err(io::Error::new(io::ErrorKind::WouldBlock, "plugin process has not exited yet"));
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "plugin process has not exited yet",
+            ));
         }
         let exit_code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
         let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));

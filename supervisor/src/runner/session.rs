@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use secflow_plugin_sdk::protocol::{
-    self, code, method, Category, FindingParams, InitializeResult, LogLevel, LogParams, Message, MessageKind,
-    ProgressParams, RpcError, RunResult,
+    self, code, method, Category, FindingParams, InitializeResult, LogLevel, LogParams, Message,
+    MessageKind, ProgressParams, RpcError, RunResult,
 };
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, watch};
@@ -100,7 +100,11 @@ pub async fn drive(
         phase: Phase::Initializing,
         store,
     };
-    state.send(Message::request(INITIALIZE_ID, method::INITIALIZE, spec.initialize.clone()));
+    state.send(Message::request(
+        INITIALIZE_ID,
+        method::INITIALIZE,
+        spec.initialize.clone(),
+    ));
 
     // Set once the plugin must be gone by then (after cancel, after shutdown, or
     // once it exited and we only wait for its stdout to close).
@@ -233,10 +237,19 @@ impl State<'_> {
             return;
         }
         let findings = std::mem::take(&mut self.batch);
-        let op = findings_op(self.spec.category, &self.spec.run_id, &self.spec.name, &self.spec.version, findings);
+        let op = findings_op(
+            self.spec.category,
+            &self.spec.run_id,
+            &self.spec.name,
+            &self.spec.version,
+            findings,
+        );
         if let Err(e) = self.store.send(op).await {
             tracing::error!(run_id = %self.spec.run_id, error = %e, "cannot store findings");
-            self.fatal(ErrorKind::StorageError, format!("findings could not be stored: {e}"));
+            self.fatal(
+                ErrorKind::StorageError,
+                format!("findings could not be stored: {e}"),
+            );
         }
     }
 
@@ -274,7 +287,9 @@ impl State<'_> {
             (Phase::Running, Some(RUN_ID)) => {
                 self.outcome.run_answer = Some(match message.error {
                     Some(error) => Err(error),
-                    None => match serde_json::from_value::<RunResult>(message.result.unwrap_or(Value::Null)) {
+                    None => match serde_json::from_value::<RunResult>(
+                        message.result.unwrap_or(Value::Null),
+                    ) {
                         Ok(result) => {
                             let sent = self.next_seq - 1;
                             if result.findings != sent {
@@ -289,7 +304,10 @@ impl State<'_> {
                             Ok(result)
                         }
                         Err(e) => {
-                            return self.fatal(ErrorKind::ProtocolViolation, format!("malformed run result: {e}"))
+                            return self.fatal(
+                                ErrorKind::ProtocolViolation,
+                                format!("malformed run result: {e}"),
+                            )
                         }
                     },
                 });
@@ -305,7 +323,10 @@ impl State<'_> {
             }
             _ => self.fatal(
                 ErrorKind::ProtocolViolation,
-                format!("the plugin answered a request that was not pending (id {:?})", message.id),
+                format!(
+                    "the plugin answered a request that was not pending (id {:?})",
+                    message.id
+                ),
             ),
         }
     }
@@ -314,13 +335,22 @@ impl State<'_> {
         if let Some(error) = message.error {
             return self.fatal(
                 ErrorKind::PluginError,
-                format!("the plugin refused initialize: {} (code {})", error.message, error.code),
+                format!(
+                    "the plugin refused initialize: {} (code {})",
+                    error.message, error.code
+                ),
             );
         }
-        let result: InitializeResult = match serde_json::from_value(message.result.unwrap_or(Value::Null)) {
-            Ok(r) => r,
-            Err(e) => return self.fatal(ErrorKind::ProtocolViolation, format!("malformed initialize result: {e}")),
-        };
+        let result: InitializeResult =
+            match serde_json::from_value(message.result.unwrap_or(Value::Null)) {
+                Ok(r) => r,
+                Err(e) => {
+                    return self.fatal(
+                        ErrorKind::ProtocolViolation,
+                        format!("malformed initialize result: {e}"),
+                    )
+                }
+            };
         if result.protocol_version != protocol::PROTOCOL_VERSION {
             return self.fatal(
                 ErrorKind::ProtocolViolation,
@@ -337,14 +367,23 @@ impl State<'_> {
                 ErrorKind::IdentityMismatch,
                 format!(
                     "the plugin says it is {} {} ({}) but its manifest declares {} {} ({})",
-                    result.name, result.version, result.category, expected.0, expected.1, expected.2
+                    result.name,
+                    result.version,
+                    result.category,
+                    expected.0,
+                    expected.1,
+                    expected.2
                 ),
             );
         }
         self.outcome.initialized = true;
         self.phase = Phase::Running;
         let inputs = self.inputs.take().unwrap_or_default();
-        self.send(Message::request(RUN_ID, method::RUN, json!({ "inputs": inputs })));
+        self.send(Message::request(
+            RUN_ID,
+            method::RUN,
+            json!({ "inputs": inputs }),
+        ));
         Step::Continue
     }
 
@@ -363,21 +402,30 @@ impl State<'_> {
                 }
                 Step::Continue
             }
-            method::LOG => {
-                match serde_json::from_value::<LogParams>(params) {
-                    Ok(l) => {
-                        let (run_id, plugin) = (&self.spec.run_id, &self.spec.name);
-                        match l.level {
-                            LogLevel::Debug => tracing::debug!(%run_id, %plugin, fields = ?l.fields, "{}", l.message),
-                            LogLevel::Info => tracing::info!(%run_id, %plugin, fields = ?l.fields, "{}", l.message),
-                            LogLevel::Warn => tracing::warn!(%run_id, %plugin, fields = ?l.fields, "{}", l.message),
-                            LogLevel::Error => tracing::error!(%run_id, %plugin, fields = ?l.fields, "{}", l.message),
+            method::LOG => match serde_json::from_value::<LogParams>(params) {
+                Ok(l) => {
+                    let (run_id, plugin) = (&self.spec.run_id, &self.spec.name);
+                    match l.level {
+                        LogLevel::Debug => {
+                            tracing::debug!(%run_id, %plugin, fields = ?l.fields, "{}", l.message)
                         }
-                        Step::Continue
+                        LogLevel::Info => {
+                            tracing::info!(%run_id, %plugin, fields = ?l.fields, "{}", l.message)
+                        }
+                        LogLevel::Warn => {
+                            tracing::warn!(%run_id, %plugin, fields = ?l.fields, "{}", l.message)
+                        }
+                        LogLevel::Error => {
+                            tracing::error!(%run_id, %plugin, fields = ?l.fields, "{}", l.message)
+                        }
                     }
-                    Err(e) => self.fatal(ErrorKind::ProtocolViolation, format!("malformed log notification: {e}")),
+                    Step::Continue
                 }
-            }
+                Err(e) => self.fatal(
+                    ErrorKind::ProtocolViolation,
+                    format!("malformed log notification: {e}"),
+                ),
+            },
             other => self.fatal(
                 ErrorKind::ProtocolViolation,
                 format!("the plugin sent an unknown notification {other:?}"),
@@ -388,18 +436,29 @@ impl State<'_> {
     fn on_finding(&mut self, params: Value) -> Step {
         let FindingParams { seq, finding } = match serde_json::from_value(params) {
             Ok(p) => p,
-            Err(e) => return self.fatal(ErrorKind::ProtocolViolation, format!("malformed finding notification: {e}")),
+            Err(e) => {
+                return self.fatal(
+                    ErrorKind::ProtocolViolation,
+                    format!("malformed finding notification: {e}"),
+                )
+            }
         };
         if seq != self.next_seq {
             return self.fatal(
                 ErrorKind::ProtocolViolation,
-                format!("finding seq {seq} where {} was due (seq counts from 1 without gaps)", self.next_seq),
+                format!(
+                    "finding seq {seq} where {} was due (seq counts from 1 without gaps)",
+                    self.next_seq
+                ),
             );
         }
         if seq > self.spec.max_findings {
             return self.fatal(
                 ErrorKind::OutputLimit,
-                format!("the plugin sent more than limits.max_findings ({}) findings", self.spec.max_findings),
+                format!(
+                    "the plugin sent more than limits.max_findings ({}) findings",
+                    self.spec.max_findings
+                ),
             );
         }
         self.next_seq += 1;

@@ -13,9 +13,13 @@ use tokio::sync::mpsc;
 pub enum StdoutEvent {
     Line(Vec<u8>),
     /// A line passed `max_message_bytes`; the task stops reading.
-    TooLong { limit: usize },
+    TooLong {
+        limit: usize,
+    },
     /// The total output passed `max_output_bytes`; the task stops reading.
-    OutputLimit { limit: u64 },
+    OutputLimit {
+        limit: u64,
+    },
     Eof,
     Failed(std::io::Error),
 }
@@ -67,7 +71,10 @@ enum BoundedLine {
 
 /// One line without its `\n`, never holding more than `max` bytes of it.
 /// A final line without a newline counts as a line.
-async fn read_bounded_line<R: AsyncBufReadExt + Unpin>(reader: &mut R, max: usize) -> std::io::Result<BoundedLine> {
+async fn read_bounded_line<R: AsyncBufReadExt + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> std::io::Result<BoundedLine> {
     let mut line = Vec::new();
     loop {
         let available = reader.fill_buf().await?;
@@ -106,7 +113,8 @@ where
 {
     tokio::spawn(async move {
         let mut stderr = stderr;
-        let mut tail: std::collections::VecDeque<u8> = std::collections::VecDeque::with_capacity(tail_bytes.min(64 << 10));
+        let mut tail: std::collections::VecDeque<u8> =
+            std::collections::VecDeque::with_capacity(tail_bytes.min(64 << 10));
         let mut buf = vec![0u8; 16 << 10];
         let mut total = 0u64;
         loop {
@@ -148,17 +156,26 @@ mod tests {
 
     #[tokio::test]
     async fn lines_are_split_and_a_last_line_without_newline_counts() {
-        assert_eq!(events(b"a\nbb\nccc", 10, 1000).await, ["line:a", "line:bb", "line:ccc", "eof"]);
+        assert_eq!(
+            events(b"a\nbb\nccc", 10, 1000).await,
+            ["line:a", "line:bb", "line:ccc", "eof"]
+        );
     }
 
     #[tokio::test]
     async fn a_line_longer_than_the_limit_is_fatal_and_ends_reading() {
-        assert_eq!(events(b"ok\n0123456789abc\nnever\n", 10, 1000).await, ["line:ok", "too_long"]);
+        assert_eq!(
+            events(b"ok\n0123456789abc\nnever\n", 10, 1000).await,
+            ["line:ok", "too_long"]
+        );
     }
 
     #[tokio::test]
     async fn total_output_is_bounded() {
-        assert_eq!(events(b"aaaa\nbbbb\ncccc\n", 10, 12).await, ["line:aaaa", "line:bbbb", "output_limit"]);
+        assert_eq!(
+            events(b"aaaa\nbbbb\ncccc\n", 10, 12).await,
+            ["line:aaaa", "line:bbbb", "output_limit"]
+        );
     }
 
     #[tokio::test]

@@ -115,7 +115,9 @@ impl StoreWriter {
 
     /// Queues from a thread that is not in the async runtime.
     pub fn blocking_send(&self, op: WriteOp) -> Result<(), StorageError> {
-        self.tx.blocking_send(op).map_err(|_| StorageError::WriterGone)
+        self.tx
+            .blocking_send(op)
+            .map_err(|_| StorageError::WriterGone)
     }
 
     /// Ends a run and waits until its record (and everything before it) is committed.

@@ -126,7 +126,7 @@ impl SqliteStore {
         // Refuse a newer schema before touching the file in any way.
         check_version(&conn, path)?;
         configure(&conn).map_err(open_error)?;
-        conn.pragma_update(None, "cache_size", -32_768)
+        conn.pragma_update(None, "cache_size", -262_144)
             .map_err(open_error)?;
         migrate(&mut conn, path)?;
 
@@ -278,7 +278,10 @@ struct RunCounts {
 
 /// An answer owed once the batch commits (or fails).
 enum Reply {
-    Run(oneshot::Sender<Result<RunRecord, StorageError>>, Box<RunRecord>),
+    Run(
+        oneshot::Sender<Result<RunRecord, StorageError>>,
+        Box<RunRecord>,
+    ),
     Done(oneshot::Sender<Result<(), StorageError>>),
 }
 

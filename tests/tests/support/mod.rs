@@ -19,19 +19,29 @@ use serde_json::{json, Map, Value};
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/debug/deps/<test binary>
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 /// A workspace binary (built by `cargo test --workspace`).
 pub fn workspace_bin(name: &str) -> PathBuf {
     let path = target_dir().join(name);
-    assert!(path.exists(), "{} is not built; run the tests with `cargo test --workspace`", path.display());
+    assert!(
+        path.exists(),
+        "{} is not built; run the tests with `cargo test --workspace`",
+        path.display()
+    );
     path
 }
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// One test's supervisor home.
@@ -82,6 +92,16 @@ pub fn fixture_config_schema() -> Value {
     })
 }
 
+/// Logs of the supervisor go to the test's captured output (`SECFLOW_LOG=debug`
+/// to see more).
+pub fn init_tracing() {
+    let filter = std::env::var("SECFLOW_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+}
+
 impl TestBed {
     pub fn new() -> TestBed {
         TestBed::with_config("")
@@ -90,6 +110,7 @@ impl TestBed {
     /// A home whose config has `extra` TOML appended (sections must not repeat
     /// the ones written here).
     pub fn with_config(extra: &str) -> TestBed {
+        init_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
         let config_path = dir.path().join("secflow.toml");
@@ -156,7 +177,9 @@ impl TestBed {
     }
 
     pub async fn supervisor(&self) -> Supervisor {
-        Supervisor::open(self.config()).await.expect("supervisor opens")
+        Supervisor::open(self.config())
+            .await
+            .expect("supervisor opens")
     }
 
     /// Runs `secflow` with this home's config.
@@ -191,7 +214,10 @@ pub async fn run_with(
         timeout_ms,
         ..RunRequest::default()
     };
-    supervisor.execute(request, cancel_rx).await.expect("run executes")
+    supervisor
+        .execute(request, cancel_rx)
+        .await
+        .expect("run executes")
 }
 
 /// Every finding a run reported.
