@@ -36,6 +36,7 @@ pub struct Config {
     pub trust: TrustConfig,
     pub limits: LimitsConfig,
     pub sandbox: SandboxConfig,
+    pub runs: RunsConfig,
     /// Where the file was loaded from (`None` for built-in defaults).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -92,6 +93,9 @@ pub struct ApiConfig {
     pub allowed_gids: Vec<u32>,
     pub max_connections: usize,
     pub max_request_bytes: usize,
+    /// Requests of one connection being answered at once; the daemon stops
+    /// reading that connection until one of them is answered.
+    pub max_pending_requests: usize,
 }
 
 impl Default for ApiConfig {
@@ -102,16 +106,60 @@ impl Default for ApiConfig {
             allowed_gids: Vec::new(),
             max_connections: 256,
             max_request_bytes: 1 << 20,
+            max_pending_requests: 64,
         }
     }
 }
 
+/// `[trust]`: which manifest signatures this host accepts (docs/signing.md).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrustConfig {
+    /// Reject every manifest without a valid ed25519 signature. Default false
+    /// (the embedded demo); the production config turns it on.
     pub require_signatures: bool,
-    /// Paths of ed25519 public key files.
+    /// Paths of ed25519 public key files (PEM SubjectPublicKeyInfo); a
+    /// signature by any of them is accepted. Several at once allow rotation.
     pub trusted_keys: Vec<PathBuf>,
+    /// Keys whose signatures are refused even when they are trusted: key ids
+    /// (`ed25519:` and 32 hex digits, as `secflow keygen` prints) or public
+    /// key files. Default empty.
+    pub revoked_keys: Vec<RevokedKey>,
+}
+
+/// An entry of `trust.revoked_keys`: a key id, or the path of a public key file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum RevokedKey {
+    Id(crate::trust::KeyId),
+    File(PathBuf),
+}
+
+impl TryFrom<String> for RevokedKey {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<RevokedKey, String> {
+        if text.starts_with(crate::trust::KEY_ID_PREFIX) {
+            return crate::trust::KeyId::parse(&text)
+                .map(RevokedKey::Id)
+                .ok_or_else(|| {
+                    format!("trust.revoked_keys entry {text:?} is not a key id (\"ed25519:\" and 32 lowercase hex digits)")
+                });
+        }
+        if text.is_empty() {
+            return Err("trust.revoked_keys has an empty entry".into());
+        }
+        Ok(RevokedKey::File(PathBuf::from(text)))
+    }
+}
+
+impl From<RevokedKey> for String {
+    fn from(key: RevokedKey) -> String {
+        match key {
+            RevokedKey::Id(id) => id.as_str().to_string(),
+            RevokedKey::File(path) => path.display().to_string(),
+        }
+    }
 }
 
 /// `[sandbox]`: how runs are confined on this host.
@@ -120,12 +168,46 @@ pub struct TrustConfig {
 pub struct SandboxConfig {
     /// Parent of the per-run private work dirs (each removed after its run).
     pub work_root: PathBuf,
+    /// First uid (and gid) of the range runs are given one of each; no account
+    /// may use the range (`secflow doctor` checks).
+    pub uid_min: u32,
+    /// How many uids the range holds: the most runs at once.
+    pub uid_count: u32,
+    /// Size of each run's private `/tmp` (a tmpfs), MiB.
+    pub tmp_size_mb: u64,
+    /// Isolation layers that may be left out when this host cannot provide
+    /// them. Empty (the default) means fail closed: a run whose plan needs a
+    /// layer the host lacks is rejected, naming the layer.
+    pub allow_degraded: Vec<crate::sandbox::Layer>,
 }
 
 impl Default for SandboxConfig {
     fn default() -> SandboxConfig {
         SandboxConfig {
             work_root: PathBuf::from("var/runs"),
+            uid_min: 2_000_000_000,
+            uid_count: 1024,
+            tmp_size_mb: 64,
+            allow_degraded: Vec::new(),
+        }
+    }
+}
+
+/// `[runs]`: how many runs the daemon executes at once, and how many wait.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunsConfig {
+    /// Runs executing at the same time; further runs wait in a queue.
+    pub max_concurrent: usize,
+    /// Runs waiting for a slot; a run started beyond this is refused.
+    pub max_queued: usize,
+}
+
+impl Default for RunsConfig {
+    fn default() -> RunsConfig {
+        RunsConfig {
+            max_concurrent: 8,
+            max_queued: 1024,
         }
     }
 }
@@ -344,6 +426,11 @@ impl Config {
         join(&mut self.api.socket);
         join(&mut self.sandbox.work_root);
         self.trust.trusted_keys.iter_mut().for_each(join);
+        for key in &mut self.trust.revoked_keys {
+            if let RevokedKey::File(path) = key {
+                join(path);
+            }
+        }
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -375,6 +462,30 @@ impl Config {
         }
         if self.storage.queue_capacity == 0 || self.storage.batch_size == 0 {
             return Err("storage.queue_capacity and storage.batch_size must be at least 1".into());
+        }
+        if self.runs.max_concurrent == 0 {
+            return Err("runs.max_concurrent must be at least 1".into());
+        }
+        if self.runs.max_concurrent as u64 > u64::from(self.sandbox.uid_count) {
+            return Err(format!(
+                "runs.max_concurrent = {} is above sandbox.uid_count = {}: every concurrent run needs its own uid",
+                self.runs.max_concurrent, self.sandbox.uid_count
+            ));
+        }
+        if self.api.max_connections == 0 || self.api.max_pending_requests == 0 {
+            return Err(
+                "api.max_connections and api.max_pending_requests must be at least 1".into(),
+            );
+        }
+        if self.api.max_request_bytes < 1024 {
+            return Err("api.max_request_bytes must be at least 1024".into());
+        }
+        if self.sandbox.uid_min == 0 || self.sandbox.uid_count == 0 {
+            return Err("sandbox.uid_min and sandbox.uid_count must be at least 1".into());
+        }
+        if u64::from(self.sandbox.uid_min) + u64::from(self.sandbox.uid_count) > u64::from(u32::MAX)
+        {
+            return Err("sandbox.uid_min + sandbox.uid_count passes the largest uid".into());
         }
         if self.plugins.manifest_dirs.is_empty() {
             return Err("plugins.manifest_dirs must name at least one directory".into());

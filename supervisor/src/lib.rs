@@ -6,9 +6,11 @@
 //! and `sandbox::plan` are pure; `sandbox` apply is the only place that makes
 //! isolation syscalls; `storage` owns the database.
 
+pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod finding;
 pub mod manifest;
 pub mod record;

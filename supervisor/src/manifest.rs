@@ -4,9 +4,13 @@
 //! will rely on is checked here, once, before the plugin is listed as active:
 //! the schema, `config_schema` and its defaults, the validity dates, the limits
 //! (capped by the config), the entrypoint (inside the manifest's directory, no
-//! symlinks, executable), its code hash, the signature policy and the declared
-//! dependencies. Pure policy apart from reading the manifest, looking at the
-//! filesystem and hashing the entrypoint.
+//! symlinks, executable), its code hash, its signature against the trust store
+//! and the declared dependencies. Pure policy apart from reading the manifest,
+//! looking at the filesystem and hashing the entrypoint.
+//!
+//! An ed25519 signature covers the manifest document as read (its canonical
+//! form, see `trust::store`), not the parsed struct, so a field this build does
+//! not know is still bound by the signature.
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -22,7 +26,7 @@ use crate::config::{Config, RequestedLimits, RunLimits};
 use crate::record::ErrorKind;
 use crate::registry::PluginStatus;
 use crate::schema::{CompiledSchema, SchemaViolation};
-use crate::trust::TrustError;
+use crate::trust::{KeyId, SignatureError, TrustError, TrustStore};
 
 /// Largest manifest file read; a manifest is a few KiB, so more is a mistake or
 /// an attack.
@@ -107,6 +111,20 @@ pub struct VerifiedPlugin {
     pub dependencies: Vec<PathBuf>,
     /// Applies `config_schema` defaults and validates a run's config.
     pub config: ConfigSchema,
+    /// The trusted key whose ed25519 signature covers the manifest; `None`
+    /// for a `sha256` manifest (accepted only without `require_signatures`).
+    pub signed_by: Option<KeyId>,
+}
+
+/// A manifest whose code hash and ed25519 signature verify
+/// (`secflow manifest verify`).
+#[derive(Debug)]
+pub struct SignedManifest {
+    pub manifest: Manifest,
+    /// The entrypoint, canonical, inside the manifest's directory tree.
+    pub entrypoint: PathBuf,
+    /// The trusted key the signature verifies under.
+    pub key_id: KeyId,
 }
 
 /// A manifest's `config_schema`, compiled: the run config must be an object
@@ -255,8 +273,12 @@ pub enum ManifestError {
         expected: String,
         actual: String,
     },
-    #[error("manifest {path}: signature_type is ed25519, and ed25519 signatures are not verified by this build yet")]
-    SignatureUnsupported { path: PathBuf },
+    #[error("manifest {path}: the ed25519 signature of plugin {name} is rejected: {problem}")]
+    Signature {
+        path: PathBuf,
+        name: String,
+        problem: SignatureError,
+    },
     #[error("manifest {path}: trust.require_signatures is on and plugin {name} has no ed25519 signature (signature_type is sha256)")]
     SignatureRequired { path: PathBuf, name: String },
     #[error("manifest {path}: dependency {dependency:?} is not an executable on the plugin search path ({search_path})")]
@@ -280,21 +302,25 @@ impl ManifestError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ManifestError::HashMismatch { .. } => ErrorKind::HashMismatch,
-            ManifestError::SignatureUnsupported { .. }
-            | ManifestError::SignatureRequired { .. } => ErrorKind::SignatureInvalid,
+            ManifestError::Signature { .. } | ManifestError::SignatureRequired { .. } => {
+                ErrorKind::SignatureInvalid
+            }
             ManifestError::DependencyMissing { .. } => ErrorKind::DependencyMissing,
             _ => ErrorKind::PluginRejected,
         }
     }
 
     /// Whether an operator must look at it: a tampered executable, a missing or
-    /// unverifiable signature, or an entrypoint that tries to leave its directory.
+    /// unverifiable signature, a manifest outside its validity dates (the
+    /// trust chain's expiry), or an entrypoint that tries to leave its directory.
     pub fn is_security_event(&self) -> bool {
         matches!(
             self,
             ManifestError::HashMismatch { .. }
-                | ManifestError::SignatureUnsupported { .. }
+                | ManifestError::Signature { .. }
                 | ManifestError::SignatureRequired { .. }
+                | ManifestError::Expired { .. }
+                | ManifestError::NotYetValid { .. }
                 | ManifestError::EntrypointEscape { .. }
         )
     }
@@ -302,18 +328,14 @@ impl ManifestError {
 
 /// Reads and verifies the manifest at `path`, in this order: read (at most
 /// [`MAX_MANIFEST_BYTES`]), JSON, schema, `config_schema`, validity dates,
-/// limits, entrypoint, `read_paths`, code hash, signature policy, dependencies.
-pub fn load(path: &Path, config: &Config) -> Result<VerifiedPlugin, ManifestError> {
-    let doc = read_document(path)?;
-    crate::schema::validate_manifest(&doc).map_err(|violations| ManifestError::Schema {
-        path: path.to_path_buf(),
-        violations,
-    })?;
-    let manifest: Manifest =
-        serde_json::from_value(doc).map_err(|e| ManifestError::Deserialize {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+/// limits, entrypoint, `read_paths`, code hash, signature (against `trust`,
+/// loaded once per discovery from `config.trust`), dependencies.
+pub fn load(
+    path: &Path,
+    config: &Config,
+    trust: &TrustStore,
+) -> Result<VerifiedPlugin, ManifestError> {
+    let (doc, manifest) = read_manifest(path)?;
     let config_schema = ConfigSchema::new(&manifest.config_schema).map_err(|message| {
         ManifestError::ConfigSchema {
             path: path.to_path_buf(),
@@ -336,7 +358,13 @@ pub fn load(path: &Path, config: &Config) -> Result<VerifiedPlugin, ManifestErro
     let entrypoint = resolve_entrypoint(path, &manifest.entrypoint)?;
     check_read_paths(path, &manifest.sandbox.read_paths)?;
     check_code_hash(path, &entrypoint, &manifest.code_hash)?;
-    check_signature_policy(path, &manifest, config)?;
+    let signed_by = check_signature(
+        path,
+        &doc,
+        &manifest,
+        trust,
+        config.trust.require_signatures,
+    )?;
     let dependencies =
         find_dependencies(path, &manifest.dependencies, &config.plugins.search_path)?;
     Ok(VerifiedPlugin {
@@ -346,7 +374,56 @@ pub fn load(path: &Path, config: &Config) -> Result<VerifiedPlugin, ManifestErro
         limits,
         dependencies,
         config: config_schema,
+        signed_by,
     })
+}
+
+/// What `secflow manifest verify` checks: the manifest is well-formed and
+/// within its validity dates, its entrypoint hashes to `code_hash`, and an
+/// ed25519 signature by a key of `trust` covers it. What depends on the host
+/// (limits, dependencies) is left to [`load`].
+pub fn verify_signed(path: &Path, trust: &TrustStore) -> Result<SignedManifest, ManifestError> {
+    let (doc, manifest) = read_manifest(path)?;
+    check_validity(
+        &manifest,
+        &format!("manifest {}", path.display()),
+        OffsetDateTime::now_utc(),
+    )?;
+    let entrypoint = resolve_entrypoint(path, &manifest.entrypoint)?;
+    check_code_hash(path, &entrypoint, &manifest.code_hash)?;
+    let key_id = check_signature(path, &doc, &manifest, trust, true)?.ok_or_else(|| {
+        ManifestError::SignatureRequired {
+            path: path.to_path_buf(),
+            name: manifest.name.clone(),
+        }
+    })?;
+    Ok(SignedManifest {
+        manifest,
+        entrypoint,
+        key_id,
+    })
+}
+
+/// Reads a manifest file, checks it against the manifest schema and parses
+/// it; the document is kept because a signature covers it as written.
+fn read_manifest(path: &Path) -> Result<(Map<String, Value>, Manifest), ManifestError> {
+    let doc = read_document(path)?;
+    crate::schema::validate_manifest(&doc).map_err(|violations| ManifestError::Schema {
+        path: path.to_path_buf(),
+        violations,
+    })?;
+    let manifest = Manifest::deserialize(&doc).map_err(|e| ManifestError::Deserialize {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    match doc {
+        Value::Object(map) => Ok((map, manifest)),
+        // The schema admits objects only.
+        _ => Err(ManifestError::Deserialize {
+            path: path.to_path_buf(),
+            message: "a manifest is a JSON object".into(),
+        }),
+    }
 }
 
 /// Checks `expires_at` (must not be past `now`) and `created_at` (must not be
@@ -435,7 +512,7 @@ fn manifest_dir(path: &Path) -> &Path {
 /// symlink at any level below the manifest's directory are refused (the
 /// directory itself may be reached through a symlink: it is canonicalized
 /// first); the result must be a regular file with an exec bit.
-fn resolve_entrypoint(path: &Path, entrypoint: &str) -> Result<PathBuf, ManifestError> {
+pub(crate) fn resolve_entrypoint(path: &Path, entrypoint: &str) -> Result<PathBuf, ManifestError> {
     let escape = |reason: String| ManifestError::EntrypointEscape {
         path: path.to_path_buf(),
         entrypoint: entrypoint.to_string(),
@@ -545,22 +622,32 @@ fn check_code_hash(path: &Path, entrypoint: &Path, expected: &str) -> Result<(),
     }
 }
 
-fn check_signature_policy(
+/// The signature policy: an `ed25519` manifest must carry a signature by a
+/// trusted, unrevoked key over its document; a `sha256` one is accepted only
+/// when signatures are not required. Returns the signing key's id.
+fn check_signature(
     path: &Path,
+    doc: &Map<String, Value>,
     manifest: &Manifest,
-    config: &Config,
-) -> Result<(), ManifestError> {
+    trust: &TrustStore,
+    require_signatures: bool,
+) -> Result<Option<KeyId>, ManifestError> {
     match manifest.signature_type {
-        SignatureType::Ed25519 => Err(ManifestError::SignatureUnsupported {
-            path: path.to_path_buf(),
-        }),
-        SignatureType::Sha256 if config.trust.require_signatures => {
-            Err(ManifestError::SignatureRequired {
-                path: path.to_path_buf(),
-                name: manifest.name.clone(),
-            })
+        SignatureType::Ed25519 => {
+            trust
+                .verify_manifest(doc)
+                .map(Some)
+                .map_err(|problem| ManifestError::Signature {
+                    path: path.to_path_buf(),
+                    name: manifest.name.clone(),
+                    problem,
+                })
         }
-        SignatureType::Sha256 => Ok(()),
+        SignatureType::Sha256 if require_signatures => Err(ManifestError::SignatureRequired {
+            path: path.to_path_buf(),
+            name: manifest.name.clone(),
+        }),
+        SignatureType::Sha256 => Ok(None),
     }
 }
 
@@ -661,6 +748,11 @@ mod tests {
     use super::fixtures::{config, plugin, script, write};
     use super::*;
     use serde_json::json;
+
+    /// Loads with the trust store `config` names, as discovery does.
+    fn load(path: &Path, config: &Config) -> Result<VerifiedPlugin, ManifestError> {
+        super::load(path, config, &TrustStore::load(&config.trust))
+    }
 
     fn load_doc(
         doc: &Value,
@@ -922,20 +1014,127 @@ mod tests {
         );
     }
 
+    /// A `probe` plugin whose manifest (after `edit`) is signed by `signer`,
+    /// and a config trusting `trusted` (public key files in the scratch root).
+    fn signed_probe(
+        signer: &ed25519_dalek::SigningKey,
+        trusted: &[&ed25519_dalek::SigningKey],
+        edit: impl FnOnce(&mut Value),
+    ) -> (tempfile::TempDir, PathBuf, Config) {
+        let root = tempfile::tempdir().unwrap();
+        let (path, mut doc) = plugin(root.path(), "probe");
+        edit(&mut doc);
+        crate::trust::sign_manifest(doc.as_object_mut().unwrap(), signer).unwrap();
+        write(&path, &doc);
+        let mut config = config(root.path());
+        config.trust.require_signatures = true;
+        for (i, key) in trusted.iter().enumerate() {
+            let file = root.path().join(format!(".key-{i}.pub"));
+            std::fs::write(
+                &file,
+                crate::trust::keys::public_key_pem(&key.verifying_key()),
+            )
+            .unwrap();
+            config.trust.trusted_keys.push(file);
+        }
+        (root, path, config)
+    }
+
     #[test]
-    fn an_ed25519_manifest_is_rejected_clearly_as_not_verified_by_this_build() {
-        let (_, err) = rejection(json!({"signature_type": "ed25519", "signature": "ed25519:AAAA"}));
+    fn a_manifest_signed_by_a_trusted_key_loads_naming_the_key() {
+        let key = crate::trust::keys::generate().unwrap();
+        let (_root, path, config) = signed_probe(&key, &[&key], |_| {});
+        let plugin = load(&path, &config).unwrap();
+        assert_eq!(
+            plugin.signed_by,
+            Some(KeyId::of(&key.verifying_key())),
+            "discovery records who signed"
+        );
+        let signed = verify_signed(&path, &TrustStore::with_keys([key.verifying_key()])).unwrap();
+        assert_eq!(signed.key_id, KeyId::of(&key.verifying_key()));
+    }
+
+    #[test]
+    fn a_signed_manifest_edited_to_ask_for_network_is_rejected_as_a_security_event() {
+        let key = crate::trust::keys::generate().unwrap();
+        let (_root, path, config) = signed_probe(&key, &[&key], |_| {});
+        let mut doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        doc["sandbox"]["network"] = json!(true);
+        write(&path, &doc);
+        let err = load(&path, &config).unwrap_err();
         assert!(
-            matches!(err, ManifestError::SignatureUnsupported { .. }),
+            matches!(
+                err,
+                ManifestError::Signature {
+                    problem: SignatureError::Unverified { .. },
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(
             err.to_string()
-                .contains("ed25519 signatures are not verified by this build yet"),
+                .contains("the ed25519 signature of plugin probe is rejected"),
             "{err}"
         );
         assert_eq!(err.kind(), ErrorKind::SignatureInvalid);
         assert!(err.is_security_event());
+        assert_eq!(err.status(), PluginStatus::Rejected);
+    }
+
+    #[test]
+    fn an_ed25519_manifest_is_verified_even_when_signatures_are_not_required() {
+        let (signer, trusted) = (
+            crate::trust::keys::generate().unwrap(),
+            crate::trust::keys::generate().unwrap(),
+        );
+        let (_root, path, mut config) = signed_probe(&signer, &[&trusted], |_| {});
+        config.trust.require_signatures = false;
+        let err = load(&path, &config).unwrap_err();
+        assert!(matches!(err, ManifestError::Signature { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_ed25519_manifest_without_a_signature_is_rejected_naming_the_missing_signature() {
+        let (_, err) = rejection(json!({"signature_type": "ed25519"}));
+        assert!(
+            matches!(
+                err,
+                ManifestError::Signature {
+                    problem: SignatureError::Missing,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let (_, err) = rejection(json!({"signature_type": "ed25519", "signature": "ed25519:AAAA"}));
+        assert!(
+            err.to_string().contains("3 bytes long; an ed25519 signature is 64"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn verify_refuses_a_sha256_manifest_as_unsigned() {
+        let root = tempfile::tempdir().unwrap();
+        let (path, doc) = plugin(root.path(), "probe");
+        write(&path, &doc);
+        let key = crate::trust::keys::generate().unwrap();
+        let err = verify_signed(&path, &TrustStore::with_keys([key.verifying_key()])).unwrap_err();
+        assert!(
+            matches!(err, ManifestError::SignatureRequired { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn expiry_and_not_yet_valid_are_security_events() {
+        let (_, err) = rejection(json!({"expires_at": "2020-02-03T04:05:06Z"}));
+        assert!(err.is_security_event(), "{err}");
+        let later =
+            crate::clock::format_rfc3339(OffsetDateTime::now_utc() + time::Duration::hours(1));
+        let (_, err) = rejection(json!({"created_at": later}));
+        assert!(err.is_security_event(), "{err}");
     }
 
     #[test]

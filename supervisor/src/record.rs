@@ -78,6 +78,7 @@ pub enum ErrorKind {
     SignatureInvalid,
     DependencyMissing,
     SpawnFailed,
+    SandboxUnavailable,
     StorageError,
     Interrupted,
 }
@@ -104,6 +105,7 @@ impl ErrorKind {
             ErrorKind::SignatureInvalid => "signature_invalid",
             ErrorKind::DependencyMissing => "dependency_missing",
             ErrorKind::SpawnFailed => "spawn_failed",
+            ErrorKind::SandboxUnavailable => "sandbox_unavailable",
             ErrorKind::StorageError => "storage_error",
             ErrorKind::Interrupted => "interrupted",
         }

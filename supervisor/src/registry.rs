@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::manifest::{self, VerifiedPlugin, MAX_MANIFEST_BYTES};
 use crate::record::ErrorKind;
 use crate::storage::PluginState;
+use crate::trust::TrustStore;
 
 /// Most manifest files considered in one discovery; beyond it the rest are
 /// skipped with a warning, so a misconfigured directory cannot stall the daemon.
@@ -112,10 +113,12 @@ impl Registry {
     pub fn discover(config: &Config, states: &[PluginState]) -> Registry {
         let mut entries = Vec::new();
         let mut first_path: HashMap<String, PathBuf> = HashMap::new();
+        // Key files are read once per discovery, not once per manifest.
+        let trust = TrustStore::load(&config.trust);
         for path in manifest_files(&config.plugins.manifest_dirs) {
             let entry = match first_path.get(&peek(&path).name) {
                 Some(first) => duplicate(&path, first),
-                None => verify(&path, config, states),
+                None => verify(&path, config, &trust, states),
             };
             if entry.status != PluginStatus::Active {
                 tracing::warn!(
@@ -244,8 +247,13 @@ fn is_json(path: &Path) -> bool {
 }
 
 /// Loads one manifest and turns the outcome into an entry.
-fn verify(path: &Path, config: &Config, states: &[PluginState]) -> PluginEntry {
-    match manifest::load(path, config) {
+fn verify(
+    path: &Path,
+    config: &Config,
+    trust: &TrustStore,
+    states: &[PluginState],
+) -> PluginEntry {
+    match manifest::load(path, config, trust) {
         Ok(plugin) => {
             let m = &plugin.manifest;
             let revocation =

@@ -3,18 +3,27 @@
 //! The same object serves the embedded mode (`secflow run --local`, `demo`) and
 //! the daemon. It owns the registry (discovery, revocation) and the store; runs
 //! borrow a verified plugin from the registry and leave through the runner.
+//!
+//! The daemon starts runs with [`Supervisor::start`]: each gets an entry in the
+//! table of in-flight runs (its cancel switch and the channel its final record
+//! arrives on) and waits for one of `runs.max_concurrent` slots. The table is
+//! what `runs.get`/`runs.wait`/`runs.cancel` consult while a run lasts, and
+//! what [`Supervisor::drain`] cancels on shutdown; once a run has ended, its
+//! record comes from storage.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::clock::now_rfc3339;
 use crate::config::Config;
 use crate::manifest;
-use crate::record::{ErrorKind, RunError, RunRecord};
+use crate::record::{ErrorKind, RunError, RunRecord, RunStatus};
 use crate::registry::{PluginEntry, PluginStatus, Registry};
 use crate::runner::{self, RunRequest, Runner};
+use crate::sandbox::Host;
 use crate::storage::{AuditEvent, PluginState, SqliteStore, StorageError, StoragePort};
 
 /// A supervisor-level failure (not a run outcome: those are run records).
@@ -36,6 +45,41 @@ pub enum SupervisorError {
         name: String,
         reason: String,
     },
+    #[error("no run with id {0:?}")]
+    UnknownRun(String),
+    #[error("the supervisor is shutting down and accepts no new runs")]
+    ShuttingDown,
+    #[error(
+        "{queued} runs are already waiting for a slot (runs.max_queued = {limit}); retry later"
+    )]
+    QueueFull { queued: usize, limit: usize },
+}
+
+/// A run started with [`Supervisor::start`] that has not ended yet.
+#[derive(Debug)]
+struct InFlight {
+    /// The record as it was queued: what `runs.get` shows until the runner
+    /// has stored its own.
+    queued: RunRecord,
+    /// Whether it holds a slot (is executing) rather than waiting for one.
+    executing: bool,
+    cancel: watch::Sender<bool>,
+    /// Receives the final record, once committed.
+    done: watch::Receiver<Option<RunRecord>>,
+}
+
+/// The in-flight runs, and whether new ones are still accepted.
+#[derive(Debug, Default)]
+struct RunTable {
+    runs: HashMap<String, InFlight>,
+    draining: bool,
+}
+
+/// How many started runs are executing and how many wait for a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RunLoad {
+    pub executing: usize,
+    pub queued: usize,
 }
 
 /// The running supervisor.
@@ -45,6 +89,8 @@ pub struct Supervisor {
     store: SqliteStore,
     registry: RwLock<Registry>,
     runner: Runner,
+    runs: Mutex<RunTable>,
+    slots: Arc<Semaphore>,
 }
 
 impl Supervisor {
@@ -64,9 +110,12 @@ impl Supervisor {
                 "runs left in flight by a previous supervisor marked interrupted"
             );
         }
-        let runner = Runner::new(config.clone(), store.writer());
+        let host = Arc::new(Host::probe());
+        let runner = Runner::new(config.clone(), store.writer(), host);
         let supervisor = Supervisor {
             registry: RwLock::new(Registry::discover(&config, &store.plugin_states()?)),
+            slots: Arc::new(Semaphore::new(config.runs.max_concurrent)),
+            runs: Mutex::new(RunTable::default()),
             config,
             store,
             runner,
@@ -81,6 +130,11 @@ impl Supervisor {
 
     pub fn store(&self) -> &dyn StoragePort {
         &self.store
+    }
+
+    /// What this host can do for the sandbox (probed at open).
+    pub fn host(&self) -> &Host {
+        self.runner.host()
     }
 
     /// Every registered plugin, sorted by name.
@@ -183,8 +237,16 @@ impl Supervisor {
         request: RunRequest,
         cancel: watch::Receiver<bool>,
     ) -> Result<RunRecord, SupervisorError> {
+        self.execute_as(runner::new_run_id(), request, cancel).await
+    }
+
+    async fn execute_as(
+        &self,
+        run_id: String,
+        request: RunRequest,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<RunRecord, SupervisorError> {
         let entry = self.lookup(&request.plugin)?;
-        let run_id = runner::new_run_id();
         let category = entry.category.ok_or_else(|| SupervisorError::Unrunnable {
             name: entry.name.clone(),
             manifest: entry.manifest_path.display().to_string(),
@@ -249,10 +311,223 @@ impl Supervisor {
                     .await);
             }
         };
-        Ok(self
+        let record = self
             .runner
             .run(&plugin, record, request, config, cancel)
-            .await)
+            .await;
+        if record.status == RunStatus::Violated {
+            // A sandbox violation revokes the plugin until an operator reinstates it.
+            let reason = format!(
+                "sandbox violation in run {}: {}",
+                record.run_id,
+                record
+                    .error
+                    .as_ref()
+                    .map(|e| e.message.as_str())
+                    .unwrap_or("")
+            );
+            if let Err(e) = self.revoke(&record.plugin, &reason, None).await {
+                tracing::error!(plugin = %record.plugin, error = %e, "cannot revoke a plugin after a violation");
+            }
+        }
+        Ok(record)
+    }
+
+    /// Starts a run in the background and returns its id at once. The run
+    /// waits for one of `runs.max_concurrent` slots; refusals (plugin not
+    /// active, invalid config) end as `rejected` records like [`execute`].
+    ///
+    /// [`execute`]: Supervisor::execute
+    pub fn start(self: &Arc<Self>, request: RunRequest) -> Result<String, SupervisorError> {
+        let entry = self.lookup(&request.plugin)?;
+        let category = entry.category.ok_or_else(|| SupervisorError::Unrunnable {
+            name: entry.name.clone(),
+            manifest: entry.manifest_path.display().to_string(),
+            reason: entry.reason.clone().unwrap_or_default(),
+        })?;
+        let run_id = runner::new_run_id();
+        let queued = runner::base_record(&run_id, &entry.name, &entry.version, category, &request);
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let (done_tx, done_rx) = watch::channel(None);
+        {
+            let mut table = self.lock_runs();
+            if table.draining {
+                return Err(SupervisorError::ShuttingDown);
+            }
+            let waiting = table.runs.values().filter(|r| !r.executing).count();
+            let limit = self.config.runs.max_queued;
+            if waiting >= limit && self.slots.available_permits() == 0 {
+                return Err(SupervisorError::QueueFull {
+                    queued: waiting,
+                    limit,
+                });
+            }
+            table.runs.insert(
+                run_id.clone(),
+                InFlight {
+                    queued: queued.clone(),
+                    executing: false,
+                    cancel: cancel_tx,
+                    done: done_rx,
+                },
+            );
+        }
+        let supervisor = Arc::clone(self);
+        let id = run_id.clone();
+        tokio::spawn(async move {
+            let record = supervisor
+                .run_when_a_slot_frees(queued, request, cancel_rx)
+                .await;
+            supervisor.lock_runs().runs.remove(&id);
+            // Nobody may be waiting; the record is in storage either way.
+            let _ = done_tx.send(Some(record));
+        });
+        Ok(run_id)
+    }
+
+    async fn run_when_a_slot_frees(
+        &self,
+        queued: RunRecord,
+        request: RunRequest,
+        mut cancel: watch::Receiver<bool>,
+    ) -> RunRecord {
+        let permit = tokio::select! {
+            permit = Arc::clone(&self.slots).acquire_owned() => permit.ok(),
+            _ = cancel.wait_for(|cancelled| *cancelled) => None,
+        };
+        let Some(_permit) = permit else {
+            return self.cancel_queued(queued, request.actor_uid).await;
+        };
+        if let Some(run) = self.lock_runs().runs.get_mut(&queued.run_id) {
+            run.executing = true;
+        }
+        let actor_uid = request.actor_uid;
+        match self
+            .execute_as(queued.run_id.clone(), request, cancel)
+            .await
+        {
+            Ok(record) => record,
+            // The plugin left the registry (a reload) while the run waited.
+            Err(e) => {
+                self.start_refused(&queued).await;
+                let kind = match e {
+                    SupervisorError::UnknownPlugin(_) => ErrorKind::PluginNotFound,
+                    SupervisorError::Storage(_) => ErrorKind::StorageError,
+                    _ => ErrorKind::PluginRejected,
+                };
+                self.runner
+                    .reject(queued, RunError::new(kind, e.to_string()), false, actor_uid)
+                    .await
+            }
+        }
+    }
+
+    /// Records a run cancelled before it got a slot: nothing was spawned.
+    async fn cancel_queued(&self, mut record: RunRecord, actor_uid: Option<u32>) -> RunRecord {
+        self.start_refused(&record).await;
+        record.status = RunStatus::Cancelled;
+        record.finished_at = Some(now_rfc3339());
+        record.error = Some(RunError::new(
+            ErrorKind::Cancelled,
+            "the run was cancelled while it waited for a slot",
+        ));
+        let writer = self.store.writer();
+        let audit = runner::audit_event(
+            "run_cancelled",
+            false,
+            &record,
+            actor_uid,
+            format!("{} cancelled before it started", record.run_id),
+            json!({}),
+        );
+        let _ = writer.audit(audit).await;
+        match writer.finish_run(record.clone()).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!(run_id = %record.run_id, error = %e, "cannot store the run record");
+                record
+            }
+        }
+    }
+
+    /// A run's record now: in flight (status `running`) or as stored.
+    pub fn run_record(&self, run_id: &str) -> Result<RunRecord, SupervisorError> {
+        let queued = self.lock_runs().runs.get(run_id).map(|r| r.queued.clone());
+        match (self.store.run(run_id)?, queued) {
+            (Some(stored), _) => Ok(stored),
+            (None, Some(queued)) => Ok(queued),
+            (None, None) => Err(SupervisorError::UnknownRun(run_id.to_string())),
+        }
+    }
+
+    /// A run's record once it has ended.
+    pub async fn wait(&self, run_id: &str) -> Result<RunRecord, SupervisorError> {
+        let done = self.lock_runs().runs.get(run_id).map(|r| r.done.clone());
+        if let Some(mut done) = done {
+            if let Ok(record) = done.wait_for(Option::is_some).await {
+                if let Some(record) = record.clone() {
+                    return Ok(record);
+                }
+            }
+        }
+        // Ended before we looked (or its task is gone): storage has it.
+        self.run_record(run_id)
+    }
+
+    /// Cancels a run and returns its final record; a run that has already
+    /// ended is returned as it is.
+    pub async fn cancel(
+        &self,
+        run_id: &str,
+        actor_uid: Option<u32>,
+    ) -> Result<RunRecord, SupervisorError> {
+        let signalled = match self.lock_runs().runs.get(run_id) {
+            Some(run) => run.cancel.send(true).is_ok(),
+            None => false,
+        };
+        if signalled {
+            tracing::info!(run_id, ?actor_uid, "run cancellation requested");
+        }
+        self.wait(run_id).await
+    }
+
+    /// How many started runs are executing and how many wait.
+    pub fn load(&self) -> RunLoad {
+        let table = self.lock_runs();
+        let executing = table.runs.values().filter(|r| r.executing).count();
+        RunLoad {
+            executing,
+            queued: table.runs.len() - executing,
+        }
+    }
+
+    /// Shutdown: refuses new runs, cancels every in-flight one, waits until
+    /// each is recorded (`cancelled`, or however it ended first) and flushes
+    /// storage. Returns how many runs were in flight.
+    pub async fn drain(&self) -> Result<usize, SupervisorError> {
+        let waiting: Vec<watch::Receiver<Option<RunRecord>>> = {
+            let mut table = self.lock_runs();
+            table.draining = true;
+            table
+                .runs
+                .values()
+                .map(|run| {
+                    let _ = run.cancel.send(true);
+                    run.done.clone()
+                })
+                .collect()
+        };
+        let count = waiting.len();
+        for mut done in waiting {
+            // An error means the run's task is gone; its record is stored anyway.
+            let _ = done.wait_for(Option::is_some).await;
+        }
+        self.flush().await?;
+        Ok(count)
+    }
+
+    fn lock_runs(&self) -> std::sync::MutexGuard<'_, RunTable> {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Waits until everything written so far is committed.

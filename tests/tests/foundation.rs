@@ -181,16 +181,17 @@ async fn a_binary_swapped_after_registration_is_never_executed() {
         PluginStatus::Active
     );
 
-    // Replace the registered executable with one that leaves a marker if run.
+    // Replace the registered executable with one that leaves a mark if run.
+    let witness = Witness::new();
     let installed = bed.plugin_dir("swapped").join("fixture-detector");
     std::fs::remove_file(&installed).unwrap();
     std::fs::copy(MARKER, &installed).unwrap();
-    let marker = installed.with_extension("ran");
+    witness.watch(&installed);
 
     let record = run(&supervisor, "swapped", json!({})).await;
     assert_eq!(record.status, RunStatus::Rejected);
     assert_eq!(record.error.as_ref().unwrap().kind, ErrorKind::HashMismatch);
-    assert!(!marker.exists(), "the swapped binary must never run");
+    assert_eq!(witness.runs(), 0, "the swapped binary must never run");
     supervisor.flush().await.unwrap();
     let events = audit_events(&supervisor, "hash_mismatch");
     assert!(
@@ -200,12 +201,12 @@ async fn a_binary_swapped_after_registration_is_never_executed() {
         "{events:?}"
     );
 
-    // The marker plugin does leave its marker when it is run: the check above can fail.
-    bed.install_fixture("marker", MARKER);
+    // The marker does leave its mark when it runs: the check above can fail.
+    install_marker(&bed, "marker", &witness);
     let supervisor = bed.supervisor().await;
     let ran = run(&supervisor, "marker", json!({})).await;
     assert_eq!(ran.status, RunStatus::Succeeded, "{ran:?}");
-    assert!(bed.plugin_dir("marker").join("fixture-marker.ran").exists());
+    assert_eq!(witness.runs(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -232,21 +233,19 @@ async fn a_manifest_whose_hash_does_not_match_is_rejected_at_discovery() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_manifest_is_rejected_and_never_runs() {
     let bed = TestBed::new();
-    bed.install(Install {
-        overrides: json!({"expires_at": "2020-01-01T00:00:00Z"}),
-        config_schema: fixture_config_schema(),
-        ..Install::new("expired", MARKER)
-    });
+    let witness = Witness::new();
+    let manifest = install_marker(&bed, "expired", &witness);
+    let mut doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    doc["expires_at"] = json!("2020-01-01T00:00:00Z");
+    std::fs::write(&manifest, doc.to_string()).unwrap();
     let supervisor = bed.supervisor().await;
     let entry = status_of(&supervisor.plugins(), "expired").clone();
     assert_eq!(entry.status, PluginStatus::Rejected);
     assert!(entry.reason.unwrap().contains("expires_at"));
     let record = run(&supervisor, "expired", json!({})).await;
     assert_eq!(record.status, RunStatus::Rejected);
-    assert!(!bed
-        .plugin_dir("expired")
-        .join("fixture-marker.ran")
-        .exists());
+    assert_eq!(witness.runs(), 0, "an expired plugin never runs");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -406,14 +405,28 @@ async fn a_python_plugin_written_from_the_protocol_doc_runs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_config_that_breaks_the_config_schema_is_rejected_before_spawning() {
     let bed = TestBed::new();
-    bed.install_fixture("marker", MARKER);
+    let witness = Witness::new();
+    install_marker(&bed, "marker", &witness);
     let supervisor = bed.supervisor().await;
     let record = run(&supervisor, "marker", json!({"count": "many"})).await;
     assert_eq!(record.status, RunStatus::Rejected);
     let error = record.error.unwrap();
     assert_eq!(error.kind, ErrorKind::InvalidConfig);
     assert!(error.message.contains("count"), "{}", error.message);
-    assert!(!bed.plugin_dir("marker").join("fixture-marker.ran").exists());
+    assert_eq!(
+        witness.runs(),
+        0,
+        "an invalid config stops the run before it starts"
+    );
+    assert_eq!(
+        run(&supervisor, "marker", json!({"count": 1})).await.status,
+        RunStatus::Succeeded
+    );
+    assert_eq!(
+        witness.runs(),
+        1,
+        "the same plugin with a valid config does run"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -557,7 +570,7 @@ fn the_cli_runs_the_analytics_plugin_locally_and_prints_a_run_record() {
     assert_eq!(metrics["total"], 6);
     assert_eq!(metrics["by_severity"]["critical"], 2);
 
-    let runs = bed.secflow(&["runs", "--json"]);
+    let runs = bed.secflow(&["runs", "--json", "--local"]);
     let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
     assert_eq!(runs[0]["run_id"], record["run_id"]);
     let human = bed.secflow(&["--json", "plugins", "--local"]);

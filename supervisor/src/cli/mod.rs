@@ -1,9 +1,14 @@
 //! The `secflow` command line: raw arguments (clap) first, then each command
-//! against the embedded supervisor or the database.
+//! against the daemon (through its socket) or, with `--local`, against an
+//! embedded supervisor or the database directly. Both paths print the same
+//! tables and the same `--json` documents.
 //!
 //! Exit status (contracts §1): 0 success, 1 a failed run or request, 2 bad usage
 //! or bad input, 3 the daemon cannot be reached.
 
+mod author;
+pub mod client;
+pub mod sarif;
 mod table;
 
 use std::io::{Read, Write};
@@ -13,15 +18,17 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secflow_plugin_sdk::protocol::Severity;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::config::Config;
 use crate::record::{RunRecord, RunStatus};
 use crate::runner::RunRequest;
 use crate::storage::{
-    AuditQuery, FindingQuery, RunQuery, SqliteStore, StoragePort, TelemetryQuery,
+    AuditEvent, AuditQuery, FindingQuery, RunQuery, SqliteStore, StoragePort, TelemetryEvent,
+    TelemetryQuery,
 };
 use crate::Supervisor;
+use client::{ClientError, DaemonClient, FindingDocs, PluginListing};
 use table::Table;
 
 /// Where the config is looked for when neither `--config` nor `SECFLOW_CONFIG` says.
@@ -67,6 +74,9 @@ pub enum Command {
         action: Option<RunsAction>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Read the database directly instead of asking the daemon.
+        #[arg(long, global = true)]
+        local: bool,
     },
     /// Stored findings.
     Findings(FindingsArgs),
@@ -76,6 +86,9 @@ pub enum Command {
         plugin: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Read the database directly instead of asking the daemon.
+        #[arg(long)]
+        local: bool,
     },
     /// The audit trail.
     Audit {
@@ -83,12 +96,17 @@ pub enum Command {
         event: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Read the database directly instead of asking the daemon.
+        #[arg(long)]
+        local: bool,
     },
     /// Plugin author tools.
     Manifest {
         #[command(subcommand)]
         action: ManifestAction,
     },
+    /// Generate an ed25519 signing key pair (PREFIX.key, PREFIX.pub).
+    Keygen(author::KeygenArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,7 +137,7 @@ pub enum ManifestAction {
     Hash { file: PathBuf },
     /// Stage source manifests for a build: copy each plugin's executable from
     /// --bin-dir into --out/<name>/ and write its manifest there with the
-    /// code_hash of that executable.
+    /// code_hash of that executable (and, with --key, an ed25519 signature).
     Stage {
         #[arg(required = true)]
         manifests: Vec<PathBuf>,
@@ -127,7 +145,14 @@ pub enum ManifestAction {
         bin_dir: PathBuf,
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Sign each staged manifest with this private key.
+        #[arg(long, value_name = "KEY")]
+        key: Option<PathBuf>,
     },
+    /// Fill in code_hash from the entrypoint and sign the manifest (ed25519).
+    Sign(author::SignArgs),
+    /// Check a manifest's code hash and ed25519 signature.
+    Verify(author::VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +180,8 @@ pub enum FindingsFormat {
     Table,
     Json,
     Ndjson,
+    /// SARIF 2.1.0, as GitHub code scanning accepts it.
+    Sarif,
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +196,9 @@ pub struct FindingsArgs {
     pub limit: u32,
     #[arg(long, value_enum)]
     pub format: Option<FindingsFormat>,
+    /// Read the database directly instead of asking the daemon.
+    #[arg(long)]
+    pub local: bool,
 }
 
 fn parse_severity(s: &str) -> Result<Severity, String> {
@@ -211,6 +241,15 @@ impl From<crate::SupervisorError> for Failure {
     }
 }
 
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        Failure {
+            status: e.exit_status(),
+            message: error_chain(&e),
+        }
+    }
+}
+
 impl From<crate::storage::StorageError> for Failure {
     fn from(e: crate::storage::StorageError) -> Failure {
         Failure::failed(error_chain(&e))
@@ -246,40 +285,62 @@ pub fn main(cli: Cli) -> ExitCode {
 fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
     match &cli.command {
         Command::Manifest { action } => manifest_command(cli, action),
+        Command::Keygen(args) => author::keygen_command(cli, args),
         Command::Plugins { action, local } => {
-            require_local(*local, "plugins")?;
-            plugins_command(cli, action.as_ref().unwrap_or(&PluginsAction::List))
-        }
-        Command::Run(args) => {
-            require_local(args.local, "run")?;
-            run_command(cli, args)
-        }
-        Command::Runs { action, limit } => {
-            let store = open_store(cli)?;
-            match action {
-                Some(RunsAction::Show { run_id }) => {
-                    let record = store
-                        .run(run_id)?
-                        .ok_or_else(|| Failure::usage(format!("no run with id {run_id:?}")))?;
-                    print_output(cli, &record, |out| write_record(out, &record))
-                }
-                None => {
-                    let runs = store.runs(&RunQuery {
-                        limit: Some(*limit),
-                        ..RunQuery::default()
-                    })?;
-                    print_output(cli, &runs, |out| write_runs(out, &runs))
-                }
+            let action = action.as_ref().unwrap_or(&PluginsAction::List);
+            if *local {
+                plugins_local(cli, action)
+            } else {
+                plugins_remote(cli, action)
             }
         }
+        Command::Run(args) => run_command(cli, args),
+        Command::Runs {
+            action,
+            limit,
+            local,
+        } => match action {
+            Some(RunsAction::Show { run_id }) => {
+                let record: RunRecord = if *local {
+                    open_store(cli)?
+                        .run(run_id)?
+                        .ok_or_else(|| Failure::usage(format!("no run with id {run_id:?}")))?
+                } else {
+                    call_daemon(cli, "runs.get", json!({ "run_id": run_id }))?
+                };
+                print_output(cli, &record, |out| write_record(out, &record))
+            }
+            None => {
+                let runs: Vec<RunRecord> = if *local {
+                    open_store(cli)?.runs(&RunQuery {
+                        limit: Some(*limit),
+                        ..RunQuery::default()
+                    })?
+                } else {
+                    call_daemon(cli, "runs.list", json!({ "limit": limit }))?
+                };
+                print_output(cli, &runs, |out| write_runs(out, &runs))
+            }
+        },
         Command::Findings(args) => findings_command(cli, args),
-        Command::Telemetry { plugin, limit } => {
-            let store = open_store(cli)?;
-            let events = store.telemetry(&TelemetryQuery {
-                plugin: plugin.clone(),
-                run_id: None,
-                limit: Some(*limit),
-            })?;
+        Command::Telemetry {
+            plugin,
+            limit,
+            local,
+        } => {
+            let events: Vec<TelemetryEvent> = if *local {
+                open_store(cli)?.telemetry(&TelemetryQuery {
+                    plugin: plugin.clone(),
+                    run_id: None,
+                    limit: Some(*limit),
+                })?
+            } else {
+                call_daemon(
+                    cli,
+                    "telemetry.query",
+                    json!({ "plugin": plugin, "limit": limit }),
+                )?
+            };
             print_output(cli, &events, |out| {
                 let mut t = Table::new(&[
                     "TIME", "PLUGIN", "VERSION", "RUN", "OK", "MS", "CPU_MS", "MEM_MB", "FINDINGS",
@@ -300,13 +361,24 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
                 t.write(out)
             })
         }
-        Command::Audit { event, limit } => {
-            let store = open_store(cli)?;
-            let events = store.audit(&AuditQuery {
-                event: event.clone(),
-                plugin: None,
-                limit: Some(*limit),
-            })?;
+        Command::Audit {
+            event,
+            limit,
+            local,
+        } => {
+            let events: Vec<AuditEvent> = if *local {
+                open_store(cli)?.audit(&AuditQuery {
+                    event: event.clone(),
+                    plugin: None,
+                    limit: Some(*limit),
+                })?
+            } else {
+                call_daemon(
+                    cli,
+                    "audit.query",
+                    json!({ "event": event, "limit": limit }),
+                )?
+            };
             print_output(cli, &events, |out| {
                 let mut t = Table::new(&["TIME", "EVENT", "SECURITY", "PLUGIN", "UID", "MESSAGE"]);
                 for e in &events {
@@ -329,15 +401,29 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
     }
 }
 
-fn require_local(local: bool, command: &str) -> Result<(), Failure> {
-    if local {
-        Ok(())
-    } else {
-        Err(Failure::usage(format!(
-            "`secflow {command}` without --local needs the daemon client, which this build does not have yet; \
-             pass --local to use the embedded supervisor"
-        )))
+/// The daemon's socket: --socket / SECFLOW_SOCKET, else `api.socket` of the
+/// config, else (no config file at all) the built-in default.
+pub fn socket_path(cli: &Cli) -> Result<PathBuf, Failure> {
+    if let Some(socket) = &cli.socket {
+        return Ok(socket.clone());
     }
+    if cli.config.is_none() && !Path::new(SYSTEM_CONFIG).exists() {
+        return Ok(crate::config::ApiConfig::default().socket);
+    }
+    Ok(load_config(cli)?.api.socket)
+}
+
+/// One call to the daemon.
+fn call_daemon<T: serde::de::DeserializeOwned>(
+    cli: &Cli,
+    method: &str,
+    params: Value,
+) -> Result<T, Failure> {
+    let path = socket_path(cli)?;
+    runtime()?.block_on(async {
+        let mut client = DaemonClient::connect(&path).await?;
+        Ok(client.call_as(method, params).await?)
+    })
 }
 
 /// The config named by --config / SECFLOW_CONFIG, else the system one.
@@ -372,46 +458,89 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))
 }
 
-fn plugins_command(cli: &Cli, action: &PluginsAction) -> Result<ExitCode, Failure> {
+fn plugins_local(cli: &Cli, action: &PluginsAction) -> Result<ExitCode, Failure> {
     let config = load_config(cli)?;
     runtime()?.block_on(async {
         let supervisor = Supervisor::open(config).await?;
         let result = match action {
+            // Opening the supervisor has just discovered the manifests.
             PluginsAction::List | PluginsAction::Reload => {
-                let entries = supervisor.plugins();
-                print_output(cli, &entries, |out| {
-                    let mut t =
-                        Table::new(&["NAME", "VERSION", "CATEGORY", "STATUS", "NETWORK", "REASON"]);
-                    for e in &entries {
-                        t.row(vec![
-                            e.name.clone(),
-                            e.version.clone(),
-                            e.category
-                                .map(|c| c.to_string())
-                                .unwrap_or_else(|| "-".into()),
-                            format!("{:?}", e.status).to_lowercase(),
-                            if e.network { "yes".into() } else { "no".into() },
-                            e.reason.clone().unwrap_or_default(),
-                        ]);
-                    }
-                    t.write(out)
-                })
+                let entries: Vec<PluginListing> =
+                    supervisor.plugins().iter().map(PluginListing::from).collect();
+                print_plugins(cli, &entries)
             }
             PluginsAction::Revoke { name, reason } => {
                 let entry = supervisor.revoke(name, reason, Some(current_uid())).await?;
-                print_output(cli, &entry, |out| {
-                    writeln!(out, "{} {} revoked", entry.name, entry.version)
-                })
+                print_plugin_change(cli, &PluginListing::from(&entry), "revoked")
             }
             PluginsAction::Reinstate { name } => {
                 let entry = supervisor.reinstate(name, Some(current_uid())).await?;
-                print_output(cli, &entry, |out| {
-                    writeln!(out, "{} {} reinstated", entry.name, entry.version)
-                })
+                print_plugin_change(cli, &PluginListing::from(&entry), "reinstated")
             }
         };
         supervisor.flush().await?;
         result
+    })
+}
+
+fn plugins_remote(cli: &Cli, action: &PluginsAction) -> Result<ExitCode, Failure> {
+    let path = socket_path(cli)?;
+    runtime()?.block_on(async {
+        let mut client = DaemonClient::connect(&path).await?;
+        match action {
+            PluginsAction::List | PluginsAction::Reload => {
+                if matches!(action, PluginsAction::Reload) {
+                    client.call("plugins.reload", Value::Null).await?;
+                }
+                let entries: Vec<PluginListing> =
+                    client.call_as("plugins.list", Value::Null).await?;
+                print_plugins(cli, &entries)
+            }
+            PluginsAction::Revoke { name, reason } => {
+                let entry: PluginListing = client
+                    .call_as(
+                        "plugins.revoke",
+                        json!({ "name": name, "reason": reason }),
+                    )
+                    .await?;
+                print_plugin_change(cli, &entry, "revoked")
+            }
+            PluginsAction::Reinstate { name } => {
+                let entry: PluginListing = client
+                    .call_as("plugins.reinstate", json!({ "name": name }))
+                    .await?;
+                print_plugin_change(cli, &entry, "reinstated")
+            }
+        }
+    })
+}
+
+fn print_plugins(cli: &Cli, entries: &[PluginListing]) -> Result<ExitCode, Failure> {
+    print_output(cli, &entries, |out| {
+        let mut t = Table::new(&["NAME", "VERSION", "CATEGORY", "STATUS", "NETWORK", "REASON"]);
+        for e in entries {
+            t.row(vec![
+                e.name.clone(),
+                e.version.clone(),
+                e.category
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                e.status.to_string(),
+                if e.network { "yes".into() } else { "no".into() },
+                e.reason.clone().unwrap_or_default(),
+            ]);
+        }
+        t.write(out)
+    })
+}
+
+fn print_plugin_change(
+    cli: &Cli,
+    entry: &PluginListing,
+    verb: &str,
+) -> Result<ExitCode, Failure> {
+    print_output(cli, entry, |out| {
+        writeln!(out, "{} {} {verb}", entry.name, entry.version)
     })
 }
 
@@ -420,7 +549,6 @@ fn current_uid() -> u32 {
 }
 
 fn run_command(cli: &Cli, args: &RunArgs) -> Result<ExitCode, Failure> {
-    let config = load_config(cli)?;
     let inputs = read_inputs(args.input.as_deref())?;
     let run_config = build_run_config(args.config_json.as_deref(), &args.set)?;
     let timeout_ms = match args.timeout {
@@ -440,6 +568,15 @@ fn run_command(cli: &Cli, args: &RunArgs) -> Result<ExitCode, Failure> {
         actor_uid: Some(current_uid()),
         ..RunRequest::default()
     };
+    if args.local {
+        run_local(cli, request)
+    } else {
+        run_remote(cli, request)
+    }
+}
+
+fn run_local(cli: &Cli, request: RunRequest) -> Result<ExitCode, Failure> {
+    let config = load_config(cli)?;
     runtime()?.block_on(async {
         let supervisor = Supervisor::open(config).await?;
         let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
@@ -463,20 +600,69 @@ fn run_command(cli: &Cli, args: &RunArgs) -> Result<ExitCode, Failure> {
                     ..FindingQuery::default()
                 })?
                 .findings
+                .into_iter()
+                .map(|f| f.finding)
+                .collect()
         };
-        print_output(cli, &record, |out| {
-            write_record(out, &record)?;
-            if !findings.is_empty() {
-                writeln!(out)?;
-                write_findings(out, &findings)?;
+        print_run(cli, &record, &findings)
+    })
+}
+
+fn run_remote(cli: &Cli, request: RunRequest) -> Result<ExitCode, Failure> {
+    let path = socket_path(cli)?;
+    runtime()?.block_on(async {
+        let mut client = DaemonClient::connect(&path).await?;
+        let params = json!({
+            "plugin": request.plugin,
+            "inputs": request.inputs,
+            "config": request.config,
+            "timeout_ms": request.timeout_ms,
+        });
+        let started = client.call("runs.start", params).await?;
+        let run_id = started
+            .get("run_id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Failure::failed("the daemon's runs.start answer has no run_id"))?
+            .to_string();
+        let wait = json!({ "run_id": run_id });
+        // Ctrl-C cancels the run in the daemon (recorded `cancelled`); the
+        // waiting connection is abandoned, so the cancel goes on its own.
+        let record: RunRecord = tokio::select! {
+            record = client.call_as("runs.wait", wait.clone()) => record?,
+            _ = tokio::signal::ctrl_c() => {
+                let mut canceller = DaemonClient::connect(&path).await?;
+                canceller.call_as("runs.cancel", wait).await?
             }
-            Ok(())
-        })?;
-        Ok(if record.status == RunStatus::Succeeded {
-            ExitCode::SUCCESS
+        };
+        let findings = if cli.json {
+            Vec::new()
         } else {
-            ExitCode::from(1)
-        })
+            client
+                .call_as::<FindingDocs>(
+                    "findings.query",
+                    json!({ "run_id": record.run_id, "limit": 1000 }),
+                )
+                .await?
+                .findings
+        };
+        print_run(cli, &record, &findings)
+    })
+}
+
+/// The run record (and, in human mode, its findings); exit 1 unless it succeeded.
+fn print_run(cli: &Cli, record: &RunRecord, findings: &[Value]) -> Result<ExitCode, Failure> {
+    print_output(cli, record, |out| {
+        write_record(out, record)?;
+        if !findings.is_empty() {
+            writeln!(out)?;
+            write_findings(out, findings)?;
+        }
+        Ok(())
+    })?;
+    Ok(if record.status == RunStatus::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
 }
 
@@ -543,50 +729,73 @@ fn build_run_config(
 }
 
 fn findings_command(cli: &Cli, args: &FindingsArgs) -> Result<ExitCode, Failure> {
-    let store = open_store(cli)?;
     let format = args.format.unwrap_or(if cli.json {
         FindingsFormat::Json
     } else {
         FindingsFormat::Table
     });
-    let mut query = FindingQuery {
-        run_id: args.run_id.clone(),
-        plugin: args.plugin.clone(),
-        min_severity: args.min_severity,
-        limit: Some(args.limit.min(1000)),
-        after: None,
-    };
+    let wanted = args.limit as usize;
     // Page through with the keyset cursor until --limit findings are read.
-    let mut findings = Vec::new();
-    loop {
-        let page = store.findings(&query)?;
-        let got = page.findings.len();
-        findings.extend(page.findings);
-        match page.next {
-            Some(next) if got > 0 && findings.len() < args.limit as usize => {
-                query.after = Some(next)
+    let mut findings: Vec<Value> = Vec::new();
+    let mut after = None;
+    if args.local {
+        let store = open_store(cli)?;
+        loop {
+            let page = store.findings(&FindingQuery {
+                run_id: args.run_id.clone(),
+                plugin: args.plugin.clone(),
+                min_severity: args.min_severity,
+                limit: Some(args.limit.min(1000)),
+                after,
+            })?;
+            let got = page.findings.len();
+            findings.extend(page.findings.into_iter().map(|f| f.finding));
+            match page.next {
+                Some(next) if got > 0 && findings.len() < wanted => after = Some(next),
+                _ => break,
             }
-            _ => break,
         }
+    } else {
+        let path = socket_path(cli)?;
+        runtime()?.block_on(async {
+            let mut client = DaemonClient::connect(&path).await?;
+            loop {
+                let params = json!({
+                    "run_id": args.run_id,
+                    "plugin": args.plugin,
+                    "min_severity": args.min_severity.map(Severity::as_str),
+                    "limit": args.limit.min(1000),
+                    "after": after,
+                });
+                let page: FindingDocs = client.call_as("findings.query", params).await?;
+                let got = page.findings.len();
+                findings.extend(page.findings);
+                match page.next {
+                    Some(next) if got > 0 && findings.len() < wanted => after = Some(next),
+                    _ => return Ok::<(), Failure>(()),
+                }
+            }
+        })?;
     }
-    findings.truncate(args.limit as usize);
+    findings.truncate(wanted);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let written = match format {
         FindingsFormat::Table => write_findings(&mut out, &findings),
-        FindingsFormat::Json => {
-            let docs: Vec<&Value> = findings.iter().map(|f| &f.finding).collect();
-            serde_json::to_writer_pretty(&mut out, &docs)
-                .map_err(std::io::Error::other)
-                .and_then(|()| writeln!(out))
-        }
+        FindingsFormat::Json => write_pretty(&mut out, &findings),
+        FindingsFormat::Sarif => write_pretty(&mut out, &sarif::report(&findings)),
         FindingsFormat::Ndjson => findings.iter().try_for_each(|f| {
-            serde_json::to_writer(&mut out, &f.finding).map_err(std::io::Error::other)?;
+            serde_json::to_writer(&mut out, f).map_err(std::io::Error::other)?;
             writeln!(out)
         }),
     };
     written.map_err(|e| Failure::failed(format!("cannot write output: {e}")))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn write_pretty<T: Serialize>(out: &mut dyn Write, value: &T) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::other)?;
+    writeln!(out)
 }
 
 fn print_output<T: Serialize>(
@@ -597,9 +806,7 @@ fn print_output<T: Serialize>(
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let written = if cli.json {
-        serde_json::to_writer_pretty(&mut out, value)
-            .map_err(std::io::Error::other)
-            .and_then(|()| writeln!(out))
+        write_pretty(&mut out, value)
     } else {
         human(&mut out)
     };
@@ -674,32 +881,24 @@ fn write_runs(out: &mut dyn Write, runs: &[RunRecord]) -> std::io::Result<()> {
     t.write(out)
 }
 
-fn write_findings(
-    out: &mut dyn Write,
-    findings: &[crate::storage::StoredFinding],
-) -> std::io::Result<()> {
+/// Stored finding documents (with their `id` and `occurrences`) as a table.
+fn write_findings(out: &mut dyn Write, findings: &[Value]) -> std::io::Result<()> {
     let mut t = Table::new(&["ID", "SEVERITY", "RULE", "TARGET", "TITLE", "SEEN"]);
     for f in findings {
-        let text = |k: &str| {
-            f.finding
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
+        let text = |k: &str| f.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let number = |k: &str| f.get(k).map(Value::to_string).unwrap_or_default();
         let place = f
-            .finding
             .pointer("/location/url")
             .and_then(Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| text("target"));
         t.row(vec![
-            f.id.to_string(),
+            number("id"),
             text("severity"),
             text("rule_id"),
             place,
             text("title"),
-            f.occurrences.to_string(),
+            number("occurrences"),
         ]);
     }
     t.write(out)
@@ -716,14 +915,18 @@ fn manifest_command(cli: &Cli, action: &ManifestAction) -> Result<ExitCode, Fail
                 |out| writeln!(out, "{hash}"),
             )
         }
+        ManifestAction::Sign(args) => author::sign_command(cli, args),
+        ManifestAction::Verify(args) => author::verify_command(cli, args),
         ManifestAction::Stage {
             manifests,
             bin_dir,
             out,
+            key,
         } => {
+            let key = key.as_deref().map(author::read_signing_key).transpose()?;
             let mut staged = Vec::new();
             for manifest in manifests {
-                staged.push(stage_manifest(manifest, bin_dir, out)?);
+                staged.push(stage_manifest(manifest, bin_dir, out, key.as_ref())?);
             }
             print_output(cli, &staged, |w| {
                 staged
@@ -734,9 +937,15 @@ fn manifest_command(cli: &Cli, action: &ManifestAction) -> Result<ExitCode, Fail
     }
 }
 
-/// Copies a manifest's executable into `out/<name>/`, fills in its code_hash and
-/// writes the manifest beside it. Returns the staged manifest's path.
-fn stage_manifest(source: &Path, bin_dir: &Path, out: &Path) -> Result<PathBuf, Failure> {
+/// Copies a manifest's executable into `out/<name>/`, fills in its code_hash,
+/// signs it with `key` if given and writes the manifest beside it. Returns the
+/// staged manifest's path.
+fn stage_manifest(
+    source: &Path,
+    bin_dir: &Path,
+    out: &Path,
+    key: Option<&ed25519_dalek::SigningKey>,
+) -> Result<PathBuf, Failure> {
     let bad = |why: String| Failure::usage(format!("cannot stage {}: {why}", source.display()));
     let text = std::fs::read_to_string(source).map_err(|e| bad(e.to_string()))?;
     let mut doc: Map<String, Value> =
@@ -769,6 +978,9 @@ fn stage_manifest(source: &Path, bin_dir: &Path, out: &Path) -> Result<PathBuf, 
         Value::String(file_name.to_string_lossy().into_owned()),
     );
     doc.insert("code_hash".into(), Value::String(hash));
+    if let Some(key) = key {
+        crate::trust::sign_manifest(&mut doc, key).map_err(|e| bad(e.to_string()))?;
+    }
     let doc = Value::Object(doc);
     if let Err(violations) = crate::schema::validate_manifest(&doc) {
         let list: Vec<String> = violations.iter().map(ToString::to_string).collect();

@@ -9,7 +9,6 @@ mod process;
 mod session;
 mod streams;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,10 +21,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::clock::now_rfc3339;
-use crate::config::Config;
+use crate::config::{Config, RunLimits};
 use crate::manifest::VerifiedPlugin;
 use crate::record::{ErrorKind, RunError, RunRecord, RunStatus};
-use crate::sandbox::{self, SandboxPlan};
+use crate::sandbox::{self, EffectivePolicy, Host, Layer, RunDir, SandboxPlan, UidLease, UidPool};
 use crate::storage::{AuditEvent, StoreWriter, TelemetryEvent, WriteOp};
 use process::ExitInfo;
 use session::{Ending, SessionOutcome, SessionSpec};
@@ -52,6 +51,19 @@ pub struct RunRequest {
 pub struct Runner {
     config: Arc<Config>,
     store: StoreWriter,
+    host: Arc<Host>,
+    uids: UidPool,
+}
+
+/// What `execute` needs of a prepared run.
+struct Launch<'a> {
+    plugin: &'a VerifiedPlugin,
+    plan: &'a SandboxPlan,
+    layers: &'a [Layer],
+    exec: std::fs::File,
+    run_dir: &'a RunDir,
+    uid: Option<u32>,
+    started: Instant,
 }
 
 /// A new run id: time-ordered (UUID v7), so ids sort by start.
@@ -114,8 +126,19 @@ pub fn audit_event(
 }
 
 impl Runner {
-    pub fn new(config: Arc<Config>, store: StoreWriter) -> Runner {
-        Runner { config, store }
+    pub fn new(config: Arc<Config>, store: StoreWriter, host: Arc<Host>) -> Runner {
+        let uids = UidPool::new(config.sandbox.uid_min, config.sandbox.uid_count);
+        Runner {
+            config,
+            store,
+            host,
+            uids,
+        }
+    }
+
+    /// The host's sandbox abilities and shared state.
+    pub fn host(&self) -> &Host {
+        &self.host
     }
 
     /// Stores a run that was refused before anything was spawned, with its audit
@@ -159,6 +182,7 @@ impl Runner {
     ) -> RunRecord {
         let started = Instant::now();
         let run_id = record.run_id.clone();
+        let actor = request.actor_uid;
         if let Err(e) = self.store.send(WriteOp::RunStarted(record.clone())).await {
             tracing::error!(run_id = %run_id, error = %e, "cannot record run start");
         }
@@ -174,22 +198,69 @@ impl Runner {
                 };
                 let security = kind == ErrorKind::HashMismatch;
                 return self
-                    .reject(
-                        record,
-                        RunError::new(kind, e.to_string()),
-                        security,
-                        request.actor_uid,
-                    )
+                    .reject(record, RunError::new(kind, e.to_string()), security, actor)
                     .await;
             }
         };
 
-        let plan = sandbox::plan(plugin, &self.config);
-        let workdir = match sandbox::create_workdir(&self.config.sandbox.work_root, &run_id) {
+        // Fail closed: a layer the plan needs and this host lacks rejects the run.
+        let plan = match sandbox::plan(plugin, &self.config) {
+            Ok(plan) => plan,
+            Err(e) => {
+                return self
+                    .reject(
+                        record,
+                        RunError::new(ErrorKind::SandboxUnavailable, e.to_string()),
+                        false,
+                        actor,
+                    )
+                    .await
+            }
+        };
+        let (layers, degraded) = match plan.admit(&self.host, &self.config.sandbox.allow_degraded) {
+            Ok(admitted) => admitted,
+            Err(e) => {
+                return self
+                    .reject(
+                        record,
+                        RunError::new(ErrorKind::SandboxUnavailable, e.to_string()),
+                        false,
+                        actor,
+                    )
+                    .await
+            }
+        };
+        let lease = if layers.contains(&Layer::Uid) {
+            match self.uids.lease() {
+                Some(lease) => Some(lease),
+                None => {
+                    let message = format!(
+                        "every uid of sandbox.uid_min..+uid_count ({} uids) is in use by a running plugin",
+                        self.config.sandbox.uid_count
+                    );
+                    return self
+                        .reject(
+                            record,
+                            RunError::new(ErrorKind::SandboxUnavailable, message),
+                            false,
+                            actor,
+                        )
+                        .await;
+                }
+            }
+        } else {
+            None
+        };
+        let uid = lease.as_ref().map(UidLease::uid);
+        let run_dir = match sandbox::create_run_dir(
+            &self.config.sandbox.work_root,
+            &run_id,
+            uid.map(|u| (u, u)),
+        ) {
             Ok(dir) => dir,
             Err(e) => {
                 let message = format!(
-                    "cannot create the run's work dir under {}: {e}",
+                    "cannot create the run's directory under {}: {e}",
                     self.config.sandbox.work_root.display()
                 );
                 return self
@@ -197,53 +268,66 @@ impl Runner {
                         record,
                         RunError::new(ErrorKind::SpawnFailed, message),
                         false,
-                        request.actor_uid,
+                        actor,
                     )
                     .await;
             }
+        };
+        let policy = EffectivePolicy {
+            layers: layers.clone(),
+            degraded,
+            uid,
+            gid: uid,
+            network: plan.network,
+            filesystem: plan.filesystem,
+            limits: plan.limits,
+            mechanism: "rlimits with a per-run uid (RLIMIT_DATA for memory, RLIMIT_NPROC per uid)",
         };
         let invoked = audit_event(
             "plugin_invoked",
             false,
             &record,
-            request.actor_uid,
+            actor,
             format!("{} {} started", record.plugin, record.plugin_version),
-            json!({"policy": &plan}),
+            json!({"policy": &policy}),
         );
         let _ = self.store.audit(invoked).await;
 
-        let record = self
-            .execute(
-                plugin,
-                &plan,
-                exec,
-                record,
-                workdir.clone(),
-                request,
-                config,
-                cancel,
-                started,
-            )
-            .await;
-        if let Err(e) = sandbox::remove_workdir(&workdir) {
-            tracing::warn!(run_id = %run_id, dir = %workdir.display(), error = %e, "cannot remove the run's work dir");
+        let launch = Launch {
+            plugin,
+            plan: &plan,
+            layers: &layers,
+            exec,
+            run_dir: &run_dir,
+            uid,
+            started,
+        };
+        let record = self.execute(launch, record, request, config, cancel).await;
+        if let Err(e) = sandbox::remove_run_dir(&run_dir) {
+            tracing::warn!(run_id = %run_id, dir = %run_dir.dir.display(), error = %e, "cannot remove the run's directory");
         }
+        // The uid returns to the pool only now: every process of the run is gone.
+        drop(lease);
         record
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
-        plugin: &VerifiedPlugin,
-        plan: &SandboxPlan,
-        exec: std::fs::File,
+        launch: Launch<'_>,
         mut record: RunRecord,
-        workdir: PathBuf,
         request: RunRequest,
         config: Map<String, Value>,
         cancel: watch::Receiver<bool>,
-        started: Instant,
     ) -> RunRecord {
+        let Launch {
+            plugin,
+            plan,
+            layers,
+            exec,
+            run_dir,
+            uid,
+            started,
+        } = launch;
         let limits = &self.config.limits;
         let timeout = Duration::from_secs(plugin.limits.timeout_seconds).min(
             request
@@ -251,31 +335,39 @@ impl Runner {
                 .map_or(Duration::MAX, Duration::from_millis),
         );
         let deadline = started + timeout;
+        let actor = request.actor_uid;
 
-        let prepared = match plan.prepare(exec, &plugin.entrypoint, &workdir) {
-            Ok(p) => p,
-            Err(e) => {
-                let message = format!("cannot prepare the sandbox: {e}");
-                return self
-                    .reject(
-                        record,
-                        RunError::new(ErrorKind::SpawnFailed, message),
-                        false,
-                        request.actor_uid,
-                    )
-                    .await;
-            }
-        };
-        let mut child = match process::spawn(prepared, &plugin.entrypoint, &workdir) {
+        let (prepared, report) =
+            match plan.prepare(&self.host, layers, exec, &plugin.entrypoint, run_dir, uid) {
+                Ok(p) => p,
+                Err(e) => {
+                    let message = format!("cannot prepare the sandbox: {e}");
+                    return self
+                        .reject(
+                            record,
+                            RunError::new(ErrorKind::SpawnFailed, message),
+                            false,
+                            actor,
+                        )
+                        .await;
+                }
+            };
+        let mut child = match process::spawn(prepared, &plugin.entrypoint, &run_dir.work).await {
             Ok(child) => child,
             Err(e) => {
-                let message = format!("cannot start {}: {e}", plugin.entrypoint.display());
+                let message = match report.failed_step() {
+                    Some(step) => format!(
+                        "the sandbox could not {step} for {}: {e}",
+                        plugin.entrypoint.display()
+                    ),
+                    None => format!("cannot start {}: {e}", plugin.entrypoint.display()),
+                };
                 return self
                     .reject(
                         record,
                         RunError::new(ErrorKind::SpawnFailed, message),
                         false,
-                        request.actor_uid,
+                        actor,
                     )
                     .await;
             }
@@ -290,7 +382,7 @@ impl Runner {
             },
             config,
             context: RunContextInfo {
-                workdir: workdir.to_string_lossy().into_owned(),
+                workdir: run_dir.work.to_string_lossy().into_owned(),
                 deadline_ms: timeout.as_millis() as u64,
                 network: plan.network,
                 workflow_id: request.workflow_id.clone(),
@@ -358,9 +450,10 @@ impl Runner {
             record.cpu_ms = exit.cpu_ms;
             record.memory_mb = exit.memory_mb;
         }
-        record.stderr_tail = stderr_tail;
         record.findings_rejected = outcome.rejected;
-        let (status, error) = conclude(&outcome, exit.as_ref(), timeout);
+        let (status, error) =
+            conclude(&outcome, exit.as_ref(), timeout, &plan.limits, &stderr_tail);
+        record.stderr_tail = stderr_tail;
         record.status = status;
         record.error = error;
         record.partial = !matches!(status, RunStatus::Succeeded | RunStatus::Rejected);
@@ -383,9 +476,9 @@ impl Runner {
                     error.kind.as_str(),
                     true,
                     &record,
-                    request.actor_uid,
+                    actor,
                     error.message.clone(),
-                    json!({}),
+                    json!({"signal": record.signal}),
                 ));
             }
         }
@@ -428,11 +521,25 @@ fn conclude(
     outcome: &SessionOutcome,
     exit: Option<&ExitInfo>,
     timeout: Duration,
+    limits: &RunLimits,
+    stderr_tail: &str,
 ) -> (RunStatus, Option<RunError>) {
     if let Some(fault) = &outcome.fault {
         if fault.kind == ErrorKind::IdentityMismatch {
             return (RunStatus::Rejected, Some(fault.clone()));
         }
+    }
+    // The seccomp filter kills with SIGSYS: a violation, whatever else happened.
+    if exit.and_then(|e| e.signal) == Some(libc::SIGSYS) {
+        let message =
+            "the plugin made a forbidden system call and was killed by the seccomp filter (SIGSYS)";
+        return (
+            RunStatus::Violated,
+            Some(RunError::new(ErrorKind::SandboxViolation, message)),
+        );
+    }
+    if let Some(error) = resource_limit(exit, limits, stderr_tail) {
+        return (RunStatus::Failed, Some(error));
     }
     match outcome.ending {
         Some(Ending::Deadline) => {
@@ -498,6 +605,46 @@ fn conclude(
     }
 }
 
+/// Whether the process ended because it hit its CPU or memory limit.
+///
+/// CPU: `RLIMIT_CPU` sends SIGXCPU at the soft limit and SIGKILL at the hard
+/// one. Memory: `RLIMIT_DATA` makes allocations fail, and programs then abort
+/// or exit with an allocation error; a death with a peak RSS near the limit, or
+/// an allocation failure in the stderr tail, is counted as `memory_limit`.
+fn resource_limit(
+    exit: Option<&ExitInfo>,
+    limits: &RunLimits,
+    stderr_tail: &str,
+) -> Option<RunError> {
+    let exit = exit?;
+    let cpu_spent = exit.cpu_ms >= limits.cpu_seconds.saturating_mul(1000);
+    if exit.signal == Some(libc::SIGXCPU) || (exit.signal == Some(libc::SIGKILL) && cpu_spent) {
+        let message = format!(
+            "the plugin used its {} s of CPU (sandbox.cpu_seconds) and was stopped",
+            limits.cpu_seconds
+        );
+        return Some(RunError::new(ErrorKind::CpuLimit, message));
+    }
+    let died = exit.signal.is_some() || exit.exit_code.is_some_and(|c| c != 0);
+    let near_limit = exit.memory_mb.saturating_mul(10) >= limits.memory_mb.saturating_mul(8);
+    const ALLOCATION_FAILURES: &[&str] = &[
+        "memory allocation of",
+        "MemoryError",
+        "out of memory",
+        "Cannot allocate memory",
+        "std::bad_alloc",
+    ];
+    let said_so = ALLOCATION_FAILURES.iter().any(|m| stderr_tail.contains(m));
+    if died && (near_limit || said_so) {
+        let message = format!(
+            "the plugin ran out of its {} MiB of memory (sandbox.memory_mb; peak {} MiB)",
+            limits.memory_mb, exit.memory_mb
+        );
+        return Some(RunError::new(ErrorKind::MemoryLimit, message));
+    }
+    None
+}
+
 fn describe_exit(exit: Option<&ExitInfo>) -> String {
     match exit {
         Some(ExitInfo {
@@ -533,6 +680,15 @@ mod tests {
     use super::*;
     use secflow_plugin_sdk::protocol::{RpcError, RunResult};
 
+    const LIMITS: RunLimits = RunLimits {
+        memory_mb: 100,
+        cpu_seconds: 2,
+        timeout_seconds: 10,
+        max_processes: 8,
+        max_open_files: 64,
+        max_output_mb: 8,
+    };
+
     fn exit(code: Option<i32>, signal: Option<i32>) -> ExitInfo {
         ExitInfo {
             exit_code: code,
@@ -549,7 +705,14 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            conclude(&outcome, Some(&exit(Some(0), None)), Duration::ZERO).0,
+            conclude(
+                &outcome,
+                Some(&exit(Some(0), None)),
+                Duration::ZERO,
+                &LIMITS,
+                ""
+            )
+            .0,
             RunStatus::Succeeded
         );
     }
@@ -560,8 +723,13 @@ mod tests {
             ending: Some(Ending::Deadline),
             ..Default::default()
         };
-        let (status, error) =
-            conclude(&outcome, Some(&exit(None, Some(9))), Duration::from_secs(1));
+        let (status, error) = conclude(
+            &outcome,
+            Some(&exit(None, Some(9))),
+            Duration::from_secs(1),
+            &LIMITS,
+            "",
+        );
         assert_eq!(status, RunStatus::TimedOut);
         assert_eq!(error.unwrap().kind, ErrorKind::Timeout);
     }
@@ -573,7 +741,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            conclude(&outcome, None, Duration::ZERO).0,
+            conclude(&outcome, None, Duration::ZERO, &LIMITS, "").0,
             RunStatus::Rejected
         );
     }
@@ -584,6 +752,8 @@ mod tests {
             &SessionOutcome::default(),
             Some(&exit(Some(3), None)),
             Duration::ZERO,
+            &LIMITS,
+            "",
         );
         assert_eq!(status, RunStatus::Failed);
         let error = error.unwrap();
@@ -597,8 +767,73 @@ mod tests {
             run_answer: Some(Err(RpcError::new(-32002, "target unreachable"))),
             ..Default::default()
         };
-        let (status, error) = conclude(&outcome, Some(&exit(Some(0), None)), Duration::ZERO);
+        let (status, error) = conclude(
+            &outcome,
+            Some(&exit(Some(0), None)),
+            Duration::ZERO,
+            &LIMITS,
+            "",
+        );
         assert_eq!(status, RunStatus::Failed);
         assert_eq!(error.unwrap().code, -32002);
+    }
+
+    #[test]
+    fn a_sigsys_death_is_a_violation() {
+        let (status, error) = conclude(
+            &SessionOutcome::default(),
+            Some(&exit(None, Some(libc::SIGSYS))),
+            Duration::ZERO,
+            &LIMITS,
+            "",
+        );
+        assert_eq!(status, RunStatus::Violated);
+        assert_eq!(error.unwrap().kind, ErrorKind::SandboxViolation);
+    }
+
+    #[test]
+    fn cpu_and_memory_limits_are_named() {
+        let mut spun = exit(None, Some(libc::SIGXCPU));
+        spun.cpu_ms = 2000;
+        let (_, error) = conclude(
+            &SessionOutcome::default(),
+            Some(&spun),
+            Duration::ZERO,
+            &LIMITS,
+            "",
+        );
+        assert_eq!(error.unwrap().kind, ErrorKind::CpuLimit);
+        let mut grew = exit(None, Some(libc::SIGABRT));
+        grew.memory_mb = 95;
+        let (_, error) = conclude(
+            &SessionOutcome::default(),
+            Some(&grew),
+            Duration::ZERO,
+            &LIMITS,
+            "",
+        );
+        assert_eq!(error.unwrap().kind, ErrorKind::MemoryLimit);
+        let small = exit(None, Some(libc::SIGABRT));
+        let said = "memory allocation of 1073741824 bytes failed";
+        let (_, error) = conclude(
+            &SessionOutcome::default(),
+            Some(&small),
+            Duration::ZERO,
+            &LIMITS,
+            said,
+        );
+        assert_eq!(error.unwrap().kind, ErrorKind::MemoryLimit);
+        let (_, error) = conclude(
+            &SessionOutcome::default(),
+            Some(&small),
+            Duration::ZERO,
+            &LIMITS,
+            "",
+        );
+        assert_eq!(
+            error.unwrap().kind,
+            ErrorKind::PluginCrashed,
+            "an abort far from the limit is a crash"
+        );
     }
 }

@@ -10,6 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
 
 use tokio::io::unix::AsyncFd;
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
@@ -38,11 +39,42 @@ pub struct ExitInfo {
 }
 
 /// Spawns the plugin: fork, apply the sandbox in the child, exec the verified fd.
-pub fn spawn(
+///
+/// The fork happens on one long-lived thread (the spawner): the plugin's
+/// `PR_SET_PDEATHSIG` fires when the thread that forked it ends, so forking from
+/// a runtime worker that may be retired would kill healthy plugins.
+pub async fn spawn(
     sandbox: PreparedSandbox,
     entrypoint: &Path,
     workdir: &Path,
 ) -> io::Result<PluginProcess> {
+    let entrypoint = entrypoint.to_path_buf();
+    let workdir = workdir.to_path_buf();
+    let (child, pidfd) = on_spawner(move || fork_exec(sandbox, &entrypoint, &workdir)).await??;
+    let mut child = child;
+    let pid = child.id() as libc::pid_t;
+    let stdin = child.stdin.take().map(ChildStdin::from_std).transpose()?;
+    let stdout = child.stdout.take().map(ChildStdout::from_std).transpose()?;
+    let stderr = child.stderr.take().map(ChildStderr::from_std).transpose()?;
+    // SAFETY: the pidfd is a valid open descriptor owned by the AsyncFd for its
+    // whole life; nothing else closes or replaces it.
+    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(PluginProcess {
+        pid,
+        pidfd,
+        reaped: None,
+        stdin,
+        stdout,
+        stderr,
+    })
+}
+
+fn fork_exec(
+    sandbox: PreparedSandbox,
+    entrypoint: &Path,
+    workdir: &Path,
+) -> io::Result<(std::process::Child, OwnedFd)> {
     let mut command = Command::new(entrypoint);
     command
         .env_clear()
@@ -62,31 +94,46 @@ pub fn spawn(
         command.pre_exec(in_child);
     }
     let mut child = command.spawn()?;
-    let pid = child.id() as libc::pid_t;
-    let pidfd = match pidfd_open(pid) {
-        Ok(fd) => fd,
+    match pidfd_open(child.id() as libc::pid_t) {
+        Ok(fd) => Ok((child, fd)),
         Err(e) => {
             // Without a pidfd we cannot wait safely: kill and reap it now.
             let _ = child.kill();
             let _ = child.wait();
-            return Err(e);
+            Err(e)
         }
-    };
-    let stdin = child.stdin.take().map(ChildStdin::from_std).transpose()?;
-    let stdout = child.stdout.take().map(ChildStdout::from_std).transpose()?;
-    let stderr = child.stderr.take().map(ChildStderr::from_std).transpose()?;
-    // SAFETY: the pidfd is a valid open descriptor owned by the AsyncFd for its
-    // whole life; nothing else closes or replaces it.
-    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
-        .map_err(|e| io::Error::other(e.to_string()))?;
-    Ok(PluginProcess {
-        pid,
-        pidfd,
-        reaped: None,
-        stdin,
-        stdout,
-        stderr,
-    })
+    }
+}
+
+type SpawnJob = Box<dyn FnOnce() + Send>;
+
+/// Runs `job` on the spawner thread and returns its result.
+async fn on_spawner<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+    static SPAWNER: OnceLock<Mutex<std::sync::mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("secflow-spawner".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job();
+                }
+            })
+            .expect("the spawner thread starts");
+        Mutex::new(tx)
+    });
+    let (done, result) = tokio::sync::oneshot::channel();
+    let job: SpawnJob = Box::new(move || {
+        let _ = done.send(job());
+    });
+    spawner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send(job)
+        .map_err(|_| io::Error::other("the spawner thread has stopped"))?;
+    result
+        .await
+        .map_err(|_| io::Error::other("the spawner thread dropped a spawn"))
 }
 
 fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::types::Value as SqlValue;
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{
     params, params_from_iter, Connection, OpenFlags, Row, Transaction, TransactionBehavior,
 };
@@ -50,6 +50,16 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// The name of the writer thread (visible in `ps -T`, `top -H`, panics).
 pub const WRITER_THREAD_NAME: &str = "secflow-store-writer";
+
+/// Page size of a new database file: fewer, larger WAL writes per commit.
+const PAGE_SIZE: i64 = 16_384;
+
+/// Page cache of the writer connection, in KiB: holds the hot index pages.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+
+/// WAL pages (64 MiB at [`PAGE_SIZE`]) before the writer checkpoints: a page
+/// rewritten by several batches is copied back into the database only once.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 4096;
 
 /// How long a connection waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -125,8 +135,13 @@ impl SqliteStore {
         let mut conn = Connection::open(path).map_err(open_error)?;
         // Refuse a newer schema before touching the file in any way.
         check_version(&conn, path)?;
+        // Only takes effect on a new file (before WAL mode is first set).
+        conn.pragma_update(None, "page_size", PAGE_SIZE)
+            .map_err(open_error)?;
         configure(&conn).map_err(open_error)?;
-        conn.pragma_update(None, "cache_size", -262_144)
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+            .map_err(open_error)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
             .map_err(open_error)?;
         migrate(&mut conn, path)?;
 
@@ -213,6 +228,9 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Statement journals and RETURNING's result tables stay in memory instead of
+    // becoming a temporary file (and syscalls) per statement.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
@@ -541,27 +559,76 @@ fn upsert_run(tx: &Transaction<'_>, r: &RunRecord) -> Result<(), rusqlite::Error
     Ok(())
 }
 
-/// One statement per finding: insert, or count it seen again. The newest
-/// document replaces the stored one; what enrichers merged lives in its own
-/// columns, and the effective severity never drops below what they raised it to.
-const UPSERT_FINDING: &str = "\
+/// A new finding is one statement: the insert. One seen before costs a second
+/// statement (the update), found by the insert doing nothing. (An upsert with
+/// `RETURNING` would be one statement, but SQLite builds a temporary result
+/// table and a statement journal for it on every row, which costs more.)
+const INSERT_FINDING: &str = "\
 INSERT INTO findings (fingerprint, run_id, plugin_name, plugin_version, rule_id, title,
     severity, severity_rank, target, first_seen, last_seen, occurrences, document)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, 1, ?11)
-ON CONFLICT (fingerprint) DO UPDATE SET
+ON CONFLICT (fingerprint) DO NOTHING";
+
+/// Seen again: count it, keep the newest document; what enrichers merged lives
+/// in its own columns, and the effective severity never drops below what they
+/// raised it to.
+const UPDATE_SEEN_AGAIN: &str = "\
+UPDATE findings SET
     occurrences = occurrences + 1,
-    last_seen = excluded.last_seen,
-    rule_id = excluded.rule_id,
-    title = excluded.title,
-    target = excluded.target,
-    document = excluded.document,
-    severity = CASE WHEN excluded.severity_rank >= enriched_severity_rank
-        THEN excluded.severity ELSE enriched_severity END,
-    severity_rank = max(excluded.severity_rank, enriched_severity_rank)
+    last_seen = ?2,
+    rule_id = ?3,
+    title = ?4,
+    target = ?5,
+    document = ?6,
+    severity = CASE WHEN ?8 >= enriched_severity_rank THEN ?7 ELSE enriched_severity END,
+    severity_rank = max(?8, enriched_severity_rank)
+WHERE fingerprint = ?1
 RETURNING id";
 
 const INSERT_OBSERVATION: &str =
     "INSERT OR IGNORE INTO finding_observations (run_id, finding_id) VALUES (?1, ?2)";
+
+/// Observations are written this many per statement (the statement overhead
+/// would otherwise be half the cost of storing a new finding).
+const OBSERVATIONS_PER_STATEMENT: usize = 64;
+
+/// `INSERT OR IGNORE ... VALUES (?1, ?2), (?1, ?3), ...` for
+/// [`OBSERVATIONS_PER_STATEMENT`] findings of one run.
+fn insert_observations_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let rows: Vec<String> = (0..OBSERVATIONS_PER_STATEMENT)
+            .map(|i| format!("(?1, ?{})", i + 2))
+            .collect();
+        format!(
+            "INSERT OR IGNORE INTO finding_observations (run_id, finding_id) VALUES {}",
+            rows.join(", ")
+        )
+    })
+}
+
+/// Records that `run_id` reported each finding of `ids`.
+fn observe(tx: &Transaction<'_>, run_id: &str, ids: &[i64]) -> Result<(), rusqlite::Error> {
+    let mut chunks = ids.chunks_exact(OBSERVATIONS_PER_STATEMENT);
+    if chunks.len() > 0 {
+        let mut many = tx.prepare_cached(insert_observations_sql())?;
+        for chunk in &mut chunks {
+            many.raw_bind_parameter(1, run_id)?;
+            for (i, id) in chunk.iter().enumerate() {
+                many.raw_bind_parameter(i + 2, id)?;
+            }
+            many.raw_execute()?;
+        }
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut one = tx.prepare_cached(INSERT_OBSERVATION)?;
+        for id in rest {
+            one.execute(params![run_id, id])?;
+        }
+    }
+    Ok(())
+}
 
 fn store_findings(
     tx: &Transaction<'_>,
@@ -571,29 +638,51 @@ fn store_findings(
     findings: &[NewFinding],
     now: &str,
 ) -> Result<(), rusqlite::Error> {
-    let mut upsert = tx.prepare_cached(UPSERT_FINDING)?;
-    let mut observe = tx.prepare_cached(INSERT_OBSERVATION)?;
+    let mut insert = tx.prepare_cached(INSERT_FINDING)?;
+    let mut update = tx.prepare_cached(UPDATE_SEEN_AGAIN)?;
+    let mut ids = Vec::with_capacity(findings.len());
+    // One buffer for every document of the batch, bound as text without a copy.
+    let mut buffer = Vec::with_capacity(1024);
     for f in findings {
         let text = |key: &str| f.document.get(key).and_then(Value::as_str).unwrap_or("");
-        let id: i64 = upsert.query_row(
-            params![
-                f.fingerprint,
-                run_id,
-                plugin,
-                plugin_version,
-                text("rule_id"),
-                text("title"),
-                f.severity.as_str(),
-                severity_rank(f.severity),
-                text("target"),
-                now,
-                f.document.to_string(),
-            ],
-            |row| row.get(0),
-        )?;
-        observe.execute(params![run_id, id])?;
+        buffer.clear();
+        serde_json::to_writer(&mut buffer, &f.document)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let document = ToSqlOutput::Borrowed(ValueRef::Text(&buffer));
+        let rank = severity_rank(f.severity);
+        let inserted = insert.execute(params![
+            f.fingerprint,
+            run_id,
+            plugin,
+            plugin_version,
+            text("rule_id"),
+            text("title"),
+            f.severity.as_str(),
+            rank,
+            text("target"),
+            now,
+            document,
+        ])?;
+        let id: i64 = if inserted == 1 {
+            tx.last_insert_rowid()
+        } else {
+            update.query_row(
+                params![
+                    f.fingerprint,
+                    now,
+                    text("rule_id"),
+                    text("title"),
+                    text("target"),
+                    document,
+                    f.severity.as_str(),
+                    rank,
+                ],
+                |row| row.get(0),
+            )?
+        };
+        ids.push(id);
     }
-    Ok(())
+    observe(tx, run_id, &ids)
 }
 
 const SELECT_ENRICHABLE: &str = "\
@@ -620,7 +709,7 @@ fn merge_enrichments(
 ) -> Result<(u64, u64), rusqlite::Error> {
     let mut select = tx.prepare_cached(SELECT_ENRICHABLE)?;
     let mut update = tx.prepare_cached(UPDATE_ENRICHMENT)?;
-    let mut observe = tx.prepare_cached(INSERT_OBSERVATION)?;
+    let mut observe_one = tx.prepare_cached(INSERT_OBSERVATION)?;
     let (mut accepted, mut rejected) = (0, 0);
     for f in findings {
         let mut rows = select.query([&f.fingerprint])?;
@@ -660,7 +749,7 @@ fn merge_enrichments(
             severity_of_rank(rank).as_str(),
             rank,
         ])?;
-        observe.execute(params![run_id, id])?;
+        observe_one.execute(params![run_id, id])?;
         accepted += 1;
     }
     Ok((accepted, rejected))

@@ -250,3 +250,58 @@ pub fn audit_events(supervisor: &Supervisor, event: &str) -> Vec<AuditEvent> {
         })
         .unwrap()
 }
+
+/// Proof of whether `fixture-marker` was ever executed: it connects to this
+/// listener when it starts (see tests/plugins/fixture_marker.rs). The sandbox
+/// lets a plugin leave nothing behind on disk, so the mark is a connection.
+pub struct Witness {
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    addr: String,
+}
+
+impl Witness {
+    pub fn new() -> Witness {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("witness listener");
+        let addr = listener.local_addr().unwrap().to_string();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut line = String::new();
+                let _ =
+                    std::io::Read::read_to_string(&mut std::io::Read::take(stream, 16), &mut line);
+                if line.starts_with("ran") {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        Witness { hits, addr }
+    }
+
+    /// Points an installed `fixture-marker` executable at this witness.
+    pub fn watch(&self, executable: &Path) {
+        let mut path = executable.as_os_str().to_owned();
+        path.push(".witness");
+        std::fs::write(path, &self.addr).unwrap();
+    }
+
+    /// How many times a watched marker ran.
+    pub fn runs(&self) -> usize {
+        // The marker connects before it answers initialize; by the time its run
+        // record exists the connection was accepted, but give the thread a moment.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Installs `fixture-marker` as `name` (network granted so it can reach the
+/// witness), watched by `witness`.
+pub fn install_marker(bed: &TestBed, name: &str, witness: &Witness) -> PathBuf {
+    let manifest = bed.install(Install {
+        config_schema: fixture_config_schema(),
+        sandbox: json!({"network": true, "filesystem": "readonly", "timeout_seconds": 30}),
+        ..Install::new(name, env!("CARGO_BIN_EXE_fixture-marker"))
+    });
+    witness.watch(&bed.plugin_dir(name).join("fixture-marker"));
+    manifest
+}

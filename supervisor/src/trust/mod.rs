@@ -1,9 +1,22 @@
-//! What runs is what was verified: SHA-256 code hashes over an open file, and the
-//! file handle that is later executed.
+//! What runs is what was verified: SHA-256 code hashes over an open file, the
+//! file handle that is later executed, and the ed25519 signatures that bind a
+//! manifest (its code hash, sandbox policy, config schema and dates) to a key
+//! this host trusts.
 //!
 //! The runner opens the entrypoint once, hashes that open file and executes the
 //! same descriptor (`execveat(fd, "", AT_EMPTY_PATH)`), so replacing the file on
 //! disk between the check and the exec does not change what runs.
+//!
+//! - [`jcs`]: the RFC 8785 canonical JSON a signature covers;
+//! - [`keys`]: key files (PEM), key generation and key ids;
+//! - [`store`]: the trust store (trusted and revoked keys) and signatures.
+
+pub mod jcs;
+pub mod keys;
+pub mod store;
+
+pub use keys::{KeyError, KeyId, KEY_ID_PREFIX};
+pub use store::{sign_manifest, signed_bytes, SignatureError, TrustStore};
 
 use std::fs::File;
 use std::io::Read;

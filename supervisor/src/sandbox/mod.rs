@@ -1,0 +1,255 @@
+//! Where a plugin process is confined: the pure plan, the host's abilities, and
+//! the one place that applies the plan in the child between `fork` and `exec`.
+//!
+//! `plan()` turns a verified manifest and the config into a [`SandboxPlan`]
+//! without touching the system. [`Host`] is probed once per supervisor (can it
+//! switch uids, make namespaces, load seccomp filters?) and holds what every run
+//! shares: the empty network namespace and the compiled seccomp filter.
+//! [`SandboxPlan::admit`] decides, before anything is spawned, which layers this
+//! host applies — failing closed unless the config allows a degradation — and
+//! `SandboxPlan::prepare` allocates everything the child needs, so that
+//! `PreparedSandbox::apply_in_child` only makes raw syscalls on prepared data.
+//!
+//! The layers, in the order the child applies them: a PID namespace (the plugin
+//! is its init, so everything it starts dies with it), a mount namespace with a
+//! root built from an allowlist (system dirs, its own dir and `read_paths`
+//! read-only; its work dir and a private `/tmp` writable; nothing else exists —
+//! not the supervisor's database, config, keys or sockets, not `/root`, `/home`
+//! or `/run`), the shared empty network namespace unless the manifest grants
+//! network, resource limits, a distinct unprivileged uid/gid per concurrent run
+//! with no capabilities and `no_new_privs`, a cleared environment and only fds
+//! 0–2, then the seccomp filter, then `execveat` of the verified file.
+//!
+//! Why mount namespaces rather than Landlock: a root built from an allowlist
+//! hides pathname Unix sockets (D-Bus, the daemon's API socket, sockets in a
+//! shared `/tmp`) that Landlock (ABI ≤ 7) does not mediate, and it can hide a
+//! secret inside an otherwise readable tree, which an allow-only Landlock
+//! ruleset cannot express.
+
+mod child;
+mod host;
+mod seccomp;
+mod uids;
+mod view;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use child::{create_run_dir, remove_run_dir, PreparedSandbox, RunDir};
+pub use host::Host;
+pub use uids::{UidLease, UidPool};
+pub use view::{MountStep, View};
+
+use crate::config::{Config, RunLimits};
+use crate::manifest::{FilesystemMode, VerifiedPlugin};
+
+/// An isolation layer, as named in the config and the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    /// A distinct unprivileged uid/gid, no capabilities, `no_new_privs`.
+    Uid,
+    /// A PID namespace whose init is the plugin.
+    PidNamespace,
+    /// A mount namespace with a root built from an allowlist.
+    MountNamespace,
+    /// The shared empty network namespace (only for `network: false`).
+    NetworkNamespace,
+    /// Memory, CPU, processes, open files, file size, core dumps.
+    Rlimits,
+    /// The seccomp filter.
+    Seccomp,
+}
+
+impl Layer {
+    pub const ALL: [Layer; 6] = [
+        Layer::PidNamespace,
+        Layer::MountNamespace,
+        Layer::NetworkNamespace,
+        Layer::Rlimits,
+        Layer::Uid,
+        Layer::Seccomp,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Uid => "uid",
+            Layer::PidNamespace => "pid_namespace",
+            Layer::MountNamespace => "mount_namespace",
+            Layer::NetworkNamespace => "network_namespace",
+            Layer::Rlimits => "rlimits",
+            Layer::Seccomp => "seccomp",
+        }
+    }
+}
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A plan that cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("sandbox.read_paths is not allowed with filesystem \"tmp\" (only the work dir, /tmp and what the executable needs are visible)")]
+    ReadPathsWithTmp,
+    #[error("sandbox.read_paths entry {path} cannot be used: {reason}")]
+    ReadPath { path: PathBuf, reason: String },
+    #[error("the {layer} layer is required but this host cannot provide it: {reason}")]
+    LayerUnavailable { layer: Layer, reason: String },
+}
+
+/// What a run's process is allowed, decided before anything is spawned.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SandboxPlan {
+    pub network: bool,
+    pub filesystem: FilesystemMode,
+    /// The plugin's own directory, canonical (visible read-only).
+    pub plugin_dir: PathBuf,
+    /// Extra read-only paths, canonical (only with `filesystem: readonly`).
+    pub read_paths: Vec<PathBuf>,
+    pub limits: RunLimits,
+    /// Size of the private `/tmp`, MiB.
+    pub tmp_size_mb: u64,
+    /// `PATH` as the plugin sees it.
+    pub search_path: Vec<PathBuf>,
+    /// Supervisor-private paths to hide if they fall inside a visible tree.
+    pub hidden: Vec<PathBuf>,
+    /// Layers this plan needs.
+    pub layers: Vec<Layer>,
+}
+
+/// Builds the plan for one run. Pure apart from canonicalising paths.
+pub fn plan(plugin: &VerifiedPlugin, config: &Config) -> Result<SandboxPlan, PlanError> {
+    let spec = &plugin.manifest.sandbox;
+    if spec.filesystem == FilesystemMode::Tmp && !spec.read_paths.is_empty() {
+        return Err(PlanError::ReadPathsWithTmp);
+    }
+    let read_paths = spec
+        .read_paths
+        .iter()
+        .map(|p| {
+            p.canonicalize().map_err(|e| PlanError::ReadPath {
+                path: p.clone(),
+                reason: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let plugin_dir = plugin
+        .entrypoint
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let mut hidden: Vec<PathBuf> = Vec::new();
+    hidden.extend(
+        config
+            .source
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf),
+    );
+    hidden.extend(config.storage.path.parent().map(Path::to_path_buf));
+    hidden.extend(config.api.socket.parent().map(Path::to_path_buf));
+    hidden.extend(
+        config
+            .trust
+            .trusted_keys
+            .iter()
+            .filter_map(|k| k.parent().map(Path::to_path_buf)),
+    );
+    let hidden = hidden
+        .into_iter()
+        .map(|p| p.canonicalize().unwrap_or(p))
+        .collect();
+    let layers = Layer::ALL
+        .into_iter()
+        .filter(|l| *l != Layer::NetworkNamespace || !spec.network)
+        .collect();
+    Ok(SandboxPlan {
+        network: spec.network,
+        filesystem: spec.filesystem,
+        plugin_dir,
+        read_paths,
+        limits: plugin.limits,
+        tmp_size_mb: config.sandbox.tmp_size_mb,
+        search_path: config.plugins.search_path.clone(),
+        hidden,
+        layers,
+    })
+}
+
+/// The layers a run gets on this host, and the ones left out (allowed by the
+/// config), recorded in the run's audit event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EffectivePolicy {
+    pub layers: Vec<Layer>,
+    pub degraded: Vec<DegradedLayer>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub network: bool,
+    pub filesystem: FilesystemMode,
+    pub limits: RunLimits,
+    /// How memory and process counts are limited on this host.
+    pub mechanism: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DegradedLayer {
+    pub layer: Layer,
+    pub reason: String,
+}
+
+impl SandboxPlan {
+    /// Which layers this host applies to the plan. A layer the plan needs and
+    /// the host lacks rejects the run, unless `allow_degraded` names it.
+    pub fn admit(
+        &self,
+        host: &Host,
+        allow_degraded: &[Layer],
+    ) -> Result<(Vec<Layer>, Vec<DegradedLayer>), PlanError> {
+        let mut applied = Vec::new();
+        let mut degraded = Vec::new();
+        for layer in &self.layers {
+            match host.lacks(*layer) {
+                None => applied.push(*layer),
+                Some(reason) if allow_degraded.contains(layer) => degraded.push(DegradedLayer {
+                    layer: *layer,
+                    reason,
+                }),
+                Some(reason) => {
+                    return Err(PlanError::LayerUnavailable {
+                        layer: *layer,
+                        reason,
+                    })
+                }
+            }
+        }
+        Ok((applied, degraded))
+    }
+
+    /// The filesystem view of this plan for a run whose work dir is `workdir`.
+    pub fn view(&self, workdir: &Path) -> View {
+        view::build(self, workdir)
+    }
+}
+
+/// Environment variables a plugin gets; nothing else from the supervisor's
+/// environment reaches it (no `NOTIFY_SOCKET`, `LISTEN_*`, credentials).
+pub fn plugin_environment(plan: &SandboxPlan, workdir: &Path) -> Vec<(String, String)> {
+    let path = plan
+        .search_path
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
+    let workdir = workdir.to_string_lossy().into_owned();
+    vec![
+        ("PATH".into(), path),
+        ("HOME".into(), workdir.clone()),
+        ("TMPDIR".into(), "/tmp".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("SECFLOW_WORKDIR".into(), workdir),
+    ]
+}

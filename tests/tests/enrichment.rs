@@ -1,0 +1,222 @@
+//! Issue 5's enrichment path end to end, through the real supervisor: the
+//! service-scan detector runs real nmap against a local banner service, and the
+//! cve-mapper enricher maps the stored finding's CPE to the NVD records of
+//! tests/fixtures/nvd (see its PROVENANCE.md).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secflow_supervisor::record::RunStatus;
+use serde_json::{json, Map, Value};
+use support::*;
+
+const OPENSSH_BANNER: &[u8] = b"SSH-2.0-OpenSSH_7.2p2 Ubuntu-4ubuntu2.10\r\n";
+
+/// A TCP service on 127.0.0.1 that greets every connection with `banner`;
+/// lives as long as the test process.
+fn banner_service(banner: &'static [u8]) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a local port");
+    let port = listener.local_addr().expect("local addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let _ = stream.write_all(banner);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = [0u8; 512];
+                let _ = stream.read(&mut buf);
+            });
+        }
+    });
+    port
+}
+
+/// nmap's path, or `None` (with the reason printed) when the test may skip.
+fn nmap_or_skip() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("nmap"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "nmap is required in CI (.ci/run installs it)"
+        );
+        eprintln!("skipped: nmap is not installed (apt-get install nmap); CI is not set");
+    }
+    found
+}
+
+/// Copies the NVD fixture records into `dir` (the enricher may cache its index there).
+fn nvd_data(dir: &Path) -> PathBuf {
+    let data = dir.join("vulndb");
+    std::fs::create_dir_all(&data).unwrap();
+    let fixtures = workspace_root().join("tests/fixtures/nvd");
+    for entry in std::fs::read_dir(fixtures).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            std::fs::copy(&path, data.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    data
+}
+
+fn install_pipeline(bed: &TestBed, data: &Path) {
+    bed.install(Install {
+        dependencies: vec!["nmap"],
+        config_schema: json!({
+            "ports": {"type": "string", "default": ""},
+            "timing": {"type": "integer", "minimum": 0, "maximum": 5, "default": 4}
+        }),
+        sandbox: json!({"network": true, "filesystem": "readonly", "timeout_seconds": 120}),
+        ..Install::new("service-scan", workspace_bin("secflow-service-scan"))
+    });
+    bed.install(Install {
+        category: "enricher",
+        config_schema: json!({
+            "data_dir": {"type": "string", "default": data.display().to_string()},
+            "sources": {"type": "array", "items": {"enum": ["nvd", "osv"]}, "default": ["nvd", "osv"]},
+            "cache_dir": {"type": "string", "default": ""}
+        }),
+        sandbox: json!({"network": false, "filesystem": "readonly", "timeout_seconds": 120,
+            "read_paths": [data.display().to_string()]}),
+        ..Install::new("cve-mapper", workspace_bin("secflow-cve-mapper"))
+    });
+}
+
+fn cve_ids(finding: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = finding["vulnerabilities"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|v| v["cve"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nmap_finds_an_old_openssh_banner_and_cve_mapper_enriches_the_stored_finding() {
+    if nmap_or_skip().is_none() {
+        return;
+    }
+    let port = banner_service(OPENSSH_BANNER);
+    let bed = TestBed::new();
+    let data = nvd_data(bed.path());
+    install_pipeline(&bed, &data);
+    let supervisor = bed.supervisor().await;
+
+    let mut inputs = Map::new();
+    inputs.insert("target".into(), json!(format!("127.0.0.1:{port}")));
+    let scan = run_with(&supervisor, "service-scan", json!({}), inputs, None).await;
+    assert_eq!(scan.status, RunStatus::Succeeded, "{scan:?}");
+    assert_eq!(scan.findings, 1, "one open port: {scan:?}");
+    let stored = findings_of(&supervisor, &scan.run_id);
+    let service = &stored[0].finding;
+    assert_eq!(service["rule_id"], "service.open-port");
+    assert_eq!(service["severity"], "info");
+    assert_eq!(service["location"]["port"], port);
+    assert_eq!(service["evidence"]["service"]["product"], "OpenSSH");
+    assert_eq!(
+        service["cpe"][0], "cpe:2.3:a:openbsd:openssh:7.2p2:*:*:*:*:*:*:*",
+        "nmap's CPE 2.2 URI converted to CPE 2.3"
+    );
+
+    let mut inputs = Map::new();
+    inputs.insert(
+        "findings".into(),
+        Value::Array(stored.iter().map(|f| f.finding.clone()).collect()),
+    );
+    let enrich = run_with(&supervisor, "cve-mapper", json!({}), inputs, None).await;
+    assert_eq!(enrich.status, RunStatus::Succeeded, "{enrich:?}");
+    assert_eq!(enrich.findings, 1);
+    assert_eq!(
+        enrich.findings_rejected, 0,
+        "the enriched finding is schema-valid"
+    );
+    assert_eq!(enrich.outputs["enriched"], 1, "{:?}", enrich.outputs);
+    assert_eq!(enrich.outputs["index"]["records"], 35);
+
+    let merged = findings_of(&supervisor, &scan.run_id);
+    assert_eq!(merged.len(), 1, "an enrichment never adds a finding");
+    let finding = &merged[0].finding;
+    assert_eq!(
+        cve_ids(finding),
+        [
+            "CVE-2016-6210",
+            "CVE-2018-15473",
+            "CVE-2020-15778",
+            "CVE-2023-38408"
+        ]
+    );
+    assert_eq!(finding["severity"], "critical", "CVE-2023-38408 scores 9.8");
+    let regresshion = finding["vulnerabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["cve"] == "CVE-2023-38408")
+        .unwrap();
+    assert_eq!(regresshion["cvss"][0]["version"], "3.1");
+    assert_eq!(regresshion["cvss"][0]["base_score"], 9.8);
+    assert_eq!(
+        finding["enrichment"]["cve-mapper"]["max_cvss"], 9.8,
+        "{}",
+        finding["enrichment"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cve_mapper_leaves_a_finding_without_known_cpe_or_cve_untouched() {
+    let bed = TestBed::new();
+    let data = nvd_data(bed.path());
+    install_pipeline(&bed, &data);
+    bed.install_fixture("detector", env!("CARGO_BIN_EXE_fixture-detector"));
+    let supervisor = bed.supervisor().await;
+
+    let detected = run(&supervisor, "detector", json!({"count": 3})).await;
+    assert_eq!(detected.status, RunStatus::Succeeded, "{detected:?}");
+    let before = findings_of(&supervisor, &detected.run_id);
+    let mut inputs = Map::new();
+    inputs.insert(
+        "findings".into(),
+        Value::Array(before.iter().map(|f| f.finding.clone()).collect()),
+    );
+    let enrich = run_with(&supervisor, "cve-mapper", json!({}), inputs, None).await;
+    assert_eq!(enrich.status, RunStatus::Succeeded, "{enrich:?}");
+    assert_eq!(enrich.findings, 0);
+    assert_eq!(enrich.outputs["unchanged"], 3, "{:?}", enrich.outputs);
+    let after = findings_of(&supervisor, &detected.run_id);
+    for (old, new) in before.iter().zip(&after) {
+        assert_eq!(old.finding["severity"], new.finding["severity"]);
+        assert_eq!(new.finding["enrichment"], json!({}));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cve_mapper_with_a_missing_data_dir_fails_naming_it() {
+    let bed = TestBed::new();
+    let data = nvd_data(bed.path());
+    install_pipeline(&bed, &data);
+    let supervisor = bed.supervisor().await;
+    let missing = bed.path().join("no-such-vulndb");
+    let mut inputs = Map::new();
+    inputs.insert("findings".into(), json!([]));
+    let record = run_with(
+        &supervisor,
+        "cve-mapper",
+        json!({"data_dir": missing.display().to_string()}),
+        inputs,
+        None,
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Failed, "{record:?}");
+    let error = record.error.expect("an error");
+    assert!(error.message.contains("no-such-vulndb"), "{error:?}");
+}

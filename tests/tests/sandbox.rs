@@ -1,0 +1,586 @@
+//! The hostile plugins of sandbox.md, each contained: a real executable tries
+//! the attack through the real supervisor, and the test asserts what it could
+//! and could not do, the run's status and error kind, the audit trail, and that
+//! the supervisor's own state (other runs' findings, the database) is intact.
+//!
+//! These run as root (the supervisor's production case); they need user-visible
+//! namespaces, seccomp and mount rights, which CI has. Outside CI, a host that
+//! lacks them skips with the reason printed.
+
+mod support;
+
+use std::path::Path;
+
+use secflow_supervisor::record::{ErrorKind, RunRecord, RunStatus};
+use secflow_supervisor::registry::PluginStatus;
+use secflow_supervisor::Supervisor;
+use serde_json::{json, Map, Value};
+use support::*;
+
+const HOSTILE: &str = env!("CARGO_BIN_EXE_fixture-hostile");
+const DETECTOR: &str = env!("CARGO_BIN_EXE_fixture-detector");
+
+/// Whether this host can run the sandbox; outside CI a host that cannot makes
+/// the test skip (printing why); in CI it must.
+fn sandbox_available() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return true;
+    }
+    let reason = "the sandbox tests need root (per-run uids, namespaces, mounts)";
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{reason}, and CI must run them"
+    );
+    eprintln!("skipping: {reason}");
+    false
+}
+
+fn hostile_config() -> Value {
+    json!({
+        "attack": {"type": "string"},
+        "then": {"type": "string", "default": "whoami"},
+        "targets": {"type": "array", "items": {"type": "string"}, "default": []},
+        "mb": {"type": "integer", "default": 64},
+        "count": {"type": "integer", "default": 3}
+    })
+}
+
+fn install_hostile(bed: &TestBed, name: &str, sandbox: Value) {
+    bed.install(Install {
+        config_schema: hostile_config(),
+        sandbox,
+        ..Install::new(name, HOSTILE)
+    });
+}
+
+fn default_sandbox() -> Value {
+    json!({"network": false, "filesystem": "readonly", "timeout_seconds": 30})
+}
+
+fn results(record: &RunRecord) -> Map<String, Value> {
+    record
+        .outputs
+        .get("results")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn denied(results: &Map<String, Value>, key: &str) -> bool {
+    results
+        .get(key)
+        .and_then(Value::as_str)
+        .is_some_and(|r| r.starts_with("error"))
+}
+
+async fn attack(supervisor: &Supervisor, plugin: &str, config: Value) -> RunRecord {
+    run(supervisor, plugin, config).await
+}
+
+/// Processes still running the given executable (by its installed path).
+fn processes_running(exe: &Path) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(target) = std::fs::read_link(entry.path().join("exe")) {
+            if target == exe {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_plugin_is_not_root_has_no_capabilities_and_runs_under_seccomp() {
+    if !sandbox_available() {
+        return;
+    }
+    let bed = TestBed::new();
+    install_hostile(&bed, "whoami", default_sandbox());
+    let supervisor = bed.supervisor().await;
+    let record = attack(&supervisor, "whoami", json!({"attack": "whoami"})).await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
+    let r = results(&record);
+    let uid: u32 = r["Uid"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        uid >= 2_000_000_000,
+        "runs as a uid from the sandbox range, not {uid}"
+    );
+    let gid: u32 = r["Gid"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(gid, uid);
+    for caps in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(r[caps], "0000000000000000", "{caps} must be empty");
+    }
+    assert_eq!(r["NoNewPrivs"], "1");
+    assert_eq!(r["Seccomp"], "2", "a seccomp filter is loaded");
+    assert_eq!(
+        r["pid"], 2,
+        "the plugin runs in its own PID namespace, under its init"
+    );
+    assert_eq!(
+        r["ppid"], 1,
+        "its parent is the namespace's init, not the supervisor"
+    );
+    supervisor.flush().await.unwrap();
+    let invoked = audit_events(&supervisor, "plugin_invoked");
+    let policy = &invoked
+        .iter()
+        .find(|e| e.run_id.as_deref() == Some(record.run_id.as_str()))
+        .unwrap()
+        .details["policy"];
+    assert_eq!(
+        policy["uid"], uid,
+        "the audit trail records the effective policy: {policy}"
+    );
+    for layer in [
+        "uid",
+        "pid_namespace",
+        "mount_namespace",
+        "network_namespace",
+        "rlimits",
+        "seccomp",
+    ] {
+        assert!(
+            policy["layers"].as_array().unwrap().contains(&json!(layer)),
+            "{layer} in {policy}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_network_is_denied_unless_the_manifest_grants_it() {
+    if !sandbox_available() {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    let bed = TestBed::new();
+    install_hostile(&bed, "offline", default_sandbox());
+    install_hostile(
+        &bed,
+        "online",
+        json!({"network": true, "filesystem": "readonly", "timeout_seconds": 30}),
+    );
+    let supervisor = bed.supervisor().await;
+    let config = json!({"attack": "connect_tcp", "targets": [addr]});
+    let offline = attack(&supervisor, "offline", config.clone()).await;
+    assert_eq!(offline.status, RunStatus::Succeeded, "{offline:?}");
+    assert!(denied(&results(&offline), &addr), "{:?}", results(&offline));
+    let online = attack(&supervisor, "online", config).await;
+    assert_eq!(online.status, RunStatus::Succeeded, "{online:?}");
+    assert_eq!(
+        results(&online)[&addr],
+        "ok",
+        "network: true reaches the host's loopback"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn supervisor_secrets_and_private_host_files_are_unreadable() {
+    if !sandbox_available() {
+        return;
+    }
+    let bed = TestBed::new();
+    install_hostile(&bed, "reader", default_sandbox());
+    let key = bed.path().join("signing-key.pem");
+    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+    let supervisor = bed.supervisor().await;
+    let db = bed.path().join("var/secflow.db");
+    let targets = [
+        db.to_string_lossy().into_owned(),
+        bed.config_path.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+        "/root/.bashrc".into(),
+        "/etc/shadow".into(),
+        "/home".into(),
+    ];
+    let record = attack(
+        &supervisor,
+        "reader",
+        json!({"attack": "read", "targets": targets}),
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
+    let r = results(&record);
+    for t in &targets {
+        assert!(denied(&r, t), "{t} must be unreadable: {:?}", r.get(t));
+    }
+    let control = attack(
+        &supervisor,
+        "reader",
+        json!({"attack": "read", "targets": ["/etc/hostname", "/usr/bin/env"]}),
+    )
+    .await;
+    let r = results(&control);
+    assert_eq!(r["/usr/bin/env"], "ok", "system files stay readable: {r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_land_only_in_the_work_dir_and_tmp() {
+    if !sandbox_available() {
+        return;
+    }
+    let bed = TestBed::new();
+    install_hostile(&bed, "writer", default_sandbox());
+    let supervisor = bed.supervisor().await;
+    let own_dir = bed.plugin_dir("writer").join("planted");
+    let targets = [
+        own_dir.to_string_lossy().into_owned(),
+        "/etc/planted".into(),
+        "/usr/planted".into(),
+        "planted-in-workdir".into(),
+        "/tmp/planted".into(),
+    ];
+    let record = attack(
+        &supervisor,
+        "writer",
+        json!({"attack": "write", "targets": targets}),
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
+    let r = results(&record);
+    for t in &targets[..3] {
+        assert!(denied(&r, t), "{t} must not be writable: {:?}", r.get(t));
+    }
+    assert_eq!(r["planted-in-workdir"], "ok");
+    assert_eq!(r["/tmp/planted"], "ok");
+    assert!(
+        !own_dir.exists()
+            && !Path::new("/etc/planted").exists()
+            && !Path::new("/tmp/planted").exists()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_past_the_limit_stops_the_plugin_as_memory_limit() {
+    if !sandbox_available() {
+        return;
+    }
+    let bed = TestBed::new();
+    install_hostile(&bed, "hog", json!({"memory_mb": 64, "timeout_seconds": 30}));
+    let supervisor = bed.supervisor().await;
+    let record = attack(
+        &supervisor,
+        "hog",
+        json!({"attack": "findings_then", "then": "allocate", "mb": 1024, "count": 2}),
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Failed, "{record:?}");
+    assert_eq!(
+        record.error.as_ref().unwrap().kind,
+        ErrorKind::MemoryLimit,
+        "{record:?}"
+    );
+    assert_eq!(
+        record.findings, 2,
+        "findings sent before the attack are kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_past_the_limit_stops_the_plugin_as_cpu_limit() {
+    if !sandbox_available() {
+        return;
+    }
+    let bed = TestBed::new();
+    install_hostile(
+        &bed,
+        "spinner",
+        json!({"cpu_seconds": 1, "timeout_seconds": 30}),
+    );
+    let supervisor = bed.supervisor().await;
+    let record = attack(&supervisor, "spinner", json!({"attack": "spin"})).await;
+    assert_eq!(record.status, RunStatus::Failed, "{record:?}");
+    assert_eq!(
+        record.error.as_ref().unwrap().kind,
+        ErrorKind::CpuLimit,
+        "{record:?}"
+    );
+    // RLIMIT_CPU is checked at scheduler-tick granularity, hence the margin.
+    assert!(record.cpu_ms >= 900, "{record:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_bomb_is_contained_at_max_processes_and_leaves_nothing() {
+    if !sandbox_available() {
+        return;
+    }
+    let bed = TestBed::new();
+    install_hostile(
+        &bed,
+        "bomb",
+        json!({"max_processes": 16, "timeout_seconds": 30}),
+    );
+    let supervisor = bed.supervisor().await;
+    let record = attack(
+        &supervisor,
+        "bomb",
+        json!({"attack": "fork_bomb", "count": 500}),
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
+    let r = results(&record);
+    assert!(r["forked"].as_u64().unwrap() < 16, "{r:?}");
+    assert!(r["failed"].as_u64().unwrap() > 400, "{r:?}");
+    let exe = bed.plugin_dir("bomb").join("fixture-hostile");
+    assert!(
+        processes_running(&exe).is_empty(),
+        "every forked child died with the run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_setsid_double_forked_child_does_not_outlive_the_run() {
+    if !sandbox_available() {
+        return;
+    }
+    let bed = TestBed::new();
+    install_hostile(&bed, "escaper", default_sandbox());
+    let supervisor = bed.supervisor().await;
+    let record = attack(&supervisor, "escaper", json!({"attack": "escape"})).await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
+    assert_eq!(results(&record)["escaped"], "child started");
+    let exe = bed.plugin_dir("escaper").join("fixture-hostile");
+    assert!(
+        processes_running(&exe).is_empty(),
+        "the escaped child is gone: {:?}",
+        processes_running(&exe)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forbidden_syscalls_are_violations_that_revoke_the_plugin() {
+    if !sandbox_available() {
+        return;
+    }
+    let bed = TestBed::new();
+    bed.install_fixture("detector", DETECTOR);
+    let supervisor = bed.supervisor().await;
+    let before = run(&supervisor, "detector", json!({"count": 5})).await;
+    assert_eq!(before.status, RunStatus::Succeeded);
+    for syscall in [
+        "ptrace",
+        "mount",
+        "unshare",
+        "bpf",
+        "kexec_load",
+        "init_module",
+        "clone_newuser",
+        "x32_getpid",
+    ] {
+        let name = format!("violator-{}", syscall.replace('_', "-"));
+        install_hostile(&bed, &name, default_sandbox());
+        supervisor.reload().await.unwrap();
+        let record = attack(
+            &supervisor,
+            &name,
+            json!({"attack": "findings_then", "then": "syscall", "targets": [syscall], "count": 1}),
+        )
+        .await;
+        assert_eq!(record.status, RunStatus::Violated, "{syscall}: {record:?}");
+        assert_eq!(
+            record.error.as_ref().unwrap().kind,
+            ErrorKind::SandboxViolation,
+            "{syscall}"
+        );
+        assert_eq!(record.signal, Some(libc::SIGSYS), "{syscall}");
+        assert_eq!(
+            record.findings, 1,
+            "{syscall}: the finding before the attack is kept"
+        );
+        let entry = supervisor
+            .plugins()
+            .into_iter()
+            .find(|e| e.name == name)
+            .unwrap();
+        assert_eq!(entry.status, PluginStatus::Revoked, "{syscall}");
+        let again = attack(&supervisor, &name, json!({"attack": "whoami"})).await;
+        assert_eq!(
+            again.status,
+            RunStatus::Rejected,
+            "{syscall}: a revoked plugin does not run"
+        );
+        assert_eq!(again.error.unwrap().kind, ErrorKind::PluginRevoked);
+    }
+    supervisor.flush().await.unwrap();
+    assert!(audit_events(&supervisor, "sandbox_violation")
+        .iter()
+        .all(|e| e.security));
+    assert_eq!(audit_events(&supervisor, "sandbox_violation").len(), 8);
+    assert_eq!(audit_events(&supervisor, "plugin_revoked").len(), 8);
+    assert_eq!(
+        findings_of(&supervisor, &before.run_id).len(),
+        5,
+        "other runs' findings are intact"
+    );
+    drop(supervisor);
+
+    // The revocation persists; an operator reinstates through the CLI.
+    let reopened = bed.supervisor().await;
+    let entry = reopened
+        .plugins()
+        .into_iter()
+        .find(|e| e.name == "violator-ptrace")
+        .unwrap();
+    assert_eq!(
+        entry.status,
+        PluginStatus::Revoked,
+        "revocations survive a restart"
+    );
+    drop(reopened);
+    let out = bed.secflow(&["plugins", "reinstate", "violator-ptrace", "--local"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reopened = bed.supervisor().await;
+    let entry = reopened
+        .plugins()
+        .into_iter()
+        .find(|e| e.name == "violator-ptrace")
+        .unwrap();
+    assert_eq!(entry.status, PluginStatus::Active);
+    assert_eq!(
+        run(&reopened, "violator-ptrace", json!({"attack": "whoami"}))
+            .await
+            .status,
+        RunStatus::Succeeded
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_plugin_cannot_signal_the_supervisor() {
+    if !sandbox_available() {
+        return;
+    }
+    let bed = TestBed::new();
+    install_hostile(&bed, "killer", default_sandbox());
+    let supervisor = bed.supervisor().await;
+    let me = std::process::id().to_string();
+    let record = attack(
+        &supervisor,
+        "killer",
+        json!({"attack": "signal", "targets": ["parent", me]}),
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
+    let r = results(&record);
+    assert!(
+        r.values().all(|v| v.as_str().unwrap().starts_with("error")),
+        "{r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_unix_sockets_are_out_of_reach() {
+    if !sandbox_available() {
+        return;
+    }
+    let bed = TestBed::new();
+    install_hostile(&bed, "dialer", default_sandbox());
+    let supervisor = bed.supervisor().await;
+    // A world-writable socket in the host's /tmp, and one like the daemon's API socket.
+    let tmp_socket = std::env::temp_dir().join(format!("secflow-test-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&tmp_socket);
+    let _tmp_listener = std::os::unix::net::UnixListener::bind(&tmp_socket).unwrap();
+    std::fs::set_permissions(
+        &tmp_socket,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let api_socket = bed.path().join("secflowd.sock");
+    let _api_listener = std::os::unix::net::UnixListener::bind(&api_socket).unwrap();
+    let mut targets = vec![
+        tmp_socket.to_string_lossy().into_owned(),
+        api_socket.to_string_lossy().into_owned(),
+    ];
+    if Path::new("/run/dbus/system_bus_socket").exists() {
+        targets.push("/run/dbus/system_bus_socket".into());
+    }
+    let record = attack(
+        &supervisor,
+        "dialer",
+        json!({"attack": "unix_connect", "targets": targets}),
+    )
+    .await;
+    let _ = std::fs::remove_file(&tmp_socket);
+    assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
+    let r = results(&record);
+    for t in &targets {
+        assert!(denied(&r, t), "{t} must be unreachable: {:?}", r.get(t));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stderr_flood_keeps_a_bounded_tail_and_the_run_succeeds() {
+    if !sandbox_available() {
+        return;
+    }
+    let bed = TestBed::new();
+    install_hostile(
+        &bed,
+        "noisy",
+        json!({"timeout_seconds": 60, "max_output_mb": 128}),
+    );
+    let supervisor = bed.supervisor().await;
+    let record = attack(
+        &supervisor,
+        "noisy",
+        json!({"attack": "flood_stderr", "mb": 64}),
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
+    assert!(
+        record.stderr_tail.len() <= 64 << 10,
+        "{}",
+        record.stderr_tail.len()
+    );
+    assert!(record.stderr_tail.contains("flood done"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_work_dir_is_private_and_removed_after_the_run() {
+    if !sandbox_available() {
+        return;
+    }
+    let bed = TestBed::new();
+    install_hostile(&bed, "writer", default_sandbox());
+    let supervisor = bed.supervisor().await;
+    let record = attack(
+        &supervisor,
+        "writer",
+        json!({"attack": "write", "targets": ["left-behind"]}),
+    )
+    .await;
+    assert_eq!(results(&record)["left-behind"], "ok");
+    let runs = bed.path().join("var/runs");
+    let left: Vec<_> = std::fs::read_dir(&runs)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "nothing survives the run: {left:?}");
+}
