@@ -64,7 +64,9 @@ pub enum DaemonError {
         #[source]
         source: io::Error,
     },
-    #[error("another daemon is already serving on {path}; stop it first or set a different api.socket")]
+    #[error(
+        "another daemon is already serving on {path}; stop it first or set a different api.socket"
+    )]
     SocketInUse { path: PathBuf },
     #[error("{path} exists and is not a socket; refusing to replace it (remove it or set a different api.socket)")]
     NotASocket { path: PathBuf },

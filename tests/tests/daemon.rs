@@ -72,7 +72,10 @@ impl Daemon {
                 }
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("secflowd exited with {status} before serving:\n{}", self.log());
+                panic!(
+                    "secflowd exited with {status} before serving:\n{}",
+                    self.log()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -347,9 +350,13 @@ fn every_api_method_answers_over_the_socket() {
     assert_eq!(reloaded["removed"], json!(["detector"]), "{reloaded}");
     assert_eq!(reloaded["rejected"], json!([]), "{reloaded}");
 
-    let unknown = rpc.call("runs.start", json!({"plugin": "detector"})).unwrap_err();
+    let unknown = rpc
+        .call("runs.start", json!({"plugin": "detector"}))
+        .unwrap_err();
     assert_eq!(unknown["code"], -32014, "{unknown}");
-    let unknown = rpc.call("runs.get", json!({"run_id": "no-such-run"})).unwrap_err();
+    let unknown = rpc
+        .call("runs.get", json!({"run_id": "no-such-run"}))
+        .unwrap_err();
     assert_eq!(unknown["code"], -32014, "{unknown}");
 }
 
@@ -364,6 +371,13 @@ fn one_connection_has_many_requests_in_flight_answered_as_they_complete() {
         "runs.execute",
         json!({"plugin": "detector", "config": {"count": 4, "delay_ms": 300}}),
     );
+    // Requests run concurrently: wait (elsewhere) until the run executes.
+    let mut watcher = daemon.rpc();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while watcher.ok("system.health", json!({}))["active_runs"] != 1 {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let quick = rpc.send("system.health", json!({}));
     let first = rpc.read().unwrap();
     assert_eq!(
@@ -371,9 +385,7 @@ fn one_connection_has_many_requests_in_flight_answered_as_they_complete() {
         json!(quick),
         "health is answered while the run goes on: {first}"
     );
-    let load = first["result"]["active_runs"].as_u64().unwrap()
-        + first["result"]["queued_runs"].as_u64().unwrap();
-    assert_eq!(load, 1, "the run is in flight: {first}");
+    assert_eq!(first["result"]["active_runs"], 1, "{first}");
     let second = rpc.read().unwrap();
     assert_eq!(second["id"], json!(slow));
     assert_eq!(second["result"]["status"], "succeeded", "{second}");
@@ -381,7 +393,7 @@ fn one_connection_has_many_requests_in_flight_answered_as_they_complete() {
 
 #[test]
 fn runs_beyond_the_concurrency_limit_wait_in_the_queue() {
-    let bed = daemon_bed("[runs]\nmax_concurrent = 1\n");
+    let bed = daemon_bed("[runs]\nmax_concurrent = 1\nmax_queued = 1\n");
     bed.install_fixture("detector", DETECTOR);
     let daemon = Daemon::start(&bed);
     let mut rpc = daemon.rpc();
@@ -402,9 +414,16 @@ fn runs_beyond_the_concurrency_limit_wait_in_the_queue() {
         if health["active_runs"] == 1 && health["queued_runs"] == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "never one running and one queued: {health}");
+        assert!(
+            Instant::now() < deadline,
+            "never one running and one queued: {health}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
+    let full = rpc
+        .call("runs.start", json!({"plugin": "detector"}))
+        .unwrap_err();
+    assert_eq!(full["code"], -32013, "the queue holds one run: {full}");
     let queued = rpc.ok("runs.get", json!({"run_id": second}));
     assert_eq!(queued["status"], "running", "a queued run is not ended");
 
@@ -512,6 +531,34 @@ fn bad_json_unknown_methods_bad_params_and_oversized_requests_get_errors_and_the
 }
 
 #[test]
+fn a_connection_beyond_max_connections_is_answered_32011_and_closed() {
+    let bed = daemon_bed("max_connections = 1\n");
+    let daemon = Daemon::start(&bed);
+    let mut first = daemon.rpc();
+    first.ok("system.health", json!({}));
+    let mut second = daemon.rpc();
+    let refusal = second.read().expect("an answer before the close");
+    assert_eq!(refusal["error"]["code"], -32011, "{refusal}");
+    assert!(second.read().is_none(), "then the connection is closed");
+    first.ok("system.health", json!({}));
+    drop(first);
+    // The slot frees once the first connection is gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = daemon.rpc();
+        again.send("system.health", json!({}));
+        if again
+            .read()
+            .is_some_and(|reply| reply.get("result").is_some())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot never freed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn a_peer_whose_uid_is_not_allowed_is_answered_32010_audited_and_the_daemon_serves_on() {
     let bed = daemon_bed("");
     let daemon = Daemon::start(&bed);
@@ -585,7 +632,12 @@ fn the_secflow_client_goes_through_the_daemon_with_the_same_output_as_local() {
         let remote = secflow(&full);
         full.push("--local");
         let local = secflow(&full);
-        assert_eq!(remote.status.code(), Some(0), "{args:?}: {}", stderr(&remote));
+        assert_eq!(
+            remote.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&remote)
+        );
         assert_eq!(local.status.code(), Some(0), "{args:?}: {}", stderr(&local));
         assert_eq!(
             String::from_utf8_lossy(&remote.stdout),
@@ -603,7 +655,10 @@ fn the_secflow_client_goes_through_the_daemon_with_the_same_output_as_local() {
     assert!(results
         .iter()
         .all(|r| r["partialFingerprints"]["secflowFingerprint/v1"].is_string()));
-    assert_eq!(log["runs"][0]["tool"]["driver"]["rules"][0]["id"], "fixture.rule");
+    assert_eq!(
+        log["runs"][0]["tool"]["driver"]["rules"][0]["id"],
+        "fixture.rule"
+    );
 
     let missing = secflow(&["--config", config, "run", "nothing-here"]);
     assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
@@ -680,8 +735,17 @@ fn sighup_reloads_the_plugins() {
     bed.install_fixture("detector", DETECTOR);
     daemon.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while rpc.ok("plugins.list", json!({})).as_array().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "SIGHUP did not reload:\n{}", daemon.log());
+    while rpc
+        .ok("plugins.list", json!({}))
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload:\n{}",
+            daemon.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(rpc.ok("plugins.list", json!({}))[0]["status"], "active");
@@ -715,7 +779,8 @@ fn a_stale_socket_file_is_replaced_and_a_live_one_is_left_alone() {
 fn a_daemon_killed_mid_run_leaves_its_committed_findings_an_interrupted_run_and_no_plugin() {
     let bed = daemon_bed("");
     install_sleeper(&bed);
-    let plugin_exe = std::fs::canonicalize(bed.plugin_dir("sleeper").join("fixture-sleeper")).unwrap();
+    let plugin_exe =
+        std::fs::canonicalize(bed.plugin_dir("sleeper").join("fixture-sleeper")).unwrap();
     let mut daemon = Daemon::start(&bed);
     let mut rpc = daemon.rpc();
     let run_id = rpc.ok(
@@ -777,7 +842,11 @@ fn a_daemon_killed_mid_run_leaves_its_committed_findings_an_interrupted_run_and_
 fn processes_running(exe: &Path) -> Vec<i32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         if let Ok(target) = std::fs::read_link(entry.path().join("exe")) {
@@ -843,7 +912,10 @@ fn systemd_socket_activate_hands_the_socket_to_the_daemon() {
     };
     daemon.wait_until_serving();
     let mut rpc = daemon.rpc();
-    let record = rpc.ok("runs.execute", json!({"plugin": "detector", "config": {"count": 1}}));
+    let record = rpc.ok(
+        "runs.execute",
+        json!({"plugin": "detector", "config": {"count": 1}}),
+    );
     assert_eq!(record["status"], "succeeded", "{record}");
     assert!(
         !bed.path().join("configured.sock").exists(),
@@ -873,7 +945,11 @@ fn the_systemd_units_verify_clean_and_the_service_exposure_is_below_4() {
         &format!("ExecStart={} ", workspace_bin("secflowd").display()),
     );
     std::fs::write(dir.path().join("secflowd.service"), service).unwrap();
-    std::fs::copy(units.join("secflowd.socket"), dir.path().join("secflowd.socket")).unwrap();
+    std::fs::copy(
+        units.join("secflowd.socket"),
+        dir.path().join("secflowd.socket"),
+    )
+    .unwrap();
     let verify = Command::new("systemd-analyze")
         .arg("verify")
         .arg(dir.path().join("secflowd.service"))
@@ -891,7 +967,10 @@ fn the_systemd_units_verify_clean_and_the_service_exposure_is_below_4() {
     let text = String::from_utf8_lossy(&security.stdout);
     let score: f64 = text
         .lines()
-        .find_map(|l| l.split("Overall exposure level for secflowd.service: ").nth(1))
+        .find_map(|l| {
+            l.split("Overall exposure level for secflowd.service: ")
+                .nth(1)
+        })
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no exposure score in:\n{text}{}", stderr(&security)));

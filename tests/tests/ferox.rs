@@ -213,7 +213,7 @@ async fn extensions_method_and_headers_shape_every_request() {
     let record = scan(&supervisor, &server.url(), config).await;
     succeeded(&record);
     let requests = server.requests();
-    let mut paths: Vec<&str> = requests.iter().map(|r| r.path()).collect();
+    let paths: Vec<&str> = requests.iter().map(|r| r.path()).collect();
     for expected in ["/index", "/index.php", "/index.bak", "/config", "/config.php", "/config.bak", "/static/"] {
         assert!(paths.contains(&expected), "{expected} not requested: {paths:?}");
     }

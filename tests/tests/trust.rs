@@ -121,9 +121,9 @@ async fn assert_rejected(bed: &TestBed, name: &str, reason: &str, kind: ErrorKin
 
     let audited = audit_events(&supervisor, "plugin_rejected");
     assert!(
-        audited.iter().any(|e| e.security
-            && e.plugin.as_deref() == Some(name)
-            && e.message.contains(reason)),
+        audited
+            .iter()
+            .any(|e| e.security && e.plugin.as_deref() == Some(name) && e.message.contains(reason)),
         "no security audit row for {name}: {audited:?}"
     );
 
@@ -136,19 +136,24 @@ async fn assert_rejected(bed: &TestBed, name: &str, reason: &str, kind: ErrorKin
     let stored = supervisor.store().run(&record.run_id).unwrap().unwrap();
     assert_eq!(stored.status, RunStatus::Rejected);
     assert!(
-        !marker_of(bed, name).exists(),
-        "{name} was executed although it is rejected"
+        !marker_of(bed, name).exists() && stored.exit_code.is_none() && stored.signal.is_none(),
+        "{name} was executed although it is rejected: {stored:?}"
     );
 }
 
-/// Asserts that `name` is active and really runs (its marker appears).
+/// Asserts that `name` is active and really runs: it exits 0 after sending
+/// its one finding.
 async fn assert_runs(bed: &TestBed, name: &str) {
     let supervisor = bed.supervisor().await;
     let listed = entry(&supervisor, name);
     assert_eq!(listed.status, PluginStatus::Active, "{listed:?}");
     let record = run(&supervisor, name, json!({})).await;
     assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
-    assert!(marker_of(bed, name).exists());
+    assert_eq!(
+        (record.exit_code, record.findings),
+        (Some(0), 1),
+        "{record:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -197,7 +202,9 @@ async fn a_bad_signature_is_rejected_whether_forged_or_malformed() {
     .await;
 
     let garbled = install_signed(&bed, "garbled", "a", json!({}));
-    edit(&garbled, |doc| doc["signature"] = json!("ed25519:***not base64***"));
+    edit(&garbled, |doc| {
+        doc["signature"] = json!("ed25519:***not base64***")
+    });
     assert_rejected(
         &bed,
         "garbled",
@@ -266,7 +273,13 @@ async fn a_manifest_signed_by_a_revoked_key_is_rejected_naming_the_key() {
     let bed = signed_home(&["a", "b"], "revoked_keys = [\"keys/a.pub\"]");
     install_signed(&bed, "old-key", "a", json!({}));
     install_signed(&bed, "new-key", "b", json!({}));
-    assert_rejected(&bed, "old-key", "which is revoked", ErrorKind::SignatureInvalid).await;
+    assert_rejected(
+        &bed,
+        "old-key",
+        "which is revoked",
+        ErrorKind::SignatureInvalid,
+    )
+    .await;
     assert_runs(&bed, "new-key").await;
 }
 
@@ -389,9 +402,9 @@ async fn a_revocation_through_the_cli_persists_across_restart_and_reload_and_is_
     let supervisor = bed.supervisor().await;
     let reinstated = audit_events(&supervisor, "plugin_reinstated");
     assert!(
-        reinstated
-            .iter()
-            .any(|e| e.security && e.actor_uid == Some(uid) && e.plugin.as_deref() == Some("marker")),
+        reinstated.iter().any(|e| e.security
+            && e.actor_uid == Some(uid)
+            && e.plugin.as_deref() == Some("marker")),
         "{reinstated:?}"
     );
 }
@@ -419,7 +432,13 @@ fn the_author_tools_refuse_bad_input_with_exit_status_2_and_a_clear_message() {
         "it is a public key",
     );
     expect_usage_error(
-        &["manifest", "verify", path, "--key", private.to_str().unwrap()],
+        &[
+            "manifest",
+            "verify",
+            path,
+            "--key",
+            private.to_str().unwrap(),
+        ],
         "it is a private key",
     );
     // A key file with malformed base64.
@@ -472,7 +491,11 @@ fn sign_prints_to_stdout_and_verify_fails_with_status_1_under_another_key() {
     let signed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(signed["signature_type"], json!("ed25519"));
     let unsigned: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
-    assert_eq!(unsigned["signature_type"], json!("sha256"), "stdout mode leaves the file alone");
+    assert_eq!(
+        unsigned["signature_type"],
+        json!("sha256"),
+        "stdout mode leaves the file alone"
+    );
 
     std::fs::write(&manifest, &out.stdout).unwrap();
     let verify = |key: &str| {
@@ -610,7 +633,11 @@ async fn manifests_signed_by_python_cryptography_verify_and_ours_verify_in_pytho
     let python_pub = bed.path().join("keys/python.pub");
     let out = Command::new(python)
         .arg(&script)
-        .args(["sign", manifest.to_str().unwrap(), python_pub.to_str().unwrap()])
+        .args([
+            "sign",
+            manifest.to_str().unwrap(),
+            python_pub.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -650,4 +677,19 @@ fn the_library_signs_what_the_cli_verifies() {
     std::fs::write(&manifest, serde_json::to_vec(&doc).unwrap()).unwrap();
     let out = bed.secflow(&["manifest", "verify", manifest.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn the_shipped_production_config_requires_signatures() {
+    let path = workspace_root().join("config/secflow.production.toml");
+    let config = secflow_supervisor::config::Config::load(&path).unwrap();
+    assert!(config.trust.require_signatures);
+    assert!(!config.trust.trusted_keys.is_empty());
+    let dev =
+        secflow_supervisor::config::Config::load(&workspace_root().join("config/secflow.toml"))
+            .unwrap();
+    assert!(
+        !dev.trust.require_signatures,
+        "the development config also accepts unsigned plugins"
+    );
 }

@@ -260,6 +260,7 @@ impl Plugin for Nuclei {
             .map_err(|err| {
                 PluginError::internal(format!("cannot start the async runtime: {err}"))
             })?;
+        runtime.block_on(reachable(&vars.base, settings.request_timeout))?;
         let summary = runtime.block_on(execute(
             ctx, &catalog, &client, &vars, &options, &settings, &target,
         ))?;
@@ -296,6 +297,23 @@ impl Plugin for Nuclei {
         outputs.insert("matches".into(), json!(summary.matches));
         outputs.insert("complete".into(), json!(summary.complete));
         Ok(outputs)
+    }
+}
+
+/// Fails with the target-unreachable error when nothing listens at the target,
+/// rather than reporting a clean run of every template failing.
+async fn reachable(base: &http::Url, timeout: Duration) -> Result<(), PluginError> {
+    let connect = tokio::net::TcpStream::connect((base.host.as_str(), base.port));
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(PluginError::unreachable(format!(
+            "target {}: cannot connect: {err}",
+            base.origin()
+        ))),
+        Err(_) => Err(PluginError::unreachable(format!(
+            "target {}: no connection within {timeout:?}",
+            base.origin()
+        ))),
     }
 }
 

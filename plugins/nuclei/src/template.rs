@@ -1001,10 +1001,8 @@ mod tests {
 
     #[test]
     fn classification_lists_accept_strings_and_comma_lists() {
-        let text = format!(
-            "id: c\ninfo:\n  name: C\n  severity: critical\n  tags: a, b\n  classification:\n    cve-id: CVE-2021-1,CVE-2021-2\n    cwe-id: [CWE-22]\n    cvss-score: 9.8\n    cvss-metrics: CVSS:3.1/AV:N\nhttp:\n  - path: ['{{{{BaseURL}}}}']\n    matchers: [{{type: status, status: [200]}}]\n"
-        );
-        let Loaded::Ready(t) = load("c.yaml", &text).unwrap() else {
+        let text = "id: c\ninfo:\n  name: C\n  severity: critical\n  tags: a, b\n  classification:\n    cve-id: CVE-2021-1,CVE-2021-2\n    cwe-id: [CWE-22]\n    cvss-score: 9.8\n    cvss-metrics: CVSS:3.1/AV:N\nhttp:\n  - path: ['{{BaseURL}}']\n    matchers: [{type: status, status: [200]}]\n";
+        let Loaded::Ready(t) = load("c.yaml", text).unwrap() else {
             panic!("skipped")
         };
         let c = &t.info.classification;

@@ -549,3 +549,20 @@ fn a_target_that_is_not_an_http_url_is_refused_as_invalid_input() {
     assert_eq!(error.code(), -32001);
     assert!(error.message().contains("inputs.target"), "{error}");
 }
+
+#[test]
+fn an_unreachable_target_fails_the_run_with_the_target_unreachable_code() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let outcome = secflow_plugin_sdk::testing::run(
+        secflow_nuclei::Nuclei,
+        json!({}),
+        json!({"target": format!("http://127.0.0.1:{port}/")}),
+    );
+    let error = outcome.error.unwrap();
+    assert_eq!(error.code(), -32002);
+    assert!(error.message().contains("cannot connect"), "{error}");
+}

@@ -205,11 +205,10 @@ pub async fn dispatch(ctx: &CallContext, method: &str, params: Value) -> Result<
             let events = blocking(move || Ok(supervisor.store().audit(&query)?)).await?;
             Ok(to_value(&events))
         }
-        other => Err(RpcFailure::new(
-            code::METHOD_NOT_FOUND,
-            format!("no method named {other:?}"),
-        )
-        .with_data(json!({ "methods": METHODS }))),
+        other => Err(
+            RpcFailure::new(code::METHOD_NOT_FOUND, format!("no method named {other:?}"))
+                .with_data(json!({ "methods": METHODS })),
+        ),
     }
 }
 

@@ -85,7 +85,9 @@ impl ApiServer {
             };
             match accepted {
                 Ok((stream, _)) => {
-                    let permit = Arc::clone(&self.shared.connections).try_acquire_owned().ok();
+                    let permit = Arc::clone(&self.shared.connections)
+                        .try_acquire_owned()
+                        .ok();
                     let shared = Arc::clone(&self.shared);
                     let closing = closing.clone();
                     tasks.spawn(async move { shared.connection(stream, permit, closing).await });

@@ -222,9 +222,10 @@ mod tests {
 
     #[test]
     fn a_request_keeps_its_id_method_and_params() {
-        let call =
-            parse_line(br#"{"jsonrpc":"2.0","id":"a1","method":"runs.get","params":{"run_id":"x"}}"#)
-                .unwrap();
+        let call = parse_line(
+            br#"{"jsonrpc":"2.0","id":"a1","method":"runs.get","params":{"run_id":"x"}}"#,
+        )
+        .unwrap();
         assert_eq!(call.id, Some(json!("a1")));
         assert_eq!(call.method, "runs.get");
         assert_eq!(call.params, json!({"run_id": "x"}));
@@ -249,10 +250,16 @@ mod tests {
     #[test]
     fn malformed_requests_are_invalid_requests_answered_to_their_id() {
         for (line, id) in [
-            (&br#"[{"jsonrpc":"2.0","id":1,"method":"x"}]"#[..], Value::Null),
+            (
+                &br#"[{"jsonrpc":"2.0","id":1,"method":"x"}]"#[..],
+                Value::Null,
+            ),
             (br#"{"jsonrpc":"1.0","id":7,"method":"x"}"#, json!(7)),
             (br#"{"jsonrpc":"2.0","id":7,"method":3}"#, json!(7)),
-            (br#"{"jsonrpc":"2.0","id":7,"method":"x","params":3}"#, json!(7)),
+            (
+                br#"{"jsonrpc":"2.0","id":7,"method":"x","params":3}"#,
+                json!(7),
+            ),
             (br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#, Value::Null),
         ] {
             let bad = parse_line(line).unwrap_err();

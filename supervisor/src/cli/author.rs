@@ -180,15 +180,15 @@ fn sign_file(path: &Path, key: &SigningKey) -> Result<(Map<String, Value>, KeyId
             "it is larger than the {MAX_MANIFEST_BYTES} bytes a manifest may be"
         )));
     }
-    let mut doc: Map<String, Value> = serde_json::from_slice(&bytes)
-        .map_err(|e| bad(format!("it is not a JSON object: {e}")))?;
+    let mut doc: Map<String, Value> =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("it is not a JSON object: {e}")))?;
     let entrypoint = doc
         .get("entrypoint")
         .and_then(Value::as_str)
         .ok_or_else(|| bad("it has no \"entrypoint\" string".into()))?;
-    let executable = manifest::resolve_entrypoint(path, entrypoint).map_err(|e| bad(error_chain(&e)))?;
-    let code_hash =
-        crate::trust::hash_file(&executable).map_err(|e| bad(error_chain(&e)))?;
+    let executable =
+        manifest::resolve_entrypoint(path, entrypoint).map_err(|e| bad(error_chain(&e)))?;
+    let code_hash = crate::trust::hash_file(&executable).map_err(|e| bad(error_chain(&e)))?;
     doc.insert("code_hash".into(), Value::String(code_hash));
     let key_id = crate::trust::sign_manifest(&mut doc, key).map_err(|e| bad(e.to_string()))?;
     if let Err(violations) = crate::schema::validate_manifest(&Value::Object(doc.clone())) {
@@ -204,13 +204,17 @@ fn sign_file(path: &Path, key: &SigningKey) -> Result<(Map<String, Value>, KeyId
 /// Writes `bytes` to `target` through a temporary file in the same directory
 /// and a rename, so a reader never sees half a manifest.
 fn write_replacing(target: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    let fail = |e: std::io::Error| Failure::failed(format!("cannot write {}: {e}", target.display()));
+    let fail =
+        |e: std::io::Error| Failure::failed(format!("cannot write {}: {e}", target.display()));
     let dir = match target.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
     let mut temp = tempfile_in(dir).map_err(fail)?;
-    temp.1.write_all(bytes).and_then(|()| temp.1.sync_all()).map_err(fail)?;
+    temp.1
+        .write_all(bytes)
+        .and_then(|()| temp.1.sync_all())
+        .map_err(fail)?;
     std::fs::rename(&temp.0, target).map_err(|e| {
         let _ = std::fs::remove_file(&temp.0);
         fail(e)
@@ -222,7 +226,10 @@ fn write_replacing(target: &Path, bytes: &[u8]) -> Result<(), Failure> {
 fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     let mut attempt = 0u32;
     loop {
-        let path = dir.join(format!(".secflow-sign.{}.{attempt}.tmp", std::process::id()));
+        let path = dir.join(format!(
+            ".secflow-sign.{}.{attempt}.tmp",
+            std::process::id()
+        ));
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -256,14 +263,21 @@ mod tests {
         doc["code_hash"] = json!(format!("sha256:{}", "0".repeat(64)));
         write(&path, &doc);
         let (key, files) = author_key(root.path());
-        let (signed, key_id) = sign_file(&path, &read_signing_key(&files.private_key).unwrap()).unwrap();
+        let (signed, key_id) =
+            sign_file(&path, &read_signing_key(&files.private_key).unwrap()).unwrap();
         assert_eq!(key_id, files.key_id);
         let exe = path.parent().unwrap().join("bin/probe");
-        assert_eq!(signed["code_hash"], json!(crate::trust::hash_file(&exe).unwrap()));
+        assert_eq!(
+            signed["code_hash"],
+            json!(crate::trust::hash_file(&exe).unwrap())
+        );
         assert_eq!(signed["signature_type"], json!("ed25519"));
         write(&path, &Value::Object(signed));
         let trust = TrustStore::with_keys([key.verifying_key()]);
-        assert_eq!(manifest::verify_signed(&path, &trust).unwrap().key_id, key_id);
+        assert_eq!(
+            manifest::verify_signed(&path, &trust).unwrap().key_id,
+            key_id
+        );
     }
 
     #[test]
@@ -288,10 +302,15 @@ mod tests {
         let (_, files) = author_key(root.path());
         let failure = read_signing_key(&files.public_key).unwrap_err();
         assert_eq!(failure.status, 2);
-        assert!(failure.message.contains("it is a public key"), "{}", failure.message);
+        assert!(
+            failure.message.contains("it is a public key"),
+            "{}",
+            failure.message
+        );
         let failure = read_signing_key(&root.path().join("nope.key")).unwrap_err();
         assert!(
-            failure.message.contains("cannot read key file") && failure.message.contains("nope.key"),
+            failure.message.contains("cannot read key file")
+                && failure.message.contains("nope.key"),
             "{}",
             failure.message
         );

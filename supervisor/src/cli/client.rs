@@ -111,12 +111,13 @@ pub struct DaemonClient {
 
 impl DaemonClient {
     pub async fn connect(path: &Path) -> Result<DaemonClient, ClientError> {
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let stream =
+            UnixStream::connect(path)
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
         let (read, writer) = stream.into_split();
         Ok(DaemonClient {
             path: path.to_path_buf(),
@@ -134,8 +135,8 @@ impl DaemonClient {
     pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        let mut line = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
-            .to_string();
+        let mut line =
+            json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
         line.push('\n');
         let closed = |path: &Path| ClientError::Closed {
             path: path.to_path_buf(),
@@ -151,9 +152,8 @@ impl DaemonClient {
                 Frame::Line(answer) => answer,
                 Frame::Eof => return Err(closed(&self.path)),
                 Frame::TooLong => {
-                    return Err(self.bad_answer(format!(
-                        "an answer is longer than {MAX_ANSWER_BYTES} bytes"
-                    )))
+                    return Err(self
+                        .bad_answer(format!("an answer is longer than {MAX_ANSWER_BYTES} bytes")))
                 }
             };
             let answer: Value = serde_json::from_slice(&answer)

@@ -8,6 +8,7 @@
 
 mod author;
 pub mod client;
+mod doctor;
 pub mod sarif;
 mod table;
 
@@ -107,6 +108,8 @@ pub enum Command {
     },
     /// Generate an ed25519 signing key pair (PREFIX.key, PREFIX.pub).
     Keygen(author::KeygenArgs),
+    /// Which isolation features this host offers, and whether the config can be honoured.
+    Doctor,
 }
 
 #[derive(Debug, Subcommand)]
@@ -286,6 +289,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
     match &cli.command {
         Command::Manifest { action } => manifest_command(cli, action),
         Command::Keygen(args) => author::keygen_command(cli, args),
+        Command::Doctor => doctor::doctor_command(cli),
         Command::Plugins { action, local } => {
             let action = action.as_ref().unwrap_or(&PluginsAction::List);
             if *local {
@@ -465,8 +469,11 @@ fn plugins_local(cli: &Cli, action: &PluginsAction) -> Result<ExitCode, Failure>
         let result = match action {
             // Opening the supervisor has just discovered the manifests.
             PluginsAction::List | PluginsAction::Reload => {
-                let entries: Vec<PluginListing> =
-                    supervisor.plugins().iter().map(PluginListing::from).collect();
+                let entries: Vec<PluginListing> = supervisor
+                    .plugins()
+                    .iter()
+                    .map(PluginListing::from)
+                    .collect();
                 print_plugins(cli, &entries)
             }
             PluginsAction::Revoke { name, reason } => {
@@ -498,10 +505,7 @@ fn plugins_remote(cli: &Cli, action: &PluginsAction) -> Result<ExitCode, Failure
             }
             PluginsAction::Revoke { name, reason } => {
                 let entry: PluginListing = client
-                    .call_as(
-                        "plugins.revoke",
-                        json!({ "name": name, "reason": reason }),
-                    )
+                    .call_as("plugins.revoke", json!({ "name": name, "reason": reason }))
                     .await?;
                 print_plugin_change(cli, &entry, "revoked")
             }
@@ -534,11 +538,7 @@ fn print_plugins(cli: &Cli, entries: &[PluginListing]) -> Result<ExitCode, Failu
     })
 }
 
-fn print_plugin_change(
-    cli: &Cli,
-    entry: &PluginListing,
-    verb: &str,
-) -> Result<ExitCode, Failure> {
+fn print_plugin_change(cli: &Cli, entry: &PluginListing, verb: &str) -> Result<ExitCode, Failure> {
     print_output(cli, entry, |out| {
         writeln!(out, "{} {} {verb}", entry.name, entry.version)
     })

@@ -27,7 +27,11 @@ pub fn report(findings: &[Value]) -> Value {
         let id = text(finding, "rule_id").unwrap_or("unknown-rule");
         rules.entry(id.to_string()).or_default().add(finding);
     }
-    let index: BTreeMap<&str, usize> = rules.keys().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let index: BTreeMap<&str, usize> = rules
+        .keys()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
     let results: Vec<Value> = findings
         .iter()
         .map(|f| {
@@ -417,6 +421,12 @@ mod tests {
                 .collect();
             assert!(errors.is_empty(), "{errors:#?}\n{log:#}");
         }
+        let mut broken = report(&sample());
+        broken["runs"][0]["results"][0]["level"] = json!("severe");
+        assert!(
+            !validator.is_valid(&broken),
+            "the schema does catch a bad level"
+        );
     }
 
     #[test]
@@ -425,8 +435,14 @@ mod tests {
         let run = &log["runs"][0];
         let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
         let rule = |id: &str| rules.iter().find(|r| r["id"] == id).unwrap();
-        assert_eq!(rule("exposed-git")["properties"]["security-severity"], "9.5");
-        assert_eq!(rule("exposed-git")["defaultConfiguration"]["level"], "error");
+        assert_eq!(
+            rule("exposed-git")["properties"]["security-severity"],
+            "9.5"
+        );
+        assert_eq!(
+            rule("exposed-git")["defaultConfiguration"]["level"],
+            "error"
+        );
         assert_eq!(rule("exposed-git")["helpUri"], "https://owasp.org/x");
         assert_eq!(rule("exposed-git")["properties"]["precision"], "high");
         assert_eq!(
@@ -438,14 +454,22 @@ mod tests {
             .as_array()
             .unwrap()
             .contains(&json!("external/cwe/cwe-798")));
-        assert!(rule("banner")["properties"].get("security-severity").is_none());
+        assert!(rule("banner")["properties"]
+            .get("security-severity")
+            .is_none());
 
         let results = run["results"].as_array().unwrap();
-        let levels: Vec<&str> = results.iter().map(|r| r["level"].as_str().unwrap()).collect();
+        let levels: Vec<&str> = results
+            .iter()
+            .map(|r| r["level"].as_str().unwrap())
+            .collect();
         assert_eq!(levels, ["error", "note", "error", "note"]);
         for r in results {
             let index = r["ruleIndex"].as_u64().unwrap() as usize;
-            assert_eq!(rules[index]["id"], r["ruleId"], "ruleIndex points at its rule");
+            assert_eq!(
+                rules[index]["id"], r["ruleId"],
+                "ruleIndex points at its rule"
+            );
             assert!(r["partialFingerprints"][FINGERPRINT_KEY]
                 .as_str()
                 .unwrap()

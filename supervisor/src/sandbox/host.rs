@@ -57,6 +57,29 @@ impl Host {
         }
     }
 
+    /// A host that lacks `missing` and has everything else (without creating
+    /// anything): for testing the admission policy.
+    #[cfg(test)]
+    pub fn lacking(missing: &[Layer]) -> Host {
+        let no = |layer: Layer| {
+            if missing.contains(&layer) {
+                Err(format!("no {layer} here"))
+            } else {
+                Ok(())
+            }
+        };
+        Host {
+            is_root: !missing.contains(&Layer::Uid),
+            namespaces: no(Layer::PidNamespace).and(no(Layer::MountNamespace)),
+            netns: no(Layer::NetworkNamespace).and_then(|()| {
+                std::fs::File::open("/dev/null")
+                    .map(OwnedFd::from)
+                    .map_err(|e| e.to_string())
+            }),
+            seccomp: no(Layer::Seccomp).and_then(|()| SeccompProgram::build().map(Arc::new)),
+        }
+    }
+
     /// Why this host cannot provide `layer`, or `None` when it can.
     pub fn lacks(&self, layer: Layer) -> Option<String> {
         match layer {

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use child::{create_run_dir, remove_run_dir, PreparedSandbox, RunDir};
-pub use host::Host;
+pub use host::{Host, HostReport};
 pub use uids::{UidLease, UidPool};
 pub use view::{MountStep, View};
 
@@ -252,4 +252,73 @@ pub fn plugin_environment(plan: &SandboxPlan, workdir: &Path) -> Vec<(String, St
         ("LANG".into(), "C.UTF-8".into()),
         ("SECFLOW_WORKDIR".into(), workdir),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LimitsConfig;
+
+    fn plan(network: bool) -> SandboxPlan {
+        SandboxPlan {
+            network,
+            filesystem: FilesystemMode::Readonly,
+            plugin_dir: "/opt/plugin".into(),
+            read_paths: Vec::new(),
+            limits: LimitsConfig::default().defaults(),
+            tmp_size_mb: 16,
+            search_path: Vec::new(),
+            hidden: Vec::new(),
+            layers: Layer::ALL
+                .into_iter()
+                .filter(|l| *l != Layer::NetworkNamespace || !network)
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_missing_layer_rejects_the_run_naming_it() {
+        let host = Host::lacking(&[Layer::Seccomp]);
+        let err = plan(false).admit(&host, &[]).unwrap_err();
+        assert!(matches!(
+            err,
+            PlanError::LayerUnavailable {
+                layer: Layer::Seccomp,
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("seccomp"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_layer_is_left_out_only_when_the_config_allows_it() {
+        let host = Host::lacking(&[Layer::Uid]);
+        let (applied, degraded) = plan(false).admit(&host, &[Layer::Uid]).unwrap();
+        assert!(!applied.contains(&Layer::Uid));
+        assert_eq!(degraded.len(), 1);
+        assert_eq!(degraded[0].layer, Layer::Uid);
+    }
+
+    #[test]
+    fn granted_network_needs_no_network_namespace() {
+        let host = Host::lacking(&[Layer::NetworkNamespace]);
+        assert!(plan(false).admit(&host, &[]).is_err());
+        let (applied, _) = plan(true).admit(&host, &[]).unwrap();
+        assert!(!applied.contains(&Layer::NetworkNamespace));
+    }
+
+    #[test]
+    fn layer_names_in_the_config_are_checked() {
+        let ok: Vec<Layer> = toml::from_str::<std::collections::BTreeMap<String, Vec<Layer>>>(
+            "l = [\"uid\", \"seccomp\"]",
+        )
+        .unwrap()
+        .remove("l")
+        .unwrap();
+        assert_eq!(ok, vec![Layer::Uid, Layer::Seccomp]);
+        assert!(
+            toml::from_str::<std::collections::BTreeMap<String, Vec<Layer>>>("l = [\"landlock\"]")
+                .is_err()
+        );
+    }
 }

@@ -170,7 +170,12 @@ fn write_double(out: &mut String, x: f64) {
             out.push('.');
             out.push_str(rest);
         }
-        let _ = write!(out, "e{}{}", if n - 1 >= 0 { "+" } else { "-" }, (n - 1).abs());
+        let _ = write!(
+            out,
+            "e{}{}",
+            if n > 0 { "+" } else { "-" },
+            (n - 1).abs()
+        );
     }
 }
 
@@ -324,7 +329,10 @@ mod tests {
             "{err}"
         );
         assert!(canonicalize(&json!([u64::MAX])).is_err());
-        assert!(canonicalize(&json!([i64::MIN])).is_ok(), "-2^63 is a double");
+        assert!(
+            canonicalize(&json!([i64::MIN])).is_ok(),
+            "-2^63 is a double"
+        );
     }
 
     #[test]

@@ -82,7 +82,9 @@ pub enum KeyError {
     },
     #[error("key file {path} is larger than {limit} bytes, so it is not a key")]
     TooLarge { path: PathBuf, limit: u64 },
-    #[error("key file {path} is not a PEM key file (no \"-----BEGIN {expected}-----\" line){hint}")]
+    #[error(
+        "key file {path} is not a PEM key file (no \"-----BEGIN {expected}-----\" line){hint}"
+    )]
     NotPem {
         path: PathBuf,
         expected: &'static str,
@@ -468,7 +470,10 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEWknvbQUHz9pOxUyabxd2mBxz5sCl
         std::fs::set_permissions(&files.private_key, std::fs::Permissions::from_mode(0o644))
             .unwrap();
         let err = read_private_key(&files.private_key).unwrap_err();
-        assert!(matches!(err, KeyError::TooOpen { mode: 0o644, .. }), "{err}");
+        assert!(
+            matches!(err, KeyError::TooOpen { mode: 0o644, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 }

@@ -87,7 +87,10 @@ pub fn signed_bytes(manifest: &Map<String, Value>) -> Result<Vec<u8>, JcsError> 
 
 /// Signs a manifest document in place: sets `signature_type` to `ed25519`,
 /// then `signature` over everything else. Returns the signing key's id.
-pub fn sign_manifest(manifest: &mut Map<String, Value>, key: &SigningKey) -> Result<KeyId, JcsError> {
+pub fn sign_manifest(
+    manifest: &mut Map<String, Value>,
+    key: &SigningKey,
+) -> Result<KeyId, JcsError> {
     manifest.insert("signature_type".into(), Value::String("ed25519".into()));
     let message = signed_bytes(manifest)?;
     let signature = key.sign(&message);
@@ -272,7 +275,11 @@ mod tests {
         .clone()
     }
 
-    fn config_with(dir: &std::path::Path, trusted: &[&SigningKey], revoked: Vec<RevokedKey>) -> TrustConfig {
+    fn config_with(
+        dir: &std::path::Path,
+        trusted: &[&SigningKey],
+        revoked: Vec<RevokedKey>,
+    ) -> TrustConfig {
         let trusted_keys = trusted
             .iter()
             .enumerate()
@@ -348,7 +355,11 @@ mod tests {
         );
         let key = keys::generate().unwrap();
         let good = encode_signature(&key.sign(b"x"));
-        assert_eq!(good.len(), 8 + 88, "64 bytes are 88 base64 characters, padded");
+        assert_eq!(
+            good.len(),
+            8 + 88,
+            "64 bytes are 88 base64 characters, padded"
+        );
         assert!(
             matches!(
                 decode_signature(good.trim_end_matches('=')),
@@ -366,7 +377,11 @@ mod tests {
         sign_manifest(&mut doc, &old).unwrap();
         let old_id = KeyId::of(&old.verifying_key());
 
-        let by_id = config_with(dir.path(), &[&old, &new], vec![RevokedKey::Id(old_id.clone())]);
+        let by_id = config_with(
+            dir.path(),
+            &[&old, &new],
+            vec![RevokedKey::Id(old_id.clone())],
+        );
         let store = TrustStore::load(&by_id);
         assert_eq!(store.trusted_ids(), vec![KeyId::of(&new.verifying_key())]);
         assert_eq!(
