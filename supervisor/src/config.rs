@@ -213,8 +213,11 @@ impl Default for RunsConfig {
 }
 
 /// Per-run resource limits, in the units of the manifest's `sandbox` block.
+///
+/// As `[limits.ceiling]`, a key left out keeps its built-in ceiling
+/// ([`RunLimits::CEILING`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RunLimits {
     pub memory_mb: u64,
     pub cpu_seconds: u64,
@@ -253,7 +256,24 @@ impl std::fmt::Display for CappedLimit {
     }
 }
 
+impl Default for RunLimits {
+    fn default() -> RunLimits {
+        RunLimits::CEILING
+    }
+}
+
 impl RunLimits {
+    /// The built-in ceilings: what no manifest may exceed unless the config
+    /// raises them.
+    pub const CEILING: RunLimits = RunLimits {
+        memory_mb: 4096,
+        cpu_seconds: 3600,
+        timeout_seconds: 7200,
+        max_processes: 512,
+        max_open_files: 4096,
+        max_output_mb: 1024,
+    };
+
     /// The effective limits of a manifest: its own values where it gives them,
     /// else the defaults, each capped at the ceiling. A manifest may only lower
     /// what this host grants; the capped fields are returned so they can be logged.
@@ -348,14 +368,7 @@ impl Default for LimitsConfig {
             max_processes: 32,
             max_open_files: 256,
             max_output_mb: 64,
-            ceiling: RunLimits {
-                memory_mb: 4096,
-                cpu_seconds: 3600,
-                timeout_seconds: 7200,
-                max_processes: 512,
-                max_open_files: 4096,
-                max_output_mb: 1024,
-            },
+            ceiling: RunLimits::CEILING,
             max_message_bytes: 8 << 20,
             max_findings: 1_000_000,
             stderr_tail_bytes: 64 << 10,
@@ -519,6 +532,31 @@ mod tests {
         let err = parse("[storage]\npaht = \"x\"\n").unwrap_err().to_string();
         assert!(err.contains("paht"), "{err}");
         assert!(err.contains("/etc/secflow/secflow.toml"), "{err}");
+    }
+
+    #[test]
+    fn revoked_keys_take_key_ids_and_key_files_relative_to_the_config() {
+        let id = format!("ed25519:{}", "0a".repeat(16));
+        let c = parse(&format!(
+            "[trust]\ntrusted_keys = [\"keys/a.pub\"]\nrevoked_keys = [\"{id}\", \"keys/old.pub\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.trust.trusted_keys,
+            vec![PathBuf::from("/etc/secflow/keys/a.pub")]
+        );
+        assert_eq!(
+            c.trust.revoked_keys,
+            vec![
+                RevokedKey::Id(crate::trust::KeyId::parse(&id).unwrap()),
+                RevokedKey::File(PathBuf::from("/etc/secflow/keys/old.pub")),
+            ]
+        );
+        let err = parse("[trust]\nrevoked_keys = [\"ed25519:XYZ\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not a key id"), "{err}");
+        assert!(Config::default().trust.revoked_keys.is_empty());
     }
 
     #[test]

@@ -130,7 +130,15 @@ async fn serve(
         .unwrap_or_else(|| "the socket passed by systemd".into());
 
     let settings = config.api.clone();
-    let supervisor = Arc::new(Supervisor::open(config).await?);
+    let supervisor = match Supervisor::open(config).await {
+        Ok(supervisor) => Arc::new(supervisor),
+        Err(e) => {
+            if let Some(path) = &bound {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.into());
+        }
+    };
     let plugins = supervisor.plugins();
     let active = plugins
         .iter()

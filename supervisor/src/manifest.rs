@@ -1109,7 +1109,8 @@ mod tests {
         );
         let (_, err) = rejection(json!({"signature_type": "ed25519", "signature": "ed25519:AAAA"}));
         assert!(
-            err.to_string().contains("3 bytes long; an ed25519 signature is 64"),
+            err.to_string()
+                .contains("3 bytes long; an ed25519 signature is 64"),
             "{err}"
         );
     }

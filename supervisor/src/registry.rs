@@ -247,12 +247,7 @@ fn is_json(path: &Path) -> bool {
 }
 
 /// Loads one manifest and turns the outcome into an entry.
-fn verify(
-    path: &Path,
-    config: &Config,
-    trust: &TrustStore,
-    states: &[PluginState],
-) -> PluginEntry {
+fn verify(path: &Path, config: &Config, trust: &TrustStore, states: &[PluginState]) -> PluginEntry {
     match manifest::load(path, config, trust) {
         Ok(plugin) => {
             let m = &plugin.manifest;

@@ -31,6 +31,14 @@ use crate::storage::{AuditEvent, PluginState, SqliteStore, StorageError, Storage
 pub enum SupervisorError {
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("database {path} is in use by another supervisor (a running secflowd?): talk to it without --local, or stop it first")]
+    DatabaseBusy { path: std::path::PathBuf },
+    #[error("cannot lock database {path}")]
+    DatabaseLock {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("no plugin named {0:?} is registered (see `secflow plugins`)")]
     UnknownPlugin(String),
     #[error("plugin {name:?} cannot run: its manifest {manifest} is rejected: {reason}")]
@@ -86,6 +94,8 @@ pub struct RunLoad {
 #[derive(Debug)]
 pub struct Supervisor {
     config: Arc<Config>,
+    /// Held for the supervisor's life: one supervisor per database.
+    _owner: DatabaseOwner,
     store: SqliteStore,
     registry: RwLock<Registry>,
     runner: Runner,
@@ -98,6 +108,9 @@ impl Supervisor {
     /// interrupted, and discovers the plugins.
     pub async fn open(config: Config) -> Result<Supervisor, SupervisorError> {
         let config = Arc::new(config);
+        // Before anything is marked interrupted: the runs in flight may be a
+        // live daemon's.
+        let owner = DatabaseOwner::claim(&config.storage.path)?;
         let store = SqliteStore::open(
             &config.storage.path,
             config.storage.queue_capacity,
@@ -113,6 +126,7 @@ impl Supervisor {
         let host = Arc::new(Host::probe());
         let runner = Runner::new(config.clone(), store.writer(), host);
         let supervisor = Supervisor {
+            _owner: owner,
             registry: RwLock::new(Registry::discover(&config, &store.plugin_states()?)),
             slots: Arc::new(Semaphore::new(config.runs.max_concurrent)),
             runs: Mutex::new(RunTable::default()),
@@ -584,5 +598,46 @@ impl Supervisor {
         if let Err(e) = writer.flush().await {
             tracing::error!(error = %e, "cannot store discovery audit events");
         }
+    }
+}
+
+/// An exclusive lock on `<database>.lock`: the daemon and an embedded
+/// supervisor (`--local`) must not both run plugins and mark each other's runs
+/// interrupted. Released when the supervisor is dropped (or its process dies).
+#[derive(Debug)]
+struct DatabaseOwner {
+    _file: std::fs::File,
+}
+
+impl DatabaseOwner {
+    fn claim(database: &std::path::Path) -> Result<DatabaseOwner, SupervisorError> {
+        let mut path = database.as_os_str().to_owned();
+        path.push(".lock");
+        let path = std::path::PathBuf::from(path);
+        let lock_error = |source| SupervisorError::DatabaseLock {
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(lock_error)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(lock_error)?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor we own; the lock lives as long as the file.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let error = std::io::Error::last_os_error();
+            return Err(match error.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => SupervisorError::DatabaseBusy {
+                    path: database.to_path_buf(),
+                },
+                _ => lock_error(error),
+            });
+        }
+        Ok(DatabaseOwner { _file: file })
     }
 }

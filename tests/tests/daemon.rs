@@ -66,10 +66,8 @@ impl Daemon {
     fn wait_until_serving(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(mut rpc) = Rpc::try_connect(&self.socket) {
-                if rpc.call("system.health", json!({})).is_ok() {
-                    return;
-                }
+            if Rpc::answered(&self.socket).is_some() {
+                return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
@@ -148,6 +146,16 @@ impl Rpc {
             writer: stream,
             next_id: 1,
         })
+    }
+
+    /// A connection on which `system.health` was answered, if the daemon
+    /// takes one now.
+    fn answered(path: &Path) -> Option<Rpc> {
+        let mut rpc = Rpc::try_connect(path).ok()?;
+        rpc.send("system.health", json!({}));
+        rpc.read()
+            .filter(|reply| reply.get("result").is_some())
+            .map(|_| rpc)
     }
 
     fn connect(path: &Path) -> Rpc {
@@ -389,6 +397,19 @@ fn one_connection_has_many_requests_in_flight_answered_as_they_complete() {
     let second = rpc.read().unwrap();
     assert_eq!(second["id"], json!(slow));
     assert_eq!(second["result"]["status"], "succeeded", "{second}");
+
+    // A request arriving in pieces survives another one completing meanwhile.
+    let run = rpc.send(
+        "runs.execute",
+        json!({"plugin": "detector", "config": {"count": 1}}),
+    );
+    rpc.send_raw(br#"{"jsonrpc":"2.0","id":"split","#);
+    let done = rpc.read().unwrap();
+    assert_eq!(done["id"], json!(run), "{done}");
+    rpc.send_raw(b"\"method\":\"system.health\"}\n");
+    let split = rpc.read().unwrap();
+    assert_eq!(split["id"], "split", "{split}");
+    assert!(split["result"]["version"].is_string(), "{split}");
 }
 
 #[test]
@@ -534,28 +555,26 @@ fn bad_json_unknown_methods_bad_params_and_oversized_requests_get_errors_and_the
 fn a_connection_beyond_max_connections_is_answered_32011_and_closed() {
     let bed = daemon_bed("max_connections = 1\n");
     let daemon = Daemon::start(&bed);
-    let mut first = daemon.rpc();
-    first.ok("system.health", json!({}));
+    // The slot frees once the daemon has seen a closed connection go.
+    let take_the_slot = || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(rpc) = Rpc::answered(&daemon.socket) {
+                return rpc;
+            }
+            assert!(Instant::now() < deadline, "the one slot never freed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut first = take_the_slot();
     let mut second = daemon.rpc();
     let refusal = second.read().expect("an answer before the close");
     assert_eq!(refusal["error"]["code"], -32011, "{refusal}");
+    assert_eq!(refusal["id"], Value::Null);
     assert!(second.read().is_none(), "then the connection is closed");
     first.ok("system.health", json!({}));
     drop(first);
-    // The slot frees once the first connection is gone.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut again = daemon.rpc();
-        again.send("system.health", json!({}));
-        if again
-            .read()
-            .is_some_and(|reply| reply.get("result").is_some())
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the slot never freed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    take_the_slot();
 }
 
 #[test]

@@ -76,18 +76,33 @@ fn wordlist(dir: &std::path::Path, words: &[&str]) -> String {
 
 fn succeeded(record: &RunRecord) {
     assert_eq!(record.status, RunStatus::Succeeded, "{record:#?}");
-    assert_eq!(record.findings_rejected, 0, "every finding validates: {record:#?}");
+    assert_eq!(
+        record.findings_rejected, 0,
+        "every finding validates: {record:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_default_wordlist_finds_exposed_files_with_severities_that_reflect_what_they_are() {
     let server = HttpFixture::builder()
-        .route("/.git/config", Route::ok("[core]\n\trepositoryformatversion = 0\n\tbare = false\n"))
-        .route("/.env", Route::ok("DB_PASSWORD=hunter2\nAPP_KEY=base64:abc\n"))
-        .route("/backup.zip", Route::ok(vec![0x50, 0x4b, 0x03, 0x04, 0, 0]).header("Content-Type", "application/zip"))
+        .route(
+            "/.git/config",
+            Route::ok("[core]\n\trepositoryformatversion = 0\n\tbare = false\n"),
+        )
+        .route(
+            "/.env",
+            Route::ok("DB_PASSWORD=hunter2\nAPP_KEY=base64:abc\n"),
+        )
+        .route(
+            "/backup.zip",
+            Route::ok(vec![0x50, 0x4b, 0x03, 0x04, 0, 0]).header("Content-Type", "application/zip"),
+        )
         .route("/admin", Route::redirect(301, "/admin/"))
         .route("/admin/", Route::new(401).body("authentication required\n"))
-        .route("/robots.txt", Route::ok("User-agent: *\nDisallow: /admin/\n"))
+        .route(
+            "/robots.txt",
+            Route::ok("User-agent: *\nDisallow: /admin/\n"),
+        )
         .start();
     let bed = install_ferox(&[]);
     let supervisor = bed.supervisor().await;
@@ -104,16 +119,36 @@ async fn the_default_wordlist_finds_exposed_files_with_severities_that_reflect_w
         ("/robots.txt", "ferox.resource", "info", 200),
     ];
     for (path, rule, severity, status) in expected {
-        let f = found.get(path).unwrap_or_else(|| panic!("{path} not reported: {found:#?}"));
+        let f = found
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} not reported: {found:#?}"));
         assert_eq!(f["rule_id"], rule, "{path}");
         assert_eq!(f["severity"], severity, "{path}");
         assert_eq!(f["evidence"]["status"], status, "{path}");
-        assert_eq!(f["location"]["url"], format!("{}{}", server.url().trim_end_matches('/'), path));
+        assert_eq!(
+            f["location"]["url"],
+            format!("{}{}", server.url().trim_end_matches('/'), path)
+        );
     }
-    assert_eq!(found.len(), expected.len(), "nothing else is reported: {:?}", found.keys());
+    assert_eq!(
+        found.len(),
+        expected.len(),
+        "nothing else is reported: {:?}",
+        found.keys()
+    );
     let env = &found["/.env"]["evidence"];
-    assert_eq!((env["length"].as_u64(), env["words"].as_u64(), env["lines"].as_u64()), (Some(39), Some(2), Some(2)));
-    assert_eq!(found["/admin"]["evidence"]["redirect"], format!("{}admin/", server.url()));
+    assert_eq!(
+        (
+            env["length"].as_u64(),
+            env["words"].as_u64(),
+            env["lines"].as_u64()
+        ),
+        (Some(39), Some(2), Some(2))
+    );
+    assert_eq!(
+        found["/admin"]["evidence"]["redirect"],
+        format!("{}admin/", server.url())
+    );
     assert_eq!(record.outputs["complete"], true);
     let words = record.outputs["words"].as_u64().expect("words");
     assert!(words > 2000, "the embedded list is used: {words}");
@@ -124,7 +159,11 @@ async fn the_default_wordlist_finds_exposed_files_with_severities_that_reflect_w
 async fn a_server_that_answers_200_to_everything_yields_only_its_real_resources() {
     let server = HttpFixture::builder()
         .route("/.git/HEAD", Route::ok("ref: refs/heads/main\n"))
-        .route("/swagger.json", Route::ok("{\"openapi\": \"3.0.0\", \"paths\": {\"/users\": {}, \"/orders\": {}}}").header("Content-Type", "application/json"))
+        .route(
+            "/swagger.json",
+            Route::ok("{\"openapi\": \"3.0.0\", \"paths\": {\"/users\": {}, \"/orders\": {}}}")
+                .header("Content-Type", "application/json"),
+        )
         .soft_404()
         .start();
     let bed = install_ferox(&[]);
@@ -138,9 +177,15 @@ async fn a_server_that_answers_200_to_everything_yields_only_its_real_resources(
     assert_eq!(paths, ["/.git/HEAD", "/swagger.json"]);
     assert_eq!(found["/swagger.json"]["rule_id"], "ferox.api-docs");
     let wildcards = record.outputs["wildcards"].as_u64().expect("wildcards");
-    assert!(wildcards > 2000, "the soft-404 answers were filtered: {:?}", record.outputs);
     assert!(
-        record.outputs["calibration"]["/"].as_array().is_some_and(|s| !s.is_empty()),
+        wildcards > 2000,
+        "the soft-404 answers were filtered: {:?}",
+        record.outputs
+    );
+    assert!(
+        record.outputs["calibration"]["/"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty()),
         "the learnt signatures are reported: {:?}",
         record.outputs["calibration"]
     );
@@ -162,7 +207,10 @@ async fn without_calibration_a_soft_404_server_floods_the_results() {
     raw["auto_calibrate"] = json!(false);
     let uncalibrated = scan(&supervisor, &server.url(), raw).await;
     succeeded(&uncalibrated);
-    assert_eq!(uncalibrated.findings, 5, "every word looks found without calibration");
+    assert_eq!(
+        uncalibrated.findings, 5,
+        "every word looks found without calibration"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -179,20 +227,38 @@ async fn recursion_scans_found_directories_down_to_the_configured_depth() {
     let bed = install_ferox(&[words.path()]);
     let supervisor = bed.supervisor().await;
 
-    let deep = scan(&supervisor, &server.url(), json!({"wordlist": list, "depth": 2})).await;
+    let deep = scan(
+        &supervisor,
+        &server.url(),
+        json!({"wordlist": list, "depth": 2}),
+    )
+    .await;
     succeeded(&deep);
     let found = by_path(&supervisor, &deep);
     for path in ["/api", "/api/v1", "/api/v1/users"] {
-        assert!(found.contains_key(path), "{path} missing: {:?}", found.keys());
+        assert!(
+            found.contains_key(path),
+            "{path} missing: {:?}",
+            found.keys()
+        );
     }
     assert_eq!(found["/api/v1/users"]["evidence"]["depth"], 2);
     assert_eq!(found["/api/v1"]["evidence"]["directory"], true);
     assert_eq!(deep.outputs["directories"], 3);
 
     let before = server.hits("/api/v1/users");
-    let shallow = scan(&supervisor, &server.url(), json!({"wordlist": list, "depth": 1})).await;
+    let shallow = scan(
+        &supervisor,
+        &server.url(),
+        json!({"wordlist": list, "depth": 1}),
+    )
+    .await;
     succeeded(&shallow);
-    assert_eq!(server.hits("/api/v1/users"), before, "depth 1 does not scan /api/v1/");
+    assert_eq!(
+        server.hits("/api/v1/users"),
+        before,
+        "depth 1 does not scan /api/v1/"
+    );
     assert_eq!(shallow.outputs["directories"], 2);
 }
 
@@ -214,11 +280,27 @@ async fn extensions_method_and_headers_shape_every_request() {
     succeeded(&record);
     let requests = server.requests();
     let paths: Vec<&str> = requests.iter().map(|r| r.path()).collect();
-    for expected in ["/index", "/index.php", "/index.bak", "/config", "/config.php", "/config.bak", "/static/"] {
-        assert!(paths.contains(&expected), "{expected} not requested: {paths:?}");
+    for expected in [
+        "/index",
+        "/index.php",
+        "/index.bak",
+        "/config",
+        "/config.php",
+        "/config.bak",
+        "/static/",
+    ] {
+        assert!(
+            paths.contains(&expected),
+            "{expected} not requested: {paths:?}"
+        );
     }
-    assert!(!paths.contains(&"/static/.php"), "directory probes get no extension");
-    assert!(requests.iter().all(|r| r.method == "POST" && r.header("x-api-key") == Some("k-123")));
+    assert!(
+        !paths.contains(&"/static/.php"),
+        "directory probes get no extension"
+    );
+    assert!(requests
+        .iter()
+        .all(|r| r.method == "POST" && r.header("x-api-key") == Some("k-123")));
     let found = by_path(&supervisor, &record);
     assert_eq!(found.len(), 1);
     assert_eq!(found["/config.bak"]["rule_id"], "ferox.backup-file");
@@ -238,11 +320,20 @@ async fn status_and_size_filters_drop_what_they_name() {
     let bed = install_ferox(&[words.path()]);
     let supervisor = bed.supervisor().await;
 
-    let defaults = scan(&supervisor, &server.url(), json!({"wordlist": list, "depth": 0})).await;
+    let defaults = scan(
+        &supervisor,
+        &server.url(),
+        json!({"wordlist": list, "depth": 0}),
+    )
+    .await;
     succeeded(&defaults);
     let mut seen: Vec<String> = by_path(&supervisor, &defaults).keys().cloned().collect();
     seen.sort();
-    assert_eq!(seen, ["/empty", "/page", "/private"], "418 is not in the default status_codes");
+    assert_eq!(
+        seen,
+        ["/empty", "/page", "/private"],
+        "418 is not in the default status_codes"
+    );
 
     let config = json!({"wordlist": list, "depth": 0, "filter_status": [403, 404], "filter_size": [0], "status_codes": []});
     let filtered = scan(&supervisor, &server.url(), config).await;
@@ -265,7 +356,12 @@ async fn redirects_are_reported_and_followed_only_on_the_same_origin() {
     let bed = install_ferox(&[words.path()]);
     let supervisor = bed.supervisor().await;
 
-    let record = scan(&supervisor, &server.url(), json!({"wordlist": list, "depth": 0, "follow_redirects": true})).await;
+    let record = scan(
+        &supervisor,
+        &server.url(),
+        json!({"wordlist": list, "depth": 0, "follow_redirects": true}),
+    )
+    .await;
     succeeded(&record);
     let found = by_path(&supervisor, &record);
     let old = &found["/old"]["evidence"];
@@ -275,7 +371,10 @@ async fn redirects_are_reported_and_followed_only_on_the_same_origin() {
     assert_eq!(old["redirect_final"]["hops"], 2);
     let away = &found["/away"]["evidence"];
     assert_eq!(away["redirect"], "http://elsewhere.invalid/x");
-    assert!(away.get("redirect_final").is_none(), "another origin is not followed");
+    assert!(
+        away.get("redirect_final").is_none(),
+        "another origin is not followed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -290,9 +389,18 @@ async fn a_request_slower_than_the_timeout_is_abandoned_without_stalling_the_sca
     let supervisor = bed.supervisor().await;
 
     let started = Instant::now();
-    let record = scan(&supervisor, &server.url(), json!({"wordlist": list, "depth": 0, "timeout_ms": 300})).await;
+    let record = scan(
+        &supervisor,
+        &server.url(),
+        json!({"wordlist": list, "depth": 0, "timeout_ms": 300}),
+    )
+    .await;
     succeeded(&record);
-    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
     let found = by_path(&supervisor, &record);
     assert!(found.contains_key("/fast") && !found.contains_key("/slow"));
     assert_eq!(record.outputs["errors"], 1);
@@ -312,7 +420,10 @@ async fn the_rate_limit_spaces_requests_over_time() {
     // The first request is the reachability check; the 8 words follow at 20/s.
     assert_eq!(server.requests().len(), 9);
     let duration = record.outputs["duration_ms"].as_u64().expect("duration_ms");
-    assert!(duration >= 350, "8 requests at 20/s take at least 350 ms, took {duration}");
+    assert!(
+        duration >= 350,
+        "8 requests at 20/s take at least 350 ms, took {duration}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -330,23 +441,39 @@ async fn a_cancelled_scan_stops_promptly_and_keeps_its_findings() {
     let request = RunRequest {
         plugin: "ferox".into(),
         inputs,
-        config: json!({"concurrency": 4, "auto_calibrate": false}).as_object().cloned().unwrap_or_default(),
+        config: json!({"concurrency": 4, "auto_calibrate": false})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
         ..RunRequest::default()
     };
     let run = tokio::spawn(async move {
-        let record = supervisor.execute(request, cancel_rx).await.expect("run executes");
+        let record = supervisor
+            .execute(request, cancel_rx)
+            .await
+            .expect("run executes");
         (supervisor, record)
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let cancelled_at = Instant::now();
     cancel.send(true).expect("cancel");
     let (supervisor, record) = run.await.expect("run task");
-    assert!(cancelled_at.elapsed() < Duration::from_millis(1500), "stopped {:?} after cancel", cancelled_at.elapsed());
+    assert!(
+        cancelled_at.elapsed() < Duration::from_millis(1500),
+        "stopped {:?} after cancel",
+        cancelled_at.elapsed()
+    );
     assert_eq!(record.status, RunStatus::Cancelled, "{record:#?}");
     let found = by_path(&supervisor, &record);
-    assert!(found.contains_key("/.git/config"), "the finding sent before the cancel is kept");
+    assert!(
+        found.contains_key("/.git/config"),
+        "the finding sent before the cancel is kept"
+    );
     let sent = server.requests().len();
-    assert!(sent < 200, "the scan did not run to the end: {sent} requests");
+    assert!(
+        sent < 200,
+        "the scan did not run to the end: {sent} requests"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -361,7 +488,11 @@ async fn a_scan_that_cannot_finish_in_time_stops_before_the_deadline_with_what_i
     let config = json!({"concurrency": 2, "auto_calibrate": false});
     let record = scan_with_timeout(&supervisor, &server.url(), config, Some(3000)).await;
     succeeded(&record);
-    assert!(record.duration_ms < 3000, "ended before the deadline: {} ms", record.duration_ms);
+    assert!(
+        record.duration_ms < 3000,
+        "ended before the deadline: {} ms",
+        record.duration_ms
+    );
     assert_eq!(record.outputs["complete"], false);
     assert_eq!(record.outputs["stopped"], "deadline");
     assert!(by_path(&supervisor, &record).contains_key("/.git/config"));
@@ -394,19 +525,35 @@ async fn https_targets_are_scanned_and_certificate_checking_is_opt_in() {
     let bed = install_ferox(&[words.path()]);
     let supervisor = bed.supervisor().await;
 
-    let record = scan(&supervisor, &server.url(), json!({"wordlist": list, "depth": 0})).await;
+    let record = scan(
+        &supervisor,
+        &server.url(),
+        json!({"wordlist": list, "depth": 0}),
+    )
+    .await;
     succeeded(&record);
     let found = by_path(&supervisor, &record);
     assert_eq!(found["/.git/config"]["severity"], "high");
 
-    let strict = scan(&supervisor, &server.url(), json!({"wordlist": list, "tls_verify": true})).await;
-    assert_eq!(strict.status, RunStatus::Failed, "a self-signed certificate is refused: {strict:#?}");
+    let strict = scan(
+        &supervisor,
+        &server.url(),
+        json!({"wordlist": list, "tls_verify": true}),
+    )
+    .await;
+    assert_eq!(
+        strict.status,
+        RunStatus::Failed,
+        "a self-signed certificate is refused: {strict:#?}"
+    );
     assert_eq!(strict.error.expect("error").code, -32002);
 }
 
 #[test]
 fn progress_counts_requests_done_against_the_total_over_stdio() {
-    let server = HttpFixture::builder().route("/admin", Route::ok("panel")).start();
+    let server = HttpFixture::builder()
+        .route("/admin", Route::ok("panel"))
+        .start();
     let mut child = Command::new(workspace_bin("secflow-ferox"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -420,17 +567,24 @@ fn progress_counts_requests_done_against_the_total_over_stdio() {
         writeln!(stdin, "{message}").expect("write");
         stdin.flush().expect("flush");
     };
-    send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocol_version": 1, "run_id": "r", "plugin": {"name": "ferox", "version": "1.0.0"},
         "config": {"depth": 0},
         "context": {"workdir": workdir.path(), "deadline_ms": 60000, "network": true},
-        "limits": {"max_message_bytes": 8388608, "max_findings": 1000}}}));
-    send(json!({"jsonrpc": "2.0", "id": 2, "method": "run", "params": {"inputs": {"target": server.url()}}}));
+        "limits": {"max_message_bytes": 8388608, "max_findings": 1000}}}),
+    );
+    send(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "run", "params": {"inputs": {"target": server.url()}}}),
+    );
     let mut progress = Vec::new();
     let mut findings = 0;
     let result = loop {
         let mut line = String::new();
-        assert!(stdout.read_line(&mut line).expect("read") > 0, "plugin closed stdout");
+        assert!(
+            stdout.read_line(&mut line).expect("read") > 0,
+            "plugin closed stdout"
+        );
         let message: Value = serde_json::from_str(&line).expect("a JSON line");
         match message["method"].as_str() {
             Some("progress") => progress.push((
@@ -450,7 +604,15 @@ fn progress_counts_requests_done_against_the_total_over_stdio() {
     assert_eq!(findings, 1);
     let (done, total) = *progress.last().expect("at least one progress notification");
     assert_eq!(done, total, "the last progress is complete: {progress:?}");
-    assert_eq!(done, result["result"]["outputs"]["requests"].as_u64().expect("requests"));
-    assert!(progress.windows(2).all(|w| w[0].0 <= w[1].0), "completed never goes back: {progress:?}");
+    assert_eq!(
+        done,
+        result["result"]["outputs"]["requests"]
+            .as_u64()
+            .expect("requests")
+    );
+    assert!(
+        progress.windows(2).all(|w| w[0].0 <= w[1].0),
+        "completed never goes back: {progress:?}"
+    );
     assert!(done > 2000);
 }

@@ -5,8 +5,10 @@
 //! independent implementation (Python's `cryptography`) following
 //! docs/signing.md.
 //!
-//! Every plugin here is fixture-marker, which leaves `<executable>.ran` when it
-//! is executed: its absence proves a rejected plugin never ran.
+//! Every plugin here is fixture-marker, which tries to leave `<executable>.ran`
+//! when it is executed. A rejected plugin's stored run record must have neither
+//! an exit status nor a signal, and the marker must be absent; the record is
+//! the decisive check, since the `readonly` sandbox may deny the marker's write.
 
 mod support;
 

@@ -141,11 +141,7 @@ fn normalise_location(location: Option<&str>, name: &str) -> Option<String> {
     let location = location?;
     Some(match location.rfind(name) {
         Some(at) if !name.is_empty() => {
-            format!(
-                "{}{{}}{}",
-                &location[..at],
-                &location[at + name.len()..]
-            )
+            format!("{}{{}}{}", &location[..at], &location[at + name.len()..])
         }
         _ => location.to_owned(),
     })
@@ -163,7 +159,13 @@ fn random_token(len: usize) -> String {
 mod tests {
     use super::*;
 
-    fn measure(status: u16, length: u64, words: u64, lines: u64, location: Option<&str>) -> Measure {
+    fn measure(
+        status: u16,
+        length: u64,
+        words: u64,
+        lines: u64,
+        location: Option<&str>,
+    ) -> Measure {
         Measure {
             status,
             length,
@@ -224,7 +226,10 @@ mod tests {
             measure(301, 0, 0, 0, Some(&location))
         });
         assert!(calibration.is_wildcard("admin", &measure(301, 0, 0, 0, Some("/admin/"))));
-        assert_eq!(calibration.signatures()[0].location.as_deref(), Some("/{}/"));
+        assert_eq!(
+            calibration.signatures()[0].location.as_deref(),
+            Some("/{}/")
+        );
     }
 
     #[test]

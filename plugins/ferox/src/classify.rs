@@ -216,9 +216,12 @@ fn is_secret(segments: &[&str], name: &str, path: &str) -> bool {
         )
         || name.starts_with(".htpasswd")
         || has_suffix(name, &[".pem", ".key", ".p12", ".pfx", ".jks", ".hprof"])
-        || segments
-            .iter()
-            .any(|s| matches!(s.to_ascii_lowercase().as_str(), ".ssh" | ".aws" | ".docker" | ".kube"))
+        || segments.iter().any(|s| {
+            matches!(
+                s.to_ascii_lowercase().as_str(),
+                ".ssh" | ".aws" | ".docker" | ".kube"
+            )
+        })
         || path.contains("actuator/env")
         || path.contains("actuator/heapdump")
 }
@@ -229,8 +232,9 @@ fn is_backup(name: &str) -> bool {
         || has_suffix(
             name,
             &[
-                ".bak", ".old", ".orig", ".save", ".swp", ".swo", ".backup", ".bk", ".copy", ".tmp",
-                ".zip", ".tar", ".tar.gz", ".tgz", ".gz", ".rar", ".7z", ".bz2", ".xz", ".war",
+                ".bak", ".old", ".orig", ".save", ".swp", ".swo", ".backup", ".bk", ".copy",
+                ".tmp", ".zip", ".tar", ".tar.gz", ".tgz", ".gz", ".rar", ".7z", ".bz2", ".xz",
+                ".war",
             ],
         )
 }
@@ -270,8 +274,10 @@ fn is_admin(segments: &[&str]) -> bool {
     let last_stem = last.to_ascii_lowercase();
     let last_stem = last_stem.split('.').next().unwrap_or_default();
     is_admin_name(last)
-        || (matches!(last_stem, "login" | "index" | "html" | "status" | "dashboard")
-            && parents.iter().any(|s| is_admin_name(s)))
+        || (matches!(
+            last_stem,
+            "login" | "index" | "html" | "status" | "dashboard"
+        ) && parents.iter().any(|s| is_admin_name(s)))
 }
 
 fn is_admin_name(segment: &str) -> bool {
@@ -376,7 +382,13 @@ mod tests {
 
     #[test]
     fn vcs_metadata_is_recognised_anywhere_in_the_path_and_is_high_when_served() {
-        for path in ["/.git/config", "/.git/", "/app/.svn/wc.db", "/.hg/hgrc", "/CVS/Entries"] {
+        for path in [
+            "/.git/config",
+            "/.git/",
+            "/app/.svn/wc.db",
+            "/.hg/hgrc",
+            "/CVS/Entries",
+        ] {
             assert_eq!(classify(path, false), Kind::VcsMetadata, "{path}");
         }
         assert_eq!(severity(Kind::VcsMetadata, 200), Severity::High);
@@ -384,7 +396,15 @@ mod tests {
 
     #[test]
     fn env_files_keys_and_credentials_are_secrets_even_when_backed_up() {
-        for path in ["/.env", "/.env.production", "/api/.env.bak", "/.htpasswd", "/server.key", "/.aws/credentials", "/actuator/env"] {
+        for path in [
+            "/.env",
+            "/.env.production",
+            "/api/.env.bak",
+            "/.htpasswd",
+            "/server.key",
+            "/.aws/credentials",
+            "/actuator/env",
+        ] {
             assert_eq!(classify(path, false), Kind::Secrets, "{path}");
         }
         assert_eq!(severity(Kind::Secrets, 200), Severity::High);
@@ -392,7 +412,14 @@ mod tests {
 
     #[test]
     fn backups_archives_and_dumps_are_told_apart() {
-        for path in ["/index.php.bak", "/config.php~", "/.index.php.swp", "/site.zip", "/www.tar.gz", "/wp-config.old"] {
+        for path in [
+            "/index.php.bak",
+            "/config.php~",
+            "/.index.php.swp",
+            "/site.zip",
+            "/www.tar.gz",
+            "/wp-config.old",
+        ] {
             assert_eq!(classify(path, false), Kind::Backup, "{path}");
         }
         assert_eq!(classify("/dump.sql", false), Kind::DatabaseDump);
@@ -403,7 +430,15 @@ mod tests {
 
     #[test]
     fn admin_panels_are_not_info_even_behind_authentication() {
-        for path in ["/admin", "/admin/", "/wp-admin/", "/phpmyadmin/", "/manager/html", "/adminer.php", "/siteadmin"] {
+        for path in [
+            "/admin",
+            "/admin/",
+            "/wp-admin/",
+            "/phpmyadmin/",
+            "/manager/html",
+            "/adminer.php",
+            "/siteadmin",
+        ] {
             assert_eq!(classify(path, false), Kind::AdminPanel, "{path}");
         }
         assert_eq!(severity(Kind::AdminPanel, 200), Severity::Medium);
@@ -435,8 +470,12 @@ mod tests {
 
     #[test]
     fn directory_listings_of_common_servers_are_recognised() {
-        assert!(is_directory_listing(b"<html><head><title>Index of /files/</title>"));
-        assert!(is_directory_listing(b"<!DOCTYPE HTML><html><title>Directory listing for /</title>"));
+        assert!(is_directory_listing(
+            b"<html><head><title>Index of /files/</title>"
+        ));
+        assert!(is_directory_listing(
+            b"<!DOCTYPE HTML><html><title>Directory listing for /</title>"
+        ));
         assert!(!is_directory_listing(b"<html><title>Welcome</title>"));
     }
 }

@@ -201,9 +201,7 @@ impl Scan {
             target: target.to_string(),
             source,
         };
-        let client = Client::new(&target, &settings)
-            .await
-            .map_err(unreachable)?;
+        let client = Client::new(&target, &settings).await.map_err(unreachable)?;
         let candidates = wordlist::candidates(words, &settings.extensions);
         let limiter = settings.rate_limit.map(RateLimiter::new);
         let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
@@ -327,7 +325,11 @@ impl Shared {
             let signatures = calibration
                 .signatures()
                 .iter()
-                .filter(|s| !self.settings.filters_out(s.status, s.length, s.words, s.lines))
+                .filter(|s| {
+                    !self
+                        .settings
+                        .filters_out(s.status, s.length, s.words, s.lines)
+                })
                 .map(ToString::to_string)
                 .collect();
             let _ = events
@@ -450,7 +452,8 @@ impl Shared {
             }
             _ => None,
         };
-        let listing = (200..300).contains(&m.status) && classify::is_directory_listing(&response.head);
+        let listing =
+            (200..300).contains(&m.status) && classify::is_directory_listing(&response.head);
         let kind = classify::classify(&path, listing);
         let depth = job.dir.depth;
 

@@ -141,12 +141,11 @@ impl Client {
         let tls = match target.scheme {
             Scheme::Http => None,
             Scheme::Https => {
-                let name = ServerName::try_from(target.host.clone()).map_err(|_| {
-                    HttpError::TlsSetup {
+                let name =
+                    ServerName::try_from(target.host.clone()).map_err(|_| HttpError::TlsSetup {
                         host: target.host.clone(),
                         reason: "not a valid server name".into(),
-                    }
-                })?;
+                    })?;
                 let config = tls_config(settings.tls_verify).map_err(|e| HttpError::TlsSetup {
                     host: target.host.clone(),
                     reason: e.to_string(),
@@ -189,12 +188,13 @@ impl Client {
         let sender = match &self.tls {
             None => self.handshake(tcp).await?,
             Some((connector, name)) => {
-                let stream = connector.connect(name.clone(), tcp).await.map_err(|source| {
-                    HttpError::Tls {
+                let stream = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|source| HttpError::Tls {
                         host: self.host.clone(),
                         source,
-                    }
-                })?;
+                    })?;
                 self.handshake(stream).await?
             }
         };
@@ -388,8 +388,8 @@ impl BodyCounter {
 /// signatures are still checked).
 fn tls_config(verify: bool) -> Result<Arc<ClientConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder =
-        ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
     let mut config = if verify {
         let roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -475,7 +475,10 @@ mod tests {
             text.lines().count() as u64,
         );
         assert_eq!(count(&[text]), expected);
-        assert_eq!(count(&["<html>\n  <b>no", "t fou", "nd</b>\n</html>"]), expected);
+        assert_eq!(
+            count(&["<html>\n  <b>no", "t fou", "nd</b>\n</html>"]),
+            expected
+        );
         assert_eq!(count(&["a\n", "b\n"]), (4, 2, 2));
         assert_eq!(count(&[]), (0, 0, 0));
     }

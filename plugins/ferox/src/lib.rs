@@ -8,11 +8,11 @@
 //! runtime and streams what it finds, and [`plugin`] turns that into SecFlow
 //! findings behind the SDK's `Plugin` trait.
 
+pub mod calibration;
 pub mod classify;
+pub mod engine;
+pub mod http;
+pub mod plugin;
 pub mod settings;
 pub mod target;
-pub mod calibration;
-pub mod http;
 pub mod wordlist;
-pub mod engine;
-pub mod plugin;

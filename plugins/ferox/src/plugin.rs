@@ -53,8 +53,9 @@ impl Plugin for Ferox {
         let settings = Settings::from_config(ctx.config())
             .map_err(|e| PluginError::invalid_config(e.to_string()))?;
         let words = match &settings.wordlist {
-            Some(path) => wordlist::load(path)
-                .map_err(|e| PluginError::invalid_config(error_chain(&e)))?,
+            Some(path) => {
+                wordlist::load(path).map_err(|e| PluginError::invalid_config(error_chain(&e)))?
+            }
             None => wordlist::parse(wordlist::DEFAULT_WORDLIST),
         };
         let runtime = engine::runtime()
@@ -132,7 +133,12 @@ async fn drive(
             fields,
         )?;
     }
-    Ok(outputs(&summary, words.len(), started.elapsed(), calibrations))
+    Ok(outputs(
+        &summary,
+        words.len(),
+        started.elapsed(),
+        calibrations,
+    ))
 }
 
 fn handle(
@@ -313,8 +319,12 @@ mod tests {
 
     #[test]
     fn a_finding_carries_the_measures_in_evidence_and_only_schema_fields_at_the_top() {
-        let f = finding("http://127.0.0.1:8080/", &hit("/.git/config", 200, None), &Method::GET)
-            .into_value();
+        let f = finding(
+            "http://127.0.0.1:8080/",
+            &hit("/.git/config", 200, None),
+            &Method::GET,
+        )
+        .into_value();
         assert_eq!(f["rule_id"], "ferox.vcs-metadata");
         assert_eq!(f["severity"], "high");
         assert_eq!(f["target"], "http://127.0.0.1:8080/");
@@ -324,19 +334,39 @@ mod tests {
         assert_eq!(f["evidence"]["words"], 3);
         assert_eq!(f["evidence"]["lines"], 1);
         assert_eq!(f["evidence"]["request"], "GET /.git/config HTTP/1.1");
-        assert_eq!(f["evidence"]["response"].as_str().map(str::len), Some(EXCERPT_CHARS));
+        assert_eq!(
+            f["evidence"]["response"].as_str().map(str::len),
+            Some(EXCERPT_CHARS)
+        );
         let allowed = [
-            "finding_schema_version", "rule_id", "title", "severity", "target", "location",
-            "description", "remediation", "confidence", "tags", "evidence",
+            "finding_schema_version",
+            "rule_id",
+            "title",
+            "severity",
+            "target",
+            "location",
+            "description",
+            "remediation",
+            "confidence",
+            "tags",
+            "evidence",
         ];
         for key in f.as_object().expect("object").keys() {
-            assert!(allowed.contains(&key.as_str()), "unexpected top-level {key}");
+            assert!(
+                allowed.contains(&key.as_str()),
+                "unexpected top-level {key}"
+            );
         }
     }
 
     #[test]
     fn a_redirect_is_reported_with_its_target() {
-        let f = finding("http://h/", &hit("/admin", 301, Some("/admin/")), &Method::GET).into_value();
+        let f = finding(
+            "http://h/",
+            &hit("/admin", 301, Some("/admin/")),
+            &Method::GET,
+        )
+        .into_value();
         assert_eq!(f["rule_id"], Kind::AdminPanel.rule_id());
         assert_eq!(f["severity"], "low");
         assert_eq!(f["evidence"]["redirect"], "http://127.0.0.1:8080/admin/");
@@ -353,10 +383,18 @@ mod tests {
 
     #[test]
     fn a_bad_config_value_is_refused_naming_the_field() {
-        let outcome = testing::run(Ferox, json!({"concurrency": 0}), json!({"target": "http://127.0.0.1:1/"}));
+        let outcome = testing::run(
+            Ferox,
+            json!({"concurrency": 0}),
+            json!({"target": "http://127.0.0.1:1/"}),
+        );
         let err = outcome.error.expect("refused");
         assert_eq!(err.code(), -32602);
-        assert!(err.message().starts_with("config.concurrency"), "{}", err.message());
+        assert!(
+            err.message().starts_with("config.concurrency"),
+            "{}",
+            err.message()
+        );
     }
 
     #[test]

@@ -158,9 +158,8 @@ impl Settings {
             s.headers = header_map(v)?;
         }
         if let Some(v) = config.get("user_agent") {
-            s.user_agent = HeaderValue::from_str(as_str(v, "user_agent")?).map_err(|_| {
-                SettingsError::new("user_agent", "is not a valid header value")
-            })?;
+            s.user_agent = HeaderValue::from_str(as_str(v, "user_agent")?)
+                .map_err(|_| SettingsError::new("user_agent", "is not a valid header value"))?;
         }
         if let Some(v) = config.get("concurrency") {
             s.concurrency = bounded(v, "concurrency", 1, MAX_CONCURRENCY)? as usize;
@@ -310,7 +309,10 @@ mod tests {
         let err = settings(json!({"status_codes": [200, 999]})).unwrap_err();
         assert_eq!(err.field, "status_codes");
         let err = settings(json!({"headers": {"Bad Name": "x"}})).unwrap_err();
-        assert_eq!(err.to_string(), "config.headers.Bad Name: is not a valid header name");
+        assert_eq!(
+            err.to_string(),
+            "config.headers.Bad Name: is not a valid header name"
+        );
         let err = settings(json!({"extensions": ["a/b"]})).unwrap_err();
         assert_eq!(err.field, "extensions");
     }

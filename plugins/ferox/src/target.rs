@@ -205,7 +205,9 @@ mod tests {
     #[test]
     fn a_target_without_http_scheme_or_host_is_refused_with_the_reason() {
         let err = Target::parse("127.0.0.1:80").unwrap_err();
-        assert!(err.to_string().starts_with("inputs.target \"127.0.0.1:80\":"));
+        assert!(err
+            .to_string()
+            .starts_with("inputs.target \"127.0.0.1:80\":"));
         assert_eq!(
             Target::parse("ftp://h/").unwrap_err().reason,
             "scheme must be http or https"

@@ -113,7 +113,15 @@ mod tests {
     #[test]
     fn the_embedded_list_covers_vcs_env_backups_admin_and_api_docs() {
         let words = parse(DEFAULT_WORDLIST);
-        for expected in [".git/config", ".env", "backup.zip", "index.php.bak", "admin/", "swagger.json", "server-status"] {
+        for expected in [
+            ".git/config",
+            ".env",
+            "backup.zip",
+            "index.php.bak",
+            "admin/",
+            "swagger.json",
+            "server-status",
+        ] {
             assert!(words.iter().any(|w| w == expected), "{expected} missing");
         }
         assert!(words.len() > 2000, "{} words", words.len());
@@ -129,13 +137,29 @@ mod tests {
     fn extensions_are_added_to_files_but_not_to_directory_probes() {
         let words = vec!["index".to_owned(), "admin/".to_owned(), "a.php".to_owned()];
         let exts = vec!["php".to_owned(), "bak".to_owned()];
-        let got: Vec<String> = candidates(&words, &exts).iter().map(|c| c.to_string()).collect();
-        assert_eq!(got, ["index", "index.php", "index.bak", "admin/", "a.php", "a.php.bak"]);
+        let got: Vec<String> = candidates(&words, &exts)
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "index",
+                "index.php",
+                "index.bak",
+                "admin/",
+                "a.php",
+                "a.php.bak"
+            ]
+        );
     }
 
     #[test]
     fn a_missing_wordlist_file_is_an_error_naming_it() {
         let err = load(Path::new("/nonexistent/words.txt")).unwrap_err();
-        assert_eq!(err.to_string(), "config.wordlist /nonexistent/words.txt: cannot be read");
+        assert_eq!(
+            err.to_string(),
+            "config.wordlist /nonexistent/words.txt: cannot be read"
+        );
     }
 }

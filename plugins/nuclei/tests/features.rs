@@ -531,10 +531,36 @@ fn the_deadline_stops_a_slow_run_early_with_the_run_marked_incomplete() {
 }
 
 #[test]
-fn a_cancelled_run_answers_with_the_cancelled_error() {
-    let outcome = TestRun::new(json!({}), json!({"target": "http://127.0.0.1:9/"}))
-        .cancel_after(0)
-        .run(secflow_nuclei::Nuclei);
+fn a_cancel_aborts_the_requests_in_flight_and_answers_with_the_cancelled_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["fast", "slow"] {
+        std::fs::write(
+            dir.path().join(format!("{name}.yaml")),
+            format!(
+                "id: {name}\ninfo:\n  name: N\n  severity: low\nhttp:\n  - path: ['{{{{BaseURL}}}}/{name}']\n    matchers:\n      - type: status\n        status: [200]\n"
+            ),
+        )
+        .unwrap();
+    }
+    let server = Server::start(|s| {
+        if s.target == "/slow" {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        Reply::text(200, "")
+    });
+    let started = Instant::now();
+    let outcome = TestRun::new(
+        json!({"templates": [dir.path().display().to_string()]}),
+        json!({"target": server.url}),
+    )
+    .cancel_after(1)
+    .run(secflow_nuclei::Nuclei);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(rule_ids(&outcome), ["fast"]);
     assert!(outcome.error.unwrap().is_cancelled());
 }
 

@@ -353,7 +353,9 @@ pub fn supervisor_failure(e: SupervisorError) -> RpcFailure {
         SupervisorError::Registry { .. } => code::INVALID_PARAMS,
         SupervisorError::ShuttingDown => code::SHUTTING_DOWN,
         SupervisorError::QueueFull { .. } => code::QUEUE_FULL,
-        SupervisorError::Storage(_) => code::INTERNAL_ERROR,
+        SupervisorError::Storage(_)
+        | SupervisorError::DatabaseBusy { .. }
+        | SupervisorError::DatabaseLock { .. } => code::INTERNAL_ERROR,
     };
     if code == code::INTERNAL_ERROR {
         tracing::error!(error = %crate::cli::error_chain(&e), "api request failed");

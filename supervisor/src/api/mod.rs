@@ -215,9 +215,12 @@ impl Shared {
         let mut reader = BufReader::with_capacity(64 << 10, read);
         let mut requests = JoinSet::new();
         loop {
+            // Reap answered requests here, not in the select below: a read
+            // interrupted by another branch would lose the part of the line
+            // it had taken from the buffer (only shutdown may do that).
+            while requests.try_join_next().is_some() {}
             let frame = tokio::select! {
                 _ = closing.wait_for(|c| *c) => break,
-                Some(_) = requests.join_next(), if !requests.is_empty() => continue,
                 frame = rpc::read_frame(&mut reader, max) => frame,
             };
             let line = match frame {

@@ -47,33 +47,15 @@ impl Peer {
     }
 }
 
-/// `SO_PEERGROUPS` (Linux 4.13+). The option number is 59 on the
-/// architectures using the generic socket option table; libc does not export it.
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64",
-        target_arch = "loongarch64"
-    )
-))]
-const SO_PEERGROUPS: libc::c_int = 59;
+/// `SO_PEERGROUPS` (Linux 4.13+), which libc does not export: 59 in the
+/// kernel's generic socket option table (mips and powerpc included), 0x3d on sparc.
+const SO_PEERGROUPS: libc::c_int = if cfg!(any(target_arch = "sparc", target_arch = "sparc64")) {
+    0x3d
+} else {
+    59
+};
 
 /// The peer's supplementary groups; `None` when the kernel does not say.
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64",
-        target_arch = "loongarch64"
-    )
-))]
 fn peer_groups(stream: &UnixStream) -> Option<Vec<u32>> {
     // NGROUPS_MAX is 65536; ask with a small buffer first, then with the size
     // the kernel reports (ERANGE) if the peer has more groups.
@@ -104,21 +86,6 @@ fn peer_groups(stream: &UnixStream) -> Option<Vec<u32>> {
         }
         groups.resize(count, 0);
     }
-    None
-}
-
-#[cfg(not(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64",
-        target_arch = "loongarch64"
-    )
-)))]
-fn peer_groups(_stream: &UnixStream) -> Option<Vec<u32>> {
     None
 }
 
@@ -156,5 +123,14 @@ mod tests {
         assert_eq!(me.uid, nix::unistd::getuid().as_raw());
         assert_eq!(me.gid, nix::unistd::getgid().as_raw());
         assert_eq!(me.pid, Some(std::process::id() as i32));
+        let mut mine: Vec<u32> = nix::unistd::getgroups()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_raw())
+            .collect();
+        mine.sort();
+        let mut reported: Vec<u32> = peer_groups(&a).expect("SO_PEERGROUPS answers");
+        reported.sort();
+        assert_eq!(reported, mine, "the supplementary groups are the kernel's");
     }
 }

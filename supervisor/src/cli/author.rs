@@ -58,14 +58,8 @@ pub struct VerifyArgs {
 
 /// `secflow keygen --out PREFIX`.
 pub fn keygen_command(cli: &Cli, args: &KeygenArgs) -> Result<ExitCode, Failure> {
-    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(|e| {
-                Failure::usage(format!("cannot create directory {}: {e}", parent.display()))
-            })?;
+    if let Some(dir) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_key_dir(dir)?;
     }
     let key = keys::generate().map_err(|e| Failure::failed(error_chain(&e)))?;
     let files = keys::write_key_pair(&args.out, &key).map_err(key_failure)?;
@@ -156,6 +150,24 @@ pub fn verify_command(cli: &Cli, args: &VerifyArgs) -> Result<ExitCode, Failure>
             signed.entrypoint.display()
         )
     })
+}
+
+/// Creates the directory a new key goes in: its parents with the usual mode,
+/// the directory itself (if new) only for its owner.
+fn create_key_dir(dir: &Path) -> Result<(), Failure> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let fail = |e: std::io::Error| {
+        Failure::usage(format!("cannot create directory {}: {e}", dir.display()))
+    };
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(fail)?;
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(fail)
 }
 
 /// Reads a private key for signing; a bad key file is bad input (exit 2).

@@ -8,6 +8,7 @@
 mod process;
 mod session;
 mod streams;
+mod verified;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +54,7 @@ pub struct Runner {
     store: StoreWriter,
     host: Arc<Host>,
     uids: UidPool,
+    executables: Arc<verified::VerifiedExecutables>,
 }
 
 /// What `execute` needs of a prepared run.
@@ -133,6 +135,7 @@ impl Runner {
             store,
             host,
             uids,
+            executables: Arc::default(),
         }
     }
 
@@ -188,7 +191,9 @@ impl Runner {
         }
 
         // What runs is what was verified: hash the open file, execute that file.
-        let exec = match crate::trust::open_verified(&plugin.entrypoint, &plugin.manifest.code_hash)
+        let exec = match self
+            .executables
+            .open(&plugin.entrypoint, &plugin.manifest.code_hash)
         {
             Ok(file) => file,
             Err(e) => {

@@ -774,18 +774,36 @@ fn enrichment_of(document: &Value) -> Value {
 
 /// Appends the entries of `new` whose `cve` is not already in `list` (entries
 /// without a `cve` are deduplicated by equality).
+/// Adds an enricher's vulnerabilities: a CVE already listed (say, named by the
+/// detector) gains the fields it lacks (CVSS, KEV dates, CWEs, …) instead of
+/// being skipped; a new CVE is appended.
 fn append_vulnerabilities(list: &mut Vec<Value>, new: &[Value]) {
     for v in new {
-        let present = match v.get("cve").and_then(Value::as_str) {
-            Some(cve) => list.iter().any(|old| {
+        let same_cve = v.get("cve").and_then(Value::as_str).and_then(|cve| {
+            list.iter().position(|old| {
                 old.get("cve")
                     .and_then(Value::as_str)
                     .is_some_and(|c| c.eq_ignore_ascii_case(cve))
-            }),
-            None => list.contains(v),
-        };
-        if !present {
-            list.push(v.clone());
+            })
+        });
+        match same_cve {
+            Some(i) => {
+                if let (Value::Object(old), Value::Object(fields)) = (&mut list[i], v) {
+                    for (key, value) in fields {
+                        let empty = match old.get(key) {
+                            None | Some(Value::Null) => true,
+                            Some(Value::Array(a)) => a.is_empty(),
+                            Some(Value::String(s)) => s.is_empty(),
+                            Some(_) => false,
+                        };
+                        if empty {
+                            old.insert(key.clone(), value.clone());
+                        }
+                    }
+                }
+            }
+            None if v.get("cve").is_none() && list.contains(v) => {}
+            None => list.push(v.clone()),
         }
     }
 }
@@ -1765,5 +1783,24 @@ mod tests {
         assert!(audit[0].id > 0);
         drop(writer);
         store.shutdown().unwrap();
+    }
+
+    #[test]
+    fn an_enricher_completes_a_cve_the_detector_already_named() {
+        let mut list = vec![serde_json::json!({"cve": "CVE-2021-41773"})];
+        let enriched = serde_json::json!({"cve": "cve-2021-41773", "cvss": [{"version": "3.1", "base_score": 7.5}],
+            "kev": {"date_added": "2021-11-03"}});
+        append_vulnerabilities(
+            &mut list,
+            &[enriched, serde_json::json!({"cve": "CVE-2021-42013"})],
+        );
+        assert_eq!(list.len(), 2);
+        assert_eq!(
+            list[0]["cve"], "CVE-2021-41773",
+            "the detector's entry stays, completed"
+        );
+        assert_eq!(list[0]["cvss"][0]["base_score"], 7.5);
+        assert_eq!(list[0]["kev"]["date_added"], "2021-11-03");
+        assert_eq!(list[1]["cve"], "CVE-2021-42013");
     }
 }

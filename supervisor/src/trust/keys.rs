@@ -285,7 +285,7 @@ fn check_label(path: &Path, text: &str, expected: &'static str) -> Result<(), Ke
     });
     let Some(found) = label else {
         let hint = if text.trim_start().starts_with("ssh-ed25519") {
-            ": it is an OpenSSH public key; convert it with `ssh-keygen -e -m PKCS8 -f FILE`"
+            ": it is an OpenSSH public key; SecFlow reads PEM keys, as `secflow keygen` and `openssl pkey -pubout` write them"
         } else {
             ""
         };
@@ -309,7 +309,7 @@ fn check_label(path: &Path, text: &str, expected: &'static str) -> Result<(), Ke
             "it is an encrypted private key; write a decrypted copy with `openssl pkcs8 -in FILE -out PLAIN` (mode 0600)"
         }
         (_, "OPENSSH PRIVATE KEY") => {
-            "it is an OpenSSH private key; convert a copy with `ssh-keygen -p -m PKCS8 -f COPY`"
+            "it is an OpenSSH private key; SecFlow reads PEM PKCS#8 keys, as `secflow keygen` and `openssl genpkey -algorithm ed25519` write them"
         }
         (_, "RSA PRIVATE KEY" | "RSA PUBLIC KEY") => "it is an RSA key; SecFlow signatures are ed25519",
         (_, "EC PRIVATE KEY") => "it is an elliptic-curve (ECDSA) key; SecFlow signatures are ed25519",

@@ -110,7 +110,8 @@ pub fn open_verified(path: &Path, expected: &str) -> Result<File, TrustError> {
     Ok(file)
 }
 
-fn open_executable(path: &Path) -> Result<File, TrustError> {
+/// Opens a plugin executable for reading and executing, never through a symlink.
+pub fn open_executable(path: &Path) -> Result<File, TrustError> {
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)

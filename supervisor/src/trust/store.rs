@@ -260,6 +260,7 @@ pub fn read_public_keys(paths: &[PathBuf]) -> Result<Vec<VerifyingKey>, keys::Ke
 mod tests {
     use super::*;
     use serde_json::json;
+    use sha2::Digest as _;
 
     fn manifest() -> Map<String, Value> {
         json!({
@@ -294,6 +295,36 @@ mod tests {
             trusted_keys,
             revoked_keys: revoked,
         }
+    }
+
+    #[test]
+    fn the_worked_example_of_docs_signing_md_canonicalizes_to_the_documented_bytes() {
+        let doc: Map<String, Value> = serde_json::from_str(
+            r#"{
+              "name": "port-probe",
+              "version": "1.2.0",
+              "description": "TCP probe \u2014 caf\u00e9 edition",
+              "author": "Example Sec",
+              "category": "detector",
+              "entrypoint": "port-probe",
+              "config_schema": {
+                "timeout_ms": {"type": "integer", "minimum": 1, "default": 1500}
+              },
+              "code_hash": "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+              "signature_type": "ed25519",
+              "signature": "ed25519:placeholder",
+              "created_at": "2026-01-01T00:00:00Z",
+              "expires_at": "2027-01-01T00:00:00Z",
+              "sandbox": {"network": true, "filesystem": "readonly", "timeout_seconds": 60}
+            }"#,
+        )
+        .unwrap();
+        let bytes = signed_bytes(&doc).unwrap();
+        assert_eq!(bytes.len(), 488);
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            "a29e51a54e030348ec4daac992ead084b6f25871d2b92bebb7e305b7ccc557d3"
+        );
     }
 
     #[test]

@@ -41,7 +41,10 @@ fn run() -> Result<(), String> {
                 config.insert("wordlist".into(), json!(value("--wordlist")?));
             }
             "--concurrency" => {
-                config.insert("concurrency".into(), json!(number(&value("--concurrency")?)?));
+                config.insert(
+                    "concurrency".into(),
+                    json!(number(&value("--concurrency")?)?),
+                );
             }
             "--depth" => {
                 config.insert("depth".into(), json!(number(&value("--depth")?)?));
@@ -95,5 +98,6 @@ fn run() -> Result<(), String> {
 }
 
 fn number(text: &str) -> Result<u64, String> {
-    text.parse().map_err(|_| format!("{text:?} is not a number"))
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a number"))
 }
