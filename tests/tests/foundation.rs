@@ -203,7 +203,7 @@ async fn a_binary_swapped_after_registration_is_never_executed() {
 
     // The marker does leave its mark when it runs: the check above can fail.
     install_marker(&bed, "marker", &witness);
-    let supervisor = bed.supervisor().await;
+    supervisor.reload().await.unwrap();
     let ran = run(&supervisor, "marker", json!({})).await;
     assert_eq!(ran.status, RunStatus::Succeeded, "{ran:?}");
     assert_eq!(witness.runs(), 1);
@@ -590,4 +590,15 @@ fn the_cli_exits_2_on_bad_input_naming_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/file.json"));
     let out = bed.secflow(&["manifest", "hash", "/no/such/binary"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_supervisor_on_the_same_database_is_refused() {
+    let bed = TestBed::new();
+    let first = bed.supervisor().await;
+    let second = secflow_supervisor::Supervisor::open(bed.config()).await;
+    let error = second.expect_err("one supervisor per database").to_string();
+    assert!(error.contains("in use by another supervisor"), "{error}");
+    drop(first);
+    assert!(secflow_supervisor::Supervisor::open(bed.config()).await.is_ok(), "the lock goes with its owner");
 }
