@@ -15,7 +15,8 @@ pub fn format_rfc3339(t: OffsetDateTime) -> String {
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
     let t = t.to_offset(time::UtcOffset::UTC);
-    t.format(FORMAT).unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.format(FORMAT)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 /// Parses an RFC 3339 timestamp.

@@ -600,5 +600,10 @@ async fn a_second_supervisor_on_the_same_database_is_refused() {
     let error = second.expect_err("one supervisor per database").to_string();
     assert!(error.contains("in use by another supervisor"), "{error}");
     drop(first);
-    assert!(secflow_supervisor::Supervisor::open(bed.config()).await.is_ok(), "the lock goes with its owner");
+    assert!(
+        secflow_supervisor::Supervisor::open(bed.config())
+            .await
+            .is_ok(),
+        "the lock goes with its owner"
+    );
 }
