@@ -17,6 +17,7 @@ pub mod record;
 pub mod registry;
 pub mod runner;
 pub mod sandbox;
+pub mod scan;
 pub mod schema;
 pub mod storage;
 pub mod supervisor;

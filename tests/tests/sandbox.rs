@@ -254,6 +254,7 @@ async fn writes_land_only_in_the_work_dir_and_tmp() {
         "/usr/planted".into(),
         "planted-in-workdir".into(),
         "/tmp/planted".into(),
+        "/dev/null".into(),
     ];
     let record = attack(
         &supervisor,
@@ -268,6 +269,7 @@ async fn writes_land_only_in_the_work_dir_and_tmp() {
     }
     assert_eq!(r["planted-in-workdir"], "ok");
     assert_eq!(r["/tmp/planted"], "ok");
+    assert_eq!(r["/dev/null"], "ok", "device nodes work: {r:?}");
     assert!(
         !own_dir.exists()
             && !Path::new("/etc/planted").exists()

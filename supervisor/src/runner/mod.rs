@@ -5,9 +5,9 @@
 //! outcome (run record, telemetry, audit). It never panics on plugin behaviour:
 //! every way a plugin can misbehave ends as a status and an error kind.
 
-mod process;
+pub(crate) mod process;
 mod session;
-mod streams;
+pub(crate) mod streams;
 mod verified;
 
 use std::sync::Arc;
@@ -665,7 +665,7 @@ fn describe_exit(exit: Option<&ExitInfo>) -> String {
 
 /// The plugin's stdin, fed from a queue by its own task; dropping every sender
 /// closes stdin (end of input for the plugin).
-fn spawn_stdin_writer(stdin: Option<tokio::process::ChildStdin>) -> mpsc::Sender<String> {
+pub(crate) fn spawn_stdin_writer(stdin: Option<tokio::process::ChildStdin>) -> mpsc::Sender<String> {
     let (tx, mut rx) = mpsc::channel::<String>(64);
     if let Some(mut stdin) = stdin {
         tokio::spawn(async move {

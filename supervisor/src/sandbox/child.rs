@@ -135,6 +135,8 @@ enum Step {
     },
     Hide(CString),
     Proc(CString),
+    Device { path: CString, rdev: libc::dev_t },
+    DevTmpfs(CString),
 }
 
 /// A plan made concrete for one spawn: everything the child needs, allocated.
@@ -302,6 +304,11 @@ fn prepare_step(step: &MountStep, root: &Path) -> io::Result<Step> {
         },
         MountStep::Hide(p) => Step::Hide(under(root, p)?),
         MountStep::Proc(p) => Step::Proc(under(root, p)?),
+        MountStep::Device { path, rdev } => Step::Device {
+            path: under(root, path)?,
+            rdev: *rdev as libc::dev_t,
+        },
+        MountStep::DevTmpfs(p) => Step::DevTmpfs(under(root, p)?),
     })
 }
 
@@ -427,9 +434,12 @@ impl PreparedSandbox {
                         c"size=1m,nr_inodes=4096,mode=755".as_ptr().cast(),
                     )
                 })?;
+                // Device nodes and mount points get exactly the modes asked for.
+                let umask = libc::umask(0);
                 for step in steps {
                     check(STEP_VIEW, || apply_step(step))?;
                 }
+                libc::umask(umask);
                 check(STEP_PIVOT, || libc::chdir(root.as_ptr()))?;
                 check(STEP_PIVOT, || {
                     libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int
@@ -631,6 +641,14 @@ unsafe fn apply_step(step: &Step) -> libc::c_int {
                 c"tmpfs".as_ptr(),
                 libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 c"size=4k,mode=0".as_ptr().cast(),
+            ),
+            Step::Device { path, rdev } => libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o666, *rdev),
+            Step::DevTmpfs(target) => libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NOEXEC,
+                c"size=64k,nr_inodes=64,mode=755".as_ptr().cast(),
             ),
             Step::Proc(target) => libc::mount(
                 c"proc".as_ptr(),
