@@ -7,10 +7,12 @@
 //! isolation syscalls; `storage` owns the database.
 
 pub mod api;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod finding;
 pub mod manifest;
 pub mod record;

@@ -45,7 +45,9 @@ pub enum ScanError {
     Daemon(#[from] ClientError),
     #[error("no target to scan: give at least one host, host:port or URL")]
     NoTarget,
-    #[error("no active detector is registered (see `secflow plugins`), so nothing can scan {targets}")]
+    #[error(
+        "no active detector is registered (see `secflow plugins`), so nothing can scan {targets}"
+    )]
     NoDetector { targets: String },
 }
 
@@ -324,9 +326,9 @@ pub struct ScanSummary {
 }
 
 /// Runs the default pipeline on `targets`.
-pub async fn run_scan<E: ScanExecutor, P: ScanProgress>(
+pub async fn run_scan<E: ScanExecutor>(
     executor: &mut E,
-    progress: &mut P,
+    progress: &mut dyn ScanProgress,
     targets: &[String],
     actor_uid: Option<u32>,
 ) -> Result<ScanReport, ScanError> {
@@ -377,9 +379,9 @@ pub async fn run_scan<E: ScanExecutor, P: ScanProgress>(
     })
 }
 
-async fn execute_with_ticks<E: ScanExecutor, P: ScanProgress>(
+async fn execute_with_ticks<E: ScanExecutor>(
     executor: &mut E,
-    progress: &mut P,
+    progress: &mut dyn ScanProgress,
     step: &ScanStep,
     request: RunRequest,
 ) -> Result<RunRecord, ScanError> {
@@ -461,7 +463,10 @@ pub fn sort_by_severity(findings: &mut [Value]) {
         severity_of(b)
             .cmp(&severity_of(a))
             .then_with(|| {
-                let (x, y) = (max_cvss_of(a).unwrap_or(-1.0), max_cvss_of(b).unwrap_or(-1.0));
+                let (x, y) = (
+                    max_cvss_of(a).unwrap_or(-1.0),
+                    max_cvss_of(b).unwrap_or(-1.0),
+                );
                 y.total_cmp(&x)
             })
             .then_with(|| text(a, "target").cmp(&text(b, "target")))

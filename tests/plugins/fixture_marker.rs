@@ -5,7 +5,7 @@
 //!
 //! Two marks, because the sandbox lets a plugin write nothing that outlives its
 //! run: if `<its executable>.witness` exists (a file in its read-only plugin
-//! dir holding `ip:port`), it connects there and sends `ran` — the test's
+//! dir holding `ip:port`), it connects there and sends `ran <its path>` — the test's
 //! witness listener counts that (install it with `network: true`); and it tries
 //! to create `<its executable>.ran`, which works only without the sandbox.
 //!
@@ -28,7 +28,8 @@ fn leave_mark() {
     if let Ok(addr) = std::fs::read_to_string(&witness) {
         match std::net::TcpStream::connect(addr.trim()) {
             Ok(mut stream) => {
-                let _ = std::io::Write::write_all(&mut stream, b"ran\n");
+                let mark = format!("ran {}\n", exe.to_string_lossy());
+                let _ = std::io::Write::write_all(&mut stream, mark.as_bytes());
             }
             Err(err) => eprintln!(
                 "fixture-marker: cannot reach the witness at {}: {err}",

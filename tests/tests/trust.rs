@@ -5,10 +5,10 @@
 //! independent implementation (Python's `cryptography`) following
 //! docs/signing.md.
 //!
-//! Every plugin here is fixture-marker, which tries to leave `<executable>.ran`
-//! when it is executed. A rejected plugin's stored run record must have neither
-//! an exit status nor a signal, and the marker must be absent; the record is
-//! the decisive check, since the `readonly` sandbox may deny the marker's write.
+//! Every plugin here is fixture-marker, which reports to a witness listener
+//! when it is executed (network granted for that). A rejected plugin's stored
+//! run record must have neither an exit status nor a signal, and the witness
+//! must never have heard from it.
 
 mod support;
 
@@ -78,8 +78,10 @@ fn sign(bed: &TestBed, manifest: &Path, key: &str) {
 fn install_signed(bed: &TestBed, name: &str, key: &str, overrides: Value) -> PathBuf {
     let manifest = bed.install(Install {
         overrides,
+        sandbox: json!({"network": true, "filesystem": "readonly", "timeout_seconds": 30}),
         ..Install::new(name, MARKER)
     });
+    witness().watch(&bed.plugin_dir(name).join("fixture-marker"));
     sign(bed, &manifest, key);
     manifest
 }
@@ -90,8 +92,9 @@ fn edit(manifest: &Path, change: impl FnOnce(&mut Value)) {
     std::fs::write(manifest, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
 }
 
-fn marker_of(bed: &TestBed, name: &str) -> PathBuf {
-    bed.plugin_dir(name).join("fixture-marker.ran")
+/// Whether the marker installed as `name` ever ran.
+fn marker_ran(bed: &TestBed, name: &str) -> bool {
+    witness().ran(&bed.plugin_dir(name).join("fixture-marker"))
 }
 
 fn entry(supervisor: &Supervisor, name: &str) -> PluginEntry {
@@ -138,7 +141,7 @@ async fn assert_rejected(bed: &TestBed, name: &str, reason: &str, kind: ErrorKin
     let stored = supervisor.store().run(&record.run_id).unwrap().unwrap();
     assert_eq!(stored.status, RunStatus::Rejected);
     assert!(
-        !marker_of(bed, name).exists() && stored.exit_code.is_none() && stored.signal.is_none(),
+        !marker_ran(bed, name) && stored.exit_code.is_none() && stored.signal.is_none(),
         "{name} was executed although it is rejected: {stored:?}"
     );
 }
@@ -156,6 +159,13 @@ async fn assert_runs(bed: &TestBed, name: &str) {
         (Some(0), 1),
         "{record:?}"
     );
+    if listed.network {
+        // The positive control of the witness: a marker that runs is heard.
+        assert!(
+            marker_ran(bed, name),
+            "{name} ran but the witness did not hear it"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -306,7 +316,7 @@ async fn one_byte_flipped_in_the_binary_after_signing_is_rejected() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_manifest_edited_to_grant_network_is_rejected() {
     let bed = signed_home(&["a"], "");
-    let manifest = install_signed(&bed, "netless", "a", json!({}));
+    let manifest = install_signed(&bed, "netless", "a", json!({"sandbox": {"network": false}}));
     edit(&manifest, |doc| doc["sandbox"]["network"] = json!(true));
     assert_rejected(
         &bed,
@@ -325,7 +335,7 @@ async fn a_signed_manifest_edited_to_grant_network_is_rejected() {
 #[tokio::test(flavor = "multi_thread")]
 async fn re_signing_with_an_untrusted_key_is_rejected_and_a_second_trusted_key_is_accepted() {
     let bed = signed_home(&["a", "b"], "");
-    let manifest = install_signed(&bed, "rotated", "a", json!({}));
+    let manifest = install_signed(&bed, "rotated", "a", json!({"sandbox": {"network": false}}));
     // An attacker grants network and re-signs with a key of their own.
     edit(&manifest, |doc| doc["sandbox"]["network"] = json!(true));
     sign(&bed, &manifest, "untrusted");
@@ -373,7 +383,7 @@ async fn a_revocation_through_the_cli_persists_across_restart_and_reload_and_is_
     let record = run(&supervisor, "marker", json!({})).await;
     assert_eq!(record.status, RunStatus::Rejected);
     assert_eq!(record.error.unwrap().kind, ErrorKind::PluginRevoked);
-    assert!(!marker_of(&bed, "marker").exists());
+    assert!(!marker_ran(&bed, "marker"));
     let revoked = audit_events(&supervisor, "plugin_revoked");
     assert!(
         revoked.iter().any(|e| e.security

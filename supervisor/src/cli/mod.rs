@@ -7,9 +7,11 @@
 //! or bad input, 3 the daemon cannot be reached.
 
 mod author;
+mod check;
 pub mod client;
 mod doctor;
 pub mod sarif;
+mod scan;
 mod table;
 
 use std::io::{Read, Write};
@@ -101,6 +103,11 @@ pub enum Command {
         #[arg(long)]
         local: bool,
     },
+    /// Plugin author tools: `plugin check EXECUTABLE`.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
     /// Plugin author tools.
     Manifest {
         #[command(subcommand)]
@@ -110,6 +117,12 @@ pub enum Command {
     Keygen(author::KeygenArgs),
     /// Which isolation features this host offers, and whether the config can be honoured.
     Doctor,
+    /// The default pipeline against targets: every active detector, then
+    /// every enricher over their findings, then every analytics plugin.
+    Scan(scan::ScanArgs),
+    /// Scan a built-in local target (an Apache 2.4.49 and an OpenSSH
+    /// look-alike) with an embedded supervisor and a throwaway database.
+    Demo(scan::DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +139,12 @@ pub enum PluginsAction {
     },
     /// Lift a revocation.
     Reinstate { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginAction {
+    /// Check a plugin executable against the protocol contract, under the sandbox.
+    Check(check::CheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -289,7 +308,12 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
     match &cli.command {
         Command::Manifest { action } => manifest_command(cli, action),
         Command::Keygen(args) => author::keygen_command(cli, args),
+        Command::Plugin {
+            action: PluginAction::Check(args),
+        } => check::check_command(cli, args),
         Command::Doctor => doctor::doctor_command(cli),
+        Command::Scan(args) => scan::scan_command(cli, args),
+        Command::Demo(args) => scan::demo_command(cli, args),
         Command::Plugins { action, local } => {
             let action = action.as_ref().unwrap_or(&PluginsAction::List);
             if *local {

@@ -665,7 +665,9 @@ fn describe_exit(exit: Option<&ExitInfo>) -> String {
 
 /// The plugin's stdin, fed from a queue by its own task; dropping every sender
 /// closes stdin (end of input for the plugin).
-pub(crate) fn spawn_stdin_writer(stdin: Option<tokio::process::ChildStdin>) -> mpsc::Sender<String> {
+pub(crate) fn spawn_stdin_writer(
+    stdin: Option<tokio::process::ChildStdin>,
+) -> mpsc::Sender<String> {
     let (tx, mut rx) = mpsc::channel::<String>(64);
     if let Some(mut stdin) = stdin {
         tokio::spawn(async move {

@@ -135,7 +135,10 @@ enum Step {
     },
     Hide(CString),
     Proc(CString),
-    Device { path: CString, rdev: libc::dev_t },
+    Device {
+        path: CString,
+        rdev: libc::dev_t,
+    },
     DevTmpfs(CString),
 }
 

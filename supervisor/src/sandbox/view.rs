@@ -60,7 +60,10 @@ pub enum MountStep {
     Proc(PathBuf),
     /// A character device node with the host's device number (made with
     /// `mknod`, cheaper than a bind mount per device).
-    Device { path: PathBuf, rdev: u64 },
+    Device {
+        path: PathBuf,
+        rdev: u64,
+    },
     /// The device tmpfs: device nodes work in it, nothing can be executed.
     DevTmpfs(PathBuf),
 }
@@ -331,9 +334,9 @@ mod tests {
                         continue;
                     }
                 }
-                MountStep::Tmpfs { path, .. } | MountStep::Proc(path) | MountStep::DevTmpfs(path) => {
-                    path.clone()
-                }
+                MountStep::Tmpfs { path, .. }
+                | MountStep::Proc(path)
+                | MountStep::DevTmpfs(path) => path.clone(),
                 MountStep::Device { path, .. } => path.parent().unwrap().to_path_buf(),
                 // Hidden paths exist through the bind they are inside.
                 MountStep::Hide(_) => continue,

@@ -252,10 +252,11 @@ pub fn audit_events(supervisor: &Supervisor, event: &str) -> Vec<AuditEvent> {
 }
 
 /// Proof of whether `fixture-marker` was ever executed: it connects to this
-/// listener when it starts (see tests/plugins/fixture_marker.rs). The sandbox
-/// lets a plugin leave nothing behind on disk, so the mark is a connection.
+/// listener when it starts and names its own path (see
+/// tests/plugins/fixture_marker.rs). The sandbox lets a plugin leave nothing
+/// behind on disk, so the mark is a connection.
 pub struct Witness {
-    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    marks: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     addr: String,
 }
 
@@ -263,19 +264,21 @@ impl Witness {
     pub fn new() -> Witness {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("witness listener");
         let addr = listener.local_addr().unwrap().to_string();
-        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = hits.clone();
+        let marks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = marks.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let mut line = String::new();
-                let _ =
-                    std::io::Read::read_to_string(&mut std::io::Read::take(stream, 16), &mut line);
-                if line.starts_with("ran") {
-                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = std::io::Read::read_to_string(
+                    &mut std::io::Read::take(stream, 4096),
+                    &mut line,
+                );
+                if let Some(path) = line.strip_prefix("ran ") {
+                    seen.lock().unwrap().push(path.trim().to_string());
                 }
             }
         });
-        Witness { hits, addr }
+        Witness { marks, addr }
     }
 
     /// Points an installed `fixture-marker` executable at this witness.
@@ -287,11 +290,24 @@ impl Witness {
 
     /// How many times a watched marker ran.
     pub fn runs(&self) -> usize {
-        // The marker connects before it answers initialize; by the time its run
-        // record exists the connection was accepted, but give the thread a moment.
+        // The marker connects before it answers initialize, so by the time its
+        // run record exists the connection was made; the thread may lag a little.
         std::thread::sleep(std::time::Duration::from_millis(50));
-        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+        self.marks.lock().unwrap().len()
     }
+
+    /// Whether the marker installed at `executable` ever ran.
+    pub fn ran(&self, executable: &Path) -> bool {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let path = executable.to_string_lossy();
+        self.marks.lock().unwrap().iter().any(|m| *m == path)
+    }
+}
+
+/// One witness for a whole test binary, for tests that install many markers.
+pub fn witness() -> &'static Witness {
+    static WITNESS: std::sync::OnceLock<Witness> = std::sync::OnceLock::new();
+    WITNESS.get_or_init(Witness::new)
 }
 
 /// Installs `fixture-marker` as `name` (network granted so it can reach the
