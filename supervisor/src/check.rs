@@ -456,7 +456,7 @@ pub fn sample_inputs(category: Category) -> Map<String, Value> {
 
 /// What the next read from the plugin gave.
 enum Next {
-    Message(Message),
+    Message(Box<Message>),
     /// The plugin closed stdout or broke a bound; nothing more will come.
     Closed,
     TimedOut,
@@ -568,7 +568,7 @@ impl Subject<'_> {
         let answer = loop {
             match session.next(deadline, found).await {
                 Next::Message(m) if is_answer_to(&m, INITIALIZE_ID) => break m,
-                Next::Message(m) => session.unexpected(m, found),
+                Next::Message(m) => session.unexpected(*m, found),
                 Next::Closed => {
                     let how = session.exit_description().await;
                     found.problem(
@@ -752,7 +752,7 @@ impl Subject<'_> {
                     answered = true;
                     break;
                 }
-                Next::Message(m) => session.unexpected(m, found),
+                Next::Message(m) => session.unexpected(*m, found),
                 Next::Closed | Next::TimedOut => break,
             }
         }
@@ -809,7 +809,7 @@ impl Subject<'_> {
                         Err(e) => RunAnswer::Error(format!("malformed run result: {e}")),
                     };
                 }
-                Next::Message(m) => session.unexpected(m, found),
+                Next::Message(m) => session.unexpected(*m, found),
                 Next::Closed => {
                     let how = session.exit_description().await;
                     return RunAnswer::None(format!("the plugin {how} without answering run"));
@@ -1016,7 +1016,7 @@ impl Session {
                 }
             };
             match message.kind() {
-                MessageKind::Response => return Next::Message(message),
+                MessageKind::Response => return Next::Message(Box::new(message)),
                 MessageKind::Notification => self.notification(message, found),
                 MessageKind::Request => found.problem(
                     CheckId::JsonRpc,

@@ -601,3 +601,182 @@ impl ScanExecutor for LocalExecutor<'_> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::RunError;
+    use serde_json::json;
+
+    fn listing(name: &str, category: Category, status: PluginStatus) -> PluginListing {
+        PluginListing {
+            name: name.into(),
+            version: "1.0.0".into(),
+            category: Some(category),
+            status,
+            reason: (status != PluginStatus::Active).then(|| "nmap is not on PATH".into()),
+            network: false,
+            manifest_path: format!("/p/{name}/manifest.json").into(),
+        }
+    }
+
+    fn record(plugin: &str, status: RunStatus, error: Option<RunError>) -> RunRecord {
+        RunRecord {
+            run_id: format!("run-{plugin}"),
+            plugin: plugin.into(),
+            plugin_version: "1.0.0".into(),
+            category: Category::Detector,
+            status,
+            partial: false,
+            exit_code: Some(0),
+            signal: None,
+            started_at: String::new(),
+            finished_at: None,
+            duration_ms: 1,
+            cpu_ms: 0,
+            memory_mb: 0,
+            findings: 0,
+            findings_rejected: 0,
+            outputs: Map::new(),
+            error,
+            stderr_tail: String::new(),
+            workflow_id: None,
+            node_id: None,
+        }
+    }
+
+    #[test]
+    fn the_plan_runs_every_active_detector_on_every_target_then_enrichers_then_analytics() {
+        let plugins = [
+            listing("stats", Category::Analytics, PluginStatus::Active),
+            listing("web", Category::Detector, PluginStatus::Active),
+            listing("cves", Category::Enricher, PluginStatus::Active),
+            listing("ports", Category::Detector, PluginStatus::Unavailable),
+            listing("banner", Category::Detector, PluginStatus::Active),
+        ];
+        let targets = ["http://a/".to_string(), "b:22".to_string()];
+        let plan = plan(&targets, &plugins).unwrap();
+        let steps: Vec<(Stage, String, Option<String>)> = plan
+            .steps()
+            .into_iter()
+            .map(|s| (s.stage, s.plugin, s.target))
+            .collect();
+        let t = |s: &str| Some(s.to_string());
+        assert_eq!(
+            steps,
+            [
+                (Stage::Detect, "banner".into(), t("http://a/")),
+                (Stage::Detect, "banner".into(), t("b:22")),
+                (Stage::Detect, "web".into(), t("http://a/")),
+                (Stage::Detect, "web".into(), t("b:22")),
+                (Stage::Enrich, "cves".into(), None),
+                (Stage::Analyze, "stats".into(), None),
+            ]
+        );
+        assert_eq!(plan.skipped.len(), 1);
+        assert_eq!(plan.skipped[0].name, "ports");
+        assert_eq!(plan.skipped[0].status, PluginStatus::Unavailable);
+    }
+
+    #[test]
+    fn a_scan_without_an_active_detector_is_refused_naming_the_targets() {
+        let plugins = [listing("cves", Category::Enricher, PluginStatus::Active)];
+        let err = plan(&["h:1".to_string()], &plugins).unwrap_err();
+        assert!(matches!(err, ScanError::NoDetector { .. }));
+        assert!(err.to_string().contains("h:1"), "{err}");
+        assert!(matches!(plan(&[], &plugins), Err(ScanError::NoTarget)));
+    }
+
+    #[test]
+    fn a_detector_refusing_the_target_as_invalid_inputs_is_declined_not_failed() {
+        let step = ScanStep {
+            stage: Stage::Detect,
+            plugin: "web".into(),
+            target: Some("h:22".into()),
+            index: 1,
+            total: 1,
+        };
+        let invalid = RunError {
+            code: code::INVALID_INPUTS,
+            kind: crate::record::ErrorKind::PluginError,
+            message: "inputs.target is not a URL".into(),
+        };
+        let declined = ScanRun::new(&step, record("web", RunStatus::Failed, Some(invalid)));
+        assert!(declined.declined && declined.ok());
+        assert_eq!(declined.outcome(), "declined");
+        let unreachable = RunError {
+            code: code::TARGET_UNREACHABLE,
+            ..RunError::new(crate::record::ErrorKind::PluginError, "refused")
+        };
+        let failed = ScanRun::new(&step, record("web", RunStatus::Failed, Some(unreachable)));
+        assert!(!failed.ok());
+        assert_eq!(failed.outcome(), "failed");
+    }
+
+    #[test]
+    fn the_summary_counts_severities_ranks_cves_by_cvss_and_lists_kev_hits_per_target() {
+        let mut findings = vec![
+            json!({"severity": "info", "target": "h:22"}),
+            json!({"severity": "critical", "target": "http://h/", "vulnerabilities": [
+                {"cve": "CVE-2021-41773", "cvss": [{"version": "3.1", "base_score": 7.5}],
+                 "kev": {"date_added": "2021-11-03", "due_date": "2021-11-17"}},
+                {"cve": "CVE-2021-42013", "cvss": [{"version": "3.1", "base_score": 9.8}]}
+            ]}),
+            json!({"severity": "high", "target": "h:80", "vulnerabilities": [
+                {"cve": "CVE-2021-41773", "cvss": [{"version": "3.1", "base_score": 7.5}],
+                 "kev": {"date_added": "2021-11-03"}}
+            ]}),
+            json!({"severity": "bogus", "target": "x"}),
+        ];
+        sort_by_severity(&mut findings);
+        let order: Vec<&str> = findings
+            .iter()
+            .map(|f| f["severity"].as_str().unwrap())
+            .collect();
+        assert_eq!(order, ["critical", "high", "info", "bogus"]);
+
+        let plan = plan(
+            &["http://h/".to_string()],
+            &[listing("web", Category::Detector, PluginStatus::Active)],
+        )
+        .unwrap();
+        let step = &plan.steps()[0];
+        let runs = [ScanRun::new(
+            step,
+            record("web", RunStatus::Succeeded, None),
+        )];
+        let s = summarize(&plan, &runs, &findings, false);
+        assert_eq!(s.findings, 4);
+        assert_eq!(
+            (
+                s.by_severity.critical,
+                s.by_severity.high,
+                s.by_severity.info
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(
+            s.by_severity.unknown, 1,
+            "a misspelt severity counts as unknown"
+        );
+        let top: Vec<(&str, Option<f64>, usize)> = s
+            .top_cves
+            .iter()
+            .map(|c| (c.cve.as_str(), c.max_cvss, c.findings))
+            .collect();
+        assert_eq!(
+            top,
+            [
+                ("CVE-2021-42013", Some(9.8), 1),
+                ("CVE-2021-41773", Some(7.5), 2)
+            ]
+        );
+        assert_eq!(s.kev.len(), 1);
+        assert_eq!(s.kev[0].date_added.as_deref(), Some("2021-11-03"));
+        assert_eq!(s.kev[0].due_date.as_deref(), Some("2021-11-17"));
+        assert_eq!(s.kev[0].targets, ["http://h/", "h:80"]);
+        assert_eq!(s.runs.get("succeeded"), Some(&1));
+        assert!(s.complete);
+        assert!(!summarize(&plan, &runs, &findings, true).complete);
+    }
+}

@@ -133,6 +133,13 @@ fn install(home: &Path) -> PathBuf {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // `SECFLOW_LOG=secflow_supervisor::runner=debug` prints each run's phases.
+    if let Ok(filter) = std::env::var("SECFLOW_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let n = runs();
     let home = tempfile::tempdir().unwrap();
     let config = install(home.path());

@@ -66,6 +66,38 @@ struct Launch<'a> {
     run_dir: &'a RunDir,
     uid: Option<u32>,
     started: Instant,
+    phases: &'a mut Phases,
+}
+
+/// When each phase of a run ended, in µs from its start: logged at debug level
+/// (`SECFLOW_LOG=secflow_supervisor::runner=debug`) to see where a slow run's
+/// time went.
+#[derive(Debug)]
+struct Phases {
+    start: Instant,
+    marks: Vec<(&'static str, u128)>,
+}
+
+impl Phases {
+    fn new(start: Instant) -> Phases {
+        Phases {
+            start,
+            marks: Vec::with_capacity(10),
+        }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        self.marks.push((phase, self.start.elapsed().as_micros()));
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (phase, us)) in self.marks.iter().enumerate() {
+            write!(f, "{}{phase}={us}", if i == 0 { "" } else { " " })?;
+        }
+        Ok(())
+    }
 }
 
 /// A new run id: time-ordered (UUID v7), so ids sort by start.
@@ -184,6 +216,7 @@ impl Runner {
         cancel: watch::Receiver<bool>,
     ) -> RunRecord {
         let started = Instant::now();
+        let mut phases = Phases::new(started);
         let run_id = record.run_id.clone();
         let actor = request.actor_uid;
         if let Err(e) = self.store.send(WriteOp::RunStarted(record.clone())).await {
@@ -208,6 +241,7 @@ impl Runner {
             }
         };
 
+        phases.mark("verified");
         // Fail closed: a layer the plan needs and this host lacks rejects the run.
         let plan = match sandbox::plan(plugin, &self.config) {
             Ok(plan) => plan,
@@ -278,6 +312,7 @@ impl Runner {
                     .await;
             }
         };
+        phases.mark("run_dir");
         let policy = EffectivePolicy {
             layers: layers.clone(),
             degraded,
@@ -306,13 +341,17 @@ impl Runner {
             run_dir: &run_dir,
             uid,
             started,
+            phases: &mut phases,
         };
         let record = self.execute(launch, record, request, config, cancel).await;
+        phases.mark("executed");
         if let Err(e) = sandbox::remove_run_dir(&run_dir) {
             tracing::warn!(run_id = %run_id, dir = %run_dir.dir.display(), error = %e, "cannot remove the run's directory");
         }
         // The uid returns to the pool only now: every process of the run is gone.
         drop(lease);
+        phases.mark("cleaned");
+        tracing::debug!(run_id = %run_id, phases = %phases, "run phases (µs from start)");
         record
     }
 
@@ -332,6 +371,7 @@ impl Runner {
             run_dir,
             uid,
             started,
+            phases,
         } = launch;
         let limits = &self.config.limits;
         let timeout = Duration::from_secs(plugin.limits.timeout_seconds).min(
@@ -357,6 +397,7 @@ impl Runner {
                         .await;
                 }
             };
+        phases.mark("prepared");
         let mut child = match process::spawn(prepared, &plugin.entrypoint, &run_dir.work).await {
             Ok(child) => child,
             Err(e) => {
@@ -378,6 +419,7 @@ impl Runner {
             }
         };
 
+        phases.mark("spawned");
         let initialize = InitializeParams {
             protocol_version: protocol::PROTOCOL_VERSION,
             run_id: record.run_id.clone(),
@@ -433,6 +475,7 @@ impl Runner {
         )
         .await;
 
+        phases.mark("session");
         // The session killed the group; the leader is dead or dying.
         let exit = match tokio::time::timeout(Duration::from_secs(5), child.exited()).await {
             Ok(Ok(())) => child.reap().ok(),
@@ -447,6 +490,7 @@ impl Runner {
         };
         drop(child);
 
+        phases.mark("reaped");
         record.duration_ms = started.elapsed().as_millis() as u64;
         record.finished_at = Some(now_rfc3339());
         if let Some(exit) = exit {
