@@ -636,8 +636,6 @@ fn the_secflow_client_goes_through_the_daemon_with_the_same_output_as_local() {
     );
 
     for args in [
-        vec!["--json", "plugins"],
-        vec!["plugins"],
         vec!["--json", "runs", "show", run_id],
         vec!["runs", "--limit", "5"],
         vec!["--json", "findings", "--run", run_id],
@@ -664,6 +662,18 @@ fn the_secflow_client_goes_through_the_daemon_with_the_same_output_as_local() {
             "{args:?} prints the same through the daemon and locally"
         );
     }
+
+    // An embedded supervisor would run plugins on the daemon's database (and
+    // mark its running runs interrupted): it is refused while the daemon lives.
+    let embedded = secflow(&["--config", config, "plugins", "--local"]);
+    assert_eq!(embedded.status.code(), Some(1), "{}", stderr(&embedded));
+    assert!(
+        stderr(&embedded).contains("in use by another supervisor"),
+        "{}",
+        stderr(&embedded)
+    );
+    let remote = secflow(&["--config", config, "plugins"]);
+    assert_eq!(remote.status.code(), Some(0), "{}", stderr(&remote));
 
     let sarif = secflow(&["--config", config, "findings", "--format", "sarif"]);
     assert_eq!(sarif.status.code(), Some(0), "{}", stderr(&sarif));
