@@ -205,6 +205,18 @@ impl Runner {
         self.finish(record, vec![audit]).await
     }
 
+    /// [`Runner::reject`] for refusals that are not security events.
+    async fn refuse(
+        &self,
+        record: RunRecord,
+        kind: ErrorKind,
+        message: String,
+        actor: Option<u32>,
+    ) -> RunRecord {
+        self.reject(record, RunError::new(kind, message), false, actor)
+            .await
+    }
+
     /// Runs `plugin` with an already validated config; `record` is its fresh
     /// [`base_record`]. `cancel` set to `true` cancels the run.
     pub async fn run(
@@ -247,12 +259,7 @@ impl Runner {
             Ok(plan) => plan,
             Err(e) => {
                 return self
-                    .reject(
-                        record,
-                        RunError::new(ErrorKind::SandboxUnavailable, e.to_string()),
-                        false,
-                        actor,
-                    )
+                    .refuse(record, ErrorKind::SandboxUnavailable, e.to_string(), actor)
                     .await
             }
         };
@@ -260,12 +267,7 @@ impl Runner {
             Ok(admitted) => admitted,
             Err(e) => {
                 return self
-                    .reject(
-                        record,
-                        RunError::new(ErrorKind::SandboxUnavailable, e.to_string()),
-                        false,
-                        actor,
-                    )
+                    .refuse(record, ErrorKind::SandboxUnavailable, e.to_string(), actor)
                     .await
             }
         };
@@ -278,12 +280,7 @@ impl Runner {
                         self.config.sandbox.uid_count
                     );
                     return self
-                        .reject(
-                            record,
-                            RunError::new(ErrorKind::SandboxUnavailable, message),
-                            false,
-                            actor,
-                        )
+                        .refuse(record, ErrorKind::SandboxUnavailable, message, actor)
                         .await;
                 }
             }
@@ -303,12 +300,7 @@ impl Runner {
                     self.config.sandbox.work_root.display()
                 );
                 return self
-                    .reject(
-                        record,
-                        RunError::new(ErrorKind::SpawnFailed, message),
-                        false,
-                        actor,
-                    )
+                    .refuse(record, ErrorKind::SpawnFailed, message, actor)
                     .await;
             }
         };
@@ -388,12 +380,7 @@ impl Runner {
                 Err(e) => {
                     let message = format!("cannot prepare the sandbox: {e}");
                     return self
-                        .reject(
-                            record,
-                            RunError::new(ErrorKind::SpawnFailed, message),
-                            false,
-                            actor,
-                        )
+                        .refuse(record, ErrorKind::SpawnFailed, message, actor)
                         .await;
                 }
             };
@@ -409,12 +396,7 @@ impl Runner {
                     None => format!("cannot start {}: {e}", plugin.entrypoint.display()),
                 };
                 return self
-                    .reject(
-                        record,
-                        RunError::new(ErrorKind::SpawnFailed, message),
-                        false,
-                        actor,
-                    )
+                    .refuse(record, ErrorKind::SpawnFailed, message, actor)
                     .await;
             }
         };
