@@ -166,7 +166,7 @@ async fn serve(
                 systemd::notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", systemd::monotonic_usec()));
                 match supervisor.reload().await {
                     Ok(entries) => tracing::info!(plugins = entries.len(), "plugins reloaded (SIGHUP)"),
-                    Err(e) => tracing::error!(error = %crate::cli::error_chain(&e), "plugin reload failed"),
+                    Err(e) => tracing::error!(error = %crate::error_chain(&e), "plugin reload failed"),
                 }
                 systemd::notify("READY=1");
             }
@@ -211,7 +211,7 @@ async fn watchdog(supervisor: Arc<Supervisor>, interval: Duration) {
         match tokio::time::timeout(period, supervisor.flush()).await {
             Ok(Ok(())) => systemd::notify("WATCHDOG=1"),
             Ok(Err(e)) => {
-                tracing::error!(error = %crate::cli::error_chain(&e), "storage is failing; watchdog not pinged")
+                tracing::error!(error = %crate::error_chain(&e), "storage is failing; watchdog not pinged")
             }
             Err(_) => tracing::error!("storage did not answer in time; watchdog not pinged"),
         }

@@ -26,3 +26,19 @@ pub mod supervisor;
 pub mod trust;
 
 pub use supervisor::{Supervisor, SupervisorError};
+
+/// "what failed: why: deeper why", from an error and its sources — how every
+/// error reaches a person (CLI, API answers, logs), each cause said once.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

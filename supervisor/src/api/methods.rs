@@ -358,9 +358,9 @@ pub fn supervisor_failure(e: SupervisorError) -> RpcFailure {
         | SupervisorError::DatabaseLock { .. } => code::INTERNAL_ERROR,
     };
     if code == code::INTERNAL_ERROR {
-        tracing::error!(error = %crate::cli::error_chain(&e), "api request failed");
+        tracing::error!(error = %crate::error_chain(&e), "api request failed");
     }
-    RpcFailure::new(code, crate::cli::error_chain(&e))
+    RpcFailure::new(code, crate::error_chain(&e))
 }
 
 /// Runs a storage read on the blocking pool.

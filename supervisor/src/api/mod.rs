@@ -129,7 +129,7 @@ impl Shared {
         let peer = match Peer::of(&stream) {
             Ok(peer) => peer,
             Err(e) => {
-                tracing::warn!(error = %crate::cli::error_chain(&e), "api connection dropped");
+                tracing::warn!(error = %crate::error_chain(&e), "api connection dropped");
                 return;
             }
         };

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     match daemon::run(&args.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let message = secflow_supervisor::cli::error_chain(&e);
+            let message = secflow_supervisor::error_chain(&e);
             tracing::error!(error = %message, "secflowd failed");
             eprintln!("secflowd: {message}");
             ExitCode::FAILURE

@@ -187,7 +187,7 @@ impl DemoHome {
     pub fn config(&self) -> Result<Config, DemoError> {
         Config::load(&self.config_path).map_err(|e| DemoError::Config {
             path: self.config_path.clone(),
-            reason: crate::cli::error_chain(&e),
+            reason: crate::error_chain(&e),
         })
     }
 }

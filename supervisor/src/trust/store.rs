@@ -140,7 +140,7 @@ impl TrustStore {
                         store.revoked_keys.push(Key { id, key });
                     }
                     Err(e) => {
-                        let reason = crate::cli::error_chain(&e);
+                        let reason = crate::error_chain(&e);
                         tracing::error!(entry = %path.display(), error = %reason, "cannot load a revoked key; no signature is trusted until it can be");
                         store
                             .unreadable_revocation
@@ -161,7 +161,7 @@ impl TrustStore {
                     }
                 }
                 Err(e) => {
-                    let reason = crate::cli::error_chain(&e);
+                    let reason = crate::error_chain(&e);
                     tracing::error!(key = %path.display(), error = %reason, "cannot load a trusted key; signatures by it will not verify");
                     store.problems.push(reason);
                 }
