@@ -30,7 +30,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     let path = target_dir().join(name);
     assert!(
         path.exists(),
-        "{} is not built; run the tests with `cargo test --workspace`",
+        "{} is not built; run `cargo build --workspace --bins` before the tests (the README's test command does)",
         path.display()
     );
     path
