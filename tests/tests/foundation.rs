@@ -322,7 +322,7 @@ async fn an_oversize_line_is_a_protocol_violation() {
     let bed = TestBed::new();
     bed.install_fixture("oversize", OVERSIZE);
     let supervisor = bed.supervisor().await;
-    let record = run(&supervisor, "oversize", json!({"bytes": 16 << 20})).await;
+    let record = run(&supervisor, "oversize", json!({"bytes": 100 << 20})).await;
     assert_eq!(record.status, RunStatus::Failed, "{record:?}");
     let error = record.error.unwrap();
     assert_eq!(error.kind, ErrorKind::ProtocolViolation);

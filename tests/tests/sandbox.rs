@@ -586,3 +586,23 @@ async fn the_work_dir_is_private_and_removed_after_the_run() {
         .unwrap_or_default();
     assert!(left.is_empty(), "nothing survives the run: {left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_thousand_findings_in_one_run_are_all_stored() {
+    if !sandbox_available() {
+        return;
+    }
+    // sandbox.md: 10 000 findings per second for 10 s — all stored, no loss.
+    let bed = TestBed::new();
+    bed.install_fixture("flood", DETECTOR);
+    let supervisor = bed.supervisor().await;
+    let record = run(&supervisor, "flood", json!({"count": 100_000})).await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
+    assert_eq!(record.findings, 100_000);
+    assert_eq!(record.findings_rejected, 0);
+    assert_eq!(
+        findings_of(&supervisor, &record.run_id).len(),
+        100_000,
+        "every finding is stored"
+    );
+}
