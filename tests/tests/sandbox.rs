@@ -322,8 +322,14 @@ async fn cpu_past_the_limit_stops_the_plugin_as_cpu_limit() {
         ErrorKind::CpuLimit,
         "{record:?}"
     );
-    // RLIMIT_CPU is checked at scheduler-tick granularity, hence the margin.
-    assert!(record.cpu_ms >= 900, "{record:?}");
+    assert_eq!(
+        record.signal,
+        Some(libc::SIGXCPU),
+        "stopped by the CPU rlimit: {record:?}"
+    );
+    // rusage and the rlimit check account CPU time differently (ticks vs
+    // runtime), so only "most of the second" is asserted.
+    assert!(record.cpu_ms >= 500, "{record:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
