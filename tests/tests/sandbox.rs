@@ -612,3 +612,49 @@ async fn a_hundred_thousand_findings_in_one_run_are_all_stored() {
         "every finding is stored"
     );
 }
+
+#[test]
+fn doctor_reports_every_layer_available_here_and_exits_0() {
+    if !sandbox_available() {
+        return;
+    }
+    let bed = TestBed::new();
+    let out = bed.secflow(&["--json", "doctor"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["honoured"], true, "{report}");
+    for layer in report["layers"].as_array().unwrap() {
+        assert_eq!(layer["available"], true, "{layer}");
+    }
+    let memory = report["config"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["key"] == "limits.cancel_grace_ms")
+        .unwrap();
+    assert_eq!(
+        memory["source"], "file",
+        "the test config sets it: {memory}"
+    );
+
+    // A uid range that clashes with an account is reported and fails the check.
+    let clash = TestBed::new();
+    let text = std::fs::read_to_string(&clash.config_path).unwrap();
+    let text = text.replace("[sandbox]\n", "[sandbox]\nuid_min = 65530\nuid_count = 8\n");
+    std::fs::write(&clash.config_path, text).unwrap();
+    let out = clash.secflow(&["--json", "doctor"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !report["uid_range"]["clashes"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{report}"
+    );
+}
