@@ -79,6 +79,17 @@ async fn attack(supervisor: &Supervisor, plugin: &str, config: Value) -> RunReco
     run(supervisor, plugin, config).await
 }
 
+/// One hostile run in a fresh home: installs the fixture as `name` with
+/// `sandbox`, runs `config` and returns the home (to inspect afterwards) and
+/// the record. The supervisor is closed before returning.
+async fn attack_once(name: &str, sandbox: Value, config: Value) -> (TestBed, RunRecord) {
+    let bed = TestBed::new();
+    install_hostile(&bed, name, sandbox);
+    let supervisor = bed.supervisor().await;
+    let record = attack(&supervisor, name, config).await;
+    (bed, record)
+}
+
 /// Processes still running the given executable (by its installed path).
 fn processes_running(exe: &Path) -> Vec<u32> {
     let mut found = Vec::new();
@@ -282,12 +293,9 @@ async fn memory_past_the_limit_stops_the_plugin_as_memory_limit() {
     if !sandbox_available() {
         return;
     }
-    let bed = TestBed::new();
-    install_hostile(&bed, "hog", json!({"memory_mb": 64, "timeout_seconds": 30}));
-    let supervisor = bed.supervisor().await;
-    let record = attack(
-        &supervisor,
+    let (_bed, record) = attack_once(
         "hog",
+        json!({"memory_mb": 64, "timeout_seconds": 30}),
         json!({"attack": "findings_then", "then": "allocate", "mb": 1024, "count": 2}),
     )
     .await;
@@ -308,14 +316,12 @@ async fn cpu_past_the_limit_stops_the_plugin_as_cpu_limit() {
     if !sandbox_available() {
         return;
     }
-    let bed = TestBed::new();
-    install_hostile(
-        &bed,
+    let (_bed, record) = attack_once(
         "spinner",
         json!({"cpu_seconds": 1, "timeout_seconds": 30}),
-    );
-    let supervisor = bed.supervisor().await;
-    let record = attack(&supervisor, "spinner", json!({"attack": "spin"})).await;
+        json!({"attack": "spin"}),
+    )
+    .await;
     assert_eq!(record.status, RunStatus::Failed, "{record:?}");
     assert_eq!(
         record.error.as_ref().unwrap().kind,
@@ -337,16 +343,9 @@ async fn a_fork_bomb_is_contained_at_max_processes_and_leaves_nothing() {
     if !sandbox_available() {
         return;
     }
-    let bed = TestBed::new();
-    install_hostile(
-        &bed,
+    let (bed, record) = attack_once(
         "bomb",
         json!({"max_processes": 16, "timeout_seconds": 30}),
-    );
-    let supervisor = bed.supervisor().await;
-    let record = attack(
-        &supervisor,
-        "bomb",
         json!({"attack": "fork_bomb", "count": 500}),
     )
     .await;
@@ -366,10 +365,8 @@ async fn a_setsid_double_forked_child_does_not_outlive_the_run() {
     if !sandbox_available() {
         return;
     }
-    let bed = TestBed::new();
-    install_hostile(&bed, "escaper", default_sandbox());
-    let supervisor = bed.supervisor().await;
-    let record = attack(&supervisor, "escaper", json!({"attack": "escape"})).await;
+    let (bed, record) =
+        attack_once("escaper", default_sandbox(), json!({"attack": "escape"})).await;
     assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
     assert_eq!(results(&record)["escaped"], "child started");
     let exe = bed.plugin_dir("escaper").join("fixture-hostile");
@@ -549,16 +546,9 @@ async fn a_stderr_flood_keeps_a_bounded_tail_and_the_run_succeeds() {
     if !sandbox_available() {
         return;
     }
-    let bed = TestBed::new();
-    install_hostile(
-        &bed,
+    let (_bed, record) = attack_once(
         "noisy",
         json!({"timeout_seconds": 60, "max_output_mb": 128}),
-    );
-    let supervisor = bed.supervisor().await;
-    let record = attack(
-        &supervisor,
-        "noisy",
         json!({"attack": "flood_stderr", "mb": 64}),
     )
     .await;
@@ -576,12 +566,9 @@ async fn the_work_dir_is_private_and_removed_after_the_run() {
     if !sandbox_available() {
         return;
     }
-    let bed = TestBed::new();
-    install_hostile(&bed, "writer", default_sandbox());
-    let supervisor = bed.supervisor().await;
-    let record = attack(
-        &supervisor,
+    let (bed, record) = attack_once(
         "writer",
+        default_sandbox(),
         json!({"attack": "write", "targets": ["left-behind"]}),
     )
     .await;
