@@ -26,6 +26,9 @@ pub(crate) enum Notice {
 /// Where notifications go: the protocol channel, or the test harness's record.
 pub(crate) trait NoticeSink {
     fn send(&mut self, notice: Notice) -> Result<(), PluginError>;
+
+    /// Sends finding `seq` given as the bytes of one JSON object.
+    fn send_serialized_finding(&mut self, seq: u64, finding: &[u8]) -> Result<(), PluginError>;
 }
 
 /// Longest slice [`RunContext::pause`] sleeps before looking at the cancel flag.
@@ -103,6 +106,40 @@ impl<'a> RunContext<'a> {
         let seq = self.emitted + 1;
         self.sink
             .send(Notice::Finding(FindingParams { seq, finding }))?;
+        self.emitted = seq;
+        Ok(())
+    }
+
+    /// Sends one finding already serialised as a JSON object (`{...}`, one line).
+    ///
+    /// For plugins that emit many large findings: no [`Value`] tree is built or
+    /// copied, the bytes go to the channel as they are. They are not parsed
+    /// here (the supervisor validates every finding); only the framing is
+    /// checked: an object, and no newline that would split the line. Fails like
+    /// [`RunContext::emit`] otherwise.
+    pub fn emit_serialized(&mut self, finding: &[u8]) -> Result<(), PluginError> {
+        if self.is_cancelled() {
+            return Err(PluginError::cancelled());
+        }
+        let seq = self.emitted + 1;
+        let trimmed = finding.trim_ascii();
+        // Folded per chunk rather than `contains`, so the scan of a large
+        // finding vectorises instead of stopping to test every byte.
+        let newline = finding
+            .chunks(64)
+            .any(|chunk| chunk.iter().fold(false, |seen, &b| seen | (b == b'\n')));
+        if !(trimmed.starts_with(b"{") && trimmed.ends_with(b"}")) || newline {
+            return Err(PluginError::internal(format!(
+                "finding {seq} is not one serialised JSON object on one line"
+            )));
+        }
+        if self.emitted >= self.max_findings {
+            return Err(PluginError::internal(format!(
+                "finding {seq} is over the limit of {} findings per run",
+                self.max_findings
+            )));
+        }
+        self.sink.send_serialized_finding(seq, trimmed)?;
         self.emitted = seq;
         Ok(())
     }

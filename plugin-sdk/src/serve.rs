@@ -269,6 +269,28 @@ impl<W: Write> ProtocolWriter<W> {
         Ok(Ok(()))
     }
 
+    /// Writes a `finding` notification around an already serialised finding
+    /// and flushes it, with the bound of [`ProtocolWriter::send`].
+    fn send_serialized_finding(&self, seq: u64, finding: &[u8]) -> io::Result<Result<(), usize>> {
+        let head = format!(
+            r#"{{"jsonrpc":"2.0","method":"{}","params":{{"seq":{seq},"finding":"#,
+            method::FINDING
+        );
+        let body = head.len() + finding.len() + 2;
+        if body as u64 > self.max_message_bytes.load(Ordering::Relaxed) {
+            return Ok(Err(body));
+        }
+        let mut out = self
+            .out
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        out.write_all(head.as_bytes())?;
+        out.write_all(finding)?;
+        out.write_all(b"}}\n")?;
+        out.flush()?;
+        Ok(Ok(()))
+    }
+
     /// Best-effort error answer from the reader thread; a broken channel shows
     /// up on the session's next write.
     fn reply_error(&self, id: Id, error: RpcError) {
@@ -296,7 +318,19 @@ impl<W: Write> NoticeSink for WireSink<'_, W> {
             ),
             Notice::Log(p) => (method::LOG, json!(p), "log notification".to_owned()),
         };
-        match self.writer.send(&Message::notification(name, params)) {
+        let sent = self.writer.send(&Message::notification(name, params));
+        self.outcome(&what, sent)
+    }
+
+    fn send_serialized_finding(&mut self, seq: u64, finding: &[u8]) -> Result<(), PluginError> {
+        let sent = self.writer.send_serialized_finding(seq, finding);
+        self.outcome(&format!("finding {seq}"), sent)
+    }
+}
+
+impl<W: Write> WireSink<'_, W> {
+    fn outcome(&self, what: &str, sent: io::Result<Result<(), usize>>) -> Result<(), PluginError> {
+        match sent {
             Ok(Ok(())) => Ok(()),
             Ok(Err(length)) => Err(PluginError::internal(format!(
                 "{what} is {length} bytes, over the supervisor's max_message_bytes of {}",
@@ -720,6 +754,41 @@ mod tests {
         let messages = out.messages();
         assert_eq!(response(&messages, 2)["error"]["code"], code::CANCELLED);
         assert_eq!(response(&messages, 3)["result"], json!({}));
+    }
+
+    #[test]
+    fn a_serialised_finding_goes_out_as_a_numbered_finding_and_a_broken_one_is_refused() {
+        struct Serialised;
+        impl Plugin for Serialised {
+            const NAME: &'static str = "serialised";
+            const VERSION: &'static str = "0.1.0";
+            const CATEGORY: Category = Category::Enricher;
+            fn run(
+                &mut self,
+                ctx: &mut RunContext,
+                _: Map<String, Value>,
+            ) -> Result<Map<String, Value>, PluginError> {
+                ctx.emit(Finding::new("r", "first", Severity::Info, "h"))?;
+                ctx.emit_serialized(br#"{"rule_id":"r","title":"second"}"#)?;
+                let refused = ctx.emit_serialized(b"{\"title\":\"a\nb\"}").unwrap_err();
+                assert!(refused.message().contains("finding 3"), "{refused}");
+                Ok(Map::new())
+            }
+        }
+        let input = initialize_line(1)
+            + r#"{"jsonrpc":"2.0","id":2,"method":"run","params":{"inputs":{}}}"#
+            + "\n";
+        let out = Captured::default();
+        serve_on(Serialised, io::Cursor::new(input.into_bytes()), out.clone());
+        let messages = out.messages();
+        let findings: Vec<&Value> = messages
+            .iter()
+            .filter(|m| m["method"] == "finding")
+            .collect();
+        assert_eq!(findings.len(), 2);
+        assert_eq!(findings[1]["params"]["seq"], 2);
+        assert_eq!(findings[1]["params"]["finding"]["title"], "second");
+        assert_eq!(response(&messages, 2)["result"]["findings"], 2);
     }
 
     #[test]

@@ -13,8 +13,8 @@ use serde_json::{Map, Value};
 use crate::context::{Notice, NoticeSink, RunContext, RunSetup};
 use crate::error::PluginError;
 use crate::protocol::{
-    InitializeParams, InitializeResult, LogParams, PluginRef, ProgressParams, ProtocolLimits,
-    RunContextInfo, PROTOCOL_VERSION,
+    FindingParams, InitializeParams, InitializeResult, LogParams, PluginRef, ProgressParams,
+    ProtocolLimits, RunContextInfo, PROTOCOL_VERSION,
 };
 use crate::Plugin;
 
@@ -174,6 +174,13 @@ impl NoticeSink for RecordingSink<'_> {
             Notice::Log(params) => self.outcome.logs.push(params),
         }
         Ok(())
+    }
+
+    /// Parses the bytes back, so a test sees the finding as the supervisor would.
+    fn send_serialized_finding(&mut self, seq: u64, finding: &[u8]) -> Result<(), PluginError> {
+        let finding = serde_json::from_slice(finding)
+            .map_err(|e| PluginError::internal(format!("finding {seq} is not valid JSON: {e}")))?;
+        self.send(Notice::Finding(FindingParams { seq, finding }))
     }
 }
 

@@ -497,17 +497,17 @@ impl Subject<'_> {
             })?;
         let entrypoint = &self.plugin.entrypoint;
         let exec = crate::trust::open_executable(entrypoint).map_err(|e| e.to_string())?;
-        let (prepared, report) = self
+        let prepared = self
             .plan
             .prepare(self.host, &self.layers, exec, entrypoint, &run_dir, uid)
             .map_err(|e| format!("cannot prepare the sandbox: {e}"))?;
-        let mut process = match process::spawn(prepared, entrypoint, &run_dir.work).await {
+        let mut process = match process::spawn(prepared).await {
             Ok(p) => p,
             Err(e) => {
                 let _ = sandbox::remove_run_dir(&run_dir);
-                return Err(match report.failed_step() {
-                    Some(step) => format!("the sandbox could not {step}: {e}"),
-                    None => format!("cannot start the plugin: {e}"),
+                return Err(match e.step {
+                    Some(step) => format!("the sandbox could not {step}: {}", e.error),
+                    None => format!("cannot start the plugin: {}", e.error),
                 });
             }
         };

@@ -210,6 +210,14 @@ async fn watchdog(supervisor: Arc<Supervisor>, interval: Duration) {
         tokio::time::sleep(period).await;
         match tokio::time::timeout(period, supervisor.flush()).await {
             Ok(Ok(())) => systemd::notify("WATCHDOG=1"),
+            // A full disk is not a wedged writer: it answers, the API serves,
+            // and a restart would not bring space back.
+            Ok(Err(crate::supervisor::SupervisorError::Storage(e)))
+                if e.run_error_kind() == crate::record::ErrorKind::StorageFull =>
+            {
+                tracing::error!(error = %crate::error_chain(&e), "storage is full; runs fail as storage_full");
+                systemd::notify("WATCHDOG=1");
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %crate::error_chain(&e), "storage is failing; watchdog not pinged")
             }

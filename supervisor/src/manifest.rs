@@ -407,7 +407,20 @@ pub fn verify_signed(path: &Path, trust: &TrustStore) -> Result<SignedManifest, 
 /// Reads a manifest file, checks it against the manifest schema and parses
 /// it; the document is kept because a signature covers it as written.
 fn read_manifest(path: &Path) -> Result<(Map<String, Value>, Manifest), ManifestError> {
-    let doc = read_document(path)?;
+    parse_manifest(path, &read_document(path)?)
+}
+
+/// Parses a manifest from its bytes: JSON, the manifest schema, then the
+/// struct. `path` only names the manifest in errors. What [`load`] and
+/// [`verify_signed`] read goes through here, so it is fuzzed as is.
+pub fn parse_manifest(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(Map<String, Value>, Manifest), ManifestError> {
+    let doc: Value = serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     crate::schema::validate_manifest(&doc).map_err(|violations| ManifestError::Schema {
         path: path.to_path_buf(),
         violations,
@@ -436,9 +449,9 @@ pub fn check_expiry(manifest: &Manifest, now: OffsetDateTime) -> Result<(), Mani
     check_validity(manifest, &label, now)
 }
 
-/// Reads the manifest's JSON, bounded, without following it into a FIFO or a
+/// Reads the manifest's bytes, bounded, without following it into a FIFO or a
 /// device.
-fn read_document(path: &Path) -> Result<Value, ManifestError> {
+fn read_document(path: &Path) -> Result<Vec<u8>, ManifestError> {
     let read_error = |source| ManifestError::Read {
         path: path.to_path_buf(),
         source,
@@ -463,10 +476,7 @@ fn read_document(path: &Path) -> Result<Value, ManifestError> {
     if bytes.len() as u64 > MAX_MANIFEST_BYTES {
         return Err(too_large());
     }
-    serde_json::from_slice(&bytes).map_err(|e| ManifestError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    Ok(bytes)
 }
 
 fn check_validity(

@@ -80,6 +80,9 @@ pub enum ErrorKind {
     SpawnFailed,
     SandboxUnavailable,
     StorageError,
+    /// The database's file system is full (SQLITE_FULL): findings or the
+    /// record of the run could not all be committed.
+    StorageFull,
     Interrupted,
 }
 
@@ -107,6 +110,7 @@ impl ErrorKind {
             ErrorKind::SpawnFailed => "spawn_failed",
             ErrorKind::SandboxUnavailable => "sandbox_unavailable",
             ErrorKind::StorageError => "storage_error",
+            ErrorKind::StorageFull => "storage_full",
             ErrorKind::Interrupted => "interrupted",
         }
     }
@@ -125,6 +129,33 @@ pub struct RunError {
     pub code: i64,
     pub kind: ErrorKind,
     pub message: String,
+}
+
+impl RunRecord {
+    /// Marks a run whose findings or record storage could not commit: a run
+    /// that would have succeeded fails with `kind` (`storage_full`,
+    /// `storage_error`), keeping what it did commit (`partial`). A violation or
+    /// a refusal keeps its status and error: those say more about the plugin.
+    pub fn lost_to_storage(&mut self, kind: ErrorKind, reason: &str) {
+        let already = self
+            .error
+            .as_ref()
+            .is_some_and(|e| matches!(e.kind, ErrorKind::StorageFull | ErrorKind::StorageError));
+        if already || matches!(self.status, RunStatus::Violated | RunStatus::Rejected) {
+            return;
+        }
+        let before = self
+            .error
+            .as_ref()
+            .map(|e| format!(" (the run had ended with {}: {})", e.kind, e.message))
+            .unwrap_or_default();
+        self.status = RunStatus::Failed;
+        self.partial = true;
+        self.error = Some(RunError::new(
+            kind,
+            format!("the run's findings or record could not all be stored: {reason}{before}"),
+        ));
+    }
 }
 
 impl RunError {

@@ -195,9 +195,13 @@ impl Shared {
         mut closing: watch::Receiver<bool>,
     ) {
         let (read, mut write) = stream.into_split();
-        let (answers, mut outbox) = mpsc::channel::<String>(WRITE_QUEUE);
+        // An answer carries its request's pending permit until it is written:
+        // a peer that does not read holds at most `max_pending_requests`
+        // computed answers, and then no more of its requests are read.
+        let (answers, mut outbox) =
+            mpsc::channel::<(String, Option<OwnedSemaphorePermit>)>(WRITE_QUEUE);
         let mut writer = tokio::spawn(async move {
-            while let Some(line) = outbox.recv().await {
+            while let Some((line, _permit)) = outbox.recv().await {
                 if write.write_all(line.as_bytes()).await.is_err() {
                     return;
                 }
@@ -233,7 +237,7 @@ impl Shared {
                     )
                     .with_data(json!({"max_request_bytes": max}));
                     if answers
-                        .send(rpc::response_line(Value::Null, Err(failure)))
+                        .send((rpc::response_line(Value::Null, Err(failure)), None))
                         .await
                         .is_err()
                     {
@@ -253,7 +257,7 @@ impl Shared {
                 Ok(call) => call,
                 Err(bad) => {
                     if answers
-                        .send(rpc::response_line(bad.id, Err(bad.failure)))
+                        .send((rpc::response_line(bad.id, Err(bad.failure)), None))
                         .await
                         .is_err()
                     {
@@ -275,9 +279,10 @@ impl Shared {
             requests.spawn(async move {
                 let outcome = methods::dispatch(&ctx, &call.method, call.params).await;
                 if let Some(id) = call.id {
-                    let _ = answers.send(rpc::response_line(id, outcome)).await;
+                    let _ = answers
+                        .send((rpc::response_line(id, outcome), Some(permit)))
+                        .await;
                 }
-                drop(permit);
             });
         }
         drop(answers);

@@ -10,6 +10,12 @@ mod session;
 pub(crate) mod streams;
 mod verified;
 
+// The pure decoders of what a plugin writes, reachable for the fuzz targets.
+#[doc(hidden)]
+pub use session::{decode_line, finding_params, PluginLine};
+#[doc(hidden)]
+pub use streams::{spawn_stdout_reader, StdoutEvent};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -374,7 +380,7 @@ impl Runner {
         let deadline = started + timeout;
         let actor = request.actor_uid;
 
-        let (prepared, report) =
+        let prepared =
             match plan.prepare(&self.host, layers, exec, &plugin.entrypoint, run_dir, uid) {
                 Ok(p) => p,
                 Err(e) => {
@@ -385,15 +391,16 @@ impl Runner {
                 }
             };
         phases.mark("prepared");
-        let mut child = match process::spawn(prepared, &plugin.entrypoint, &run_dir.work).await {
+        let mut child = match process::spawn(prepared).await {
             Ok(child) => child,
             Err(e) => {
-                let message = match report.failed_step() {
+                let message = match e.step {
                     Some(step) => format!(
-                        "the sandbox could not {step} for {}: {e}",
-                        plugin.entrypoint.display()
+                        "the sandbox could not {step} for {}: {}",
+                        plugin.entrypoint.display(),
+                        e.error
                     ),
-                    None => format!("cannot start {}: {e}", plugin.entrypoint.display()),
+                    None => format!("cannot start {}: {}", plugin.entrypoint.display(), e.error),
                 };
                 return self
                     .refuse(record, ErrorKind::SpawnFailed, message, actor)
@@ -525,7 +532,11 @@ impl Runner {
         let stored = match self.store.finish_run(record.clone()).await {
             Ok(stored) => stored,
             Err(e) => {
-                tracing::error!(run_id = %record.run_id, error = %e, "cannot store the run record");
+                // The writer retries this record (as failed) with its next batch.
+                let reason = crate::error_chain(&e);
+                tracing::error!(run_id = %record.run_id, error = %reason, "cannot store the run record");
+                let mut record = record;
+                record.lost_to_storage(e.run_error_kind(), &reason);
                 record
             }
         };

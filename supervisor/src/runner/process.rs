@@ -1,31 +1,34 @@
-//! The plugin process: spawn under a prepared sandbox, wait through a pidfd,
-//! reap with `wait4` for its resource usage, and kill its whole process group.
+//! The plugin process: launch under a prepared sandbox, wait through a pidfd,
+//! reap with `wait4` for its resource usage, and kill it with everything it
+//! started.
 //!
 //! The runner owns the child outright: tokio's process driver never sees it, so
 //! nothing else reaps it, and its pid cannot be reused while we still hold it
 //! unreaped. Signals go through the pidfd.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Mutex, OnceLock};
 
 use tokio::io::unix::AsyncFd;
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 
-use crate::sandbox::PreparedSandbox;
+use crate::sandbox::{ChildStacks, ChildStdio, LaunchError, Launched, PreparedSandbox};
 
 /// A running plugin and its three pipes.
 #[derive(Debug)]
 pub struct PluginProcess {
+    /// The plugin, or the init of its PID namespace.
     pid: libc::pid_t,
     pidfd: AsyncFd<OwnedFd>,
+    /// With a PID namespace: where the init reports the plugin's end.
+    exit_report: Option<OwnedFd>,
     reaped: Option<ExitInfo>,
     pub stdin: Option<ChildStdin>,
     pub stdout: Option<ChildStdout>,
     pub stderr: Option<ChildStderr>,
+    /// Declared last: dropped after `Drop::drop` has reaped the init.
+    _stacks: ChildStacks,
 }
 
 /// How the process ended and what it used.
@@ -38,71 +41,86 @@ pub struct ExitInfo {
     pub memory_mb: u64,
 }
 
-/// Spawns the plugin: fork, apply the sandbox in the child, exec the verified fd.
+/// Launches the plugin under `sandbox`.
 ///
-/// The fork happens on one long-lived thread (the spawner): the plugin's
-/// `PR_SET_PDEATHSIG` fires when the thread that forked it ends, so forking from
-/// a runtime worker that may be retired would kill healthy plugins.
-pub async fn spawn(
-    sandbox: PreparedSandbox,
-    entrypoint: &Path,
-    workdir: &Path,
-) -> io::Result<PluginProcess> {
-    let entrypoint = entrypoint.to_path_buf();
-    let workdir = workdir.to_path_buf();
-    let (child, pidfd) = on_spawner(move || fork_exec(sandbox, &entrypoint, &workdir)).await??;
-    let mut child = child;
-    let pid = child.id() as libc::pid_t;
-    let stdin = child.stdin.take().map(ChildStdin::from_std).transpose()?;
-    let stdout = child.stdout.take().map(ChildStdout::from_std).transpose()?;
-    let stderr = child.stderr.take().map(ChildStderr::from_std).transpose()?;
-    // SAFETY: the pidfd is a valid open descriptor owned by the AsyncFd for its
-    // whole life; nothing else closes or replaces it.
-    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
-        .map_err(|e| io::Error::other(e.to_string()))?;
-    Ok(PluginProcess {
+/// The launch happens on one long-lived thread (the spawner) that blocks every
+/// signal: the children's `PR_SET_PDEATHSIG` fires when the thread that made
+/// them ends, so launching from a runtime worker that may be retired would kill
+/// healthy plugins; and the children start with every signal blocked, so no
+/// handler of the supervisor's ever runs in them.
+pub async fn spawn(sandbox: PreparedSandbox) -> Result<PluginProcess, LaunchError> {
+    let launched = on_spawner(move || launch(&sandbox))
+        .await
+        .map_err(|error| LaunchError { step: None, error })??;
+    let (launched, stdin, stdout, stderr) = launched;
+    let parent = |error: io::Error| LaunchError { step: None, error };
+    let Launched {
         pid,
         pidfd,
+        exit_report,
+        stacks,
+    } = launched;
+    // SAFETY: the pidfd is a valid open descriptor owned by the AsyncFd for its
+    // whole life; nothing else closes or replaces it.
+    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) };
+    let pidfd = match pidfd {
+        Ok(pidfd) => pidfd,
+        Err(e) => {
+            // Without a registered pidfd we cannot wait: kill and reap it now.
+            // SAFETY: wait on our own child after SIGKILL; only then are its
+            // stacks unmapped.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            drop(stacks);
+            return Err(parent(io::Error::other(e.to_string())));
+        }
+    };
+    // From here on, dropping the process kills and reaps it.
+    let mut process = PluginProcess {
+        pid,
+        pidfd,
+        exit_report,
         reaped: None,
-        stdin,
-        stdout,
-        stderr,
-    })
+        stdin: None,
+        stdout: None,
+        stderr: None,
+        _stacks: stacks,
+    };
+    process.stdin =
+        Some(ChildStdin::from_std(std::process::ChildStdin::from(stdin)).map_err(parent)?);
+    process.stdout =
+        Some(ChildStdout::from_std(std::process::ChildStdout::from(stdout)).map_err(parent)?);
+    process.stderr =
+        Some(ChildStderr::from_std(std::process::ChildStderr::from(stderr)).map_err(parent)?);
+    Ok(process)
 }
 
-fn fork_exec(
-    sandbox: PreparedSandbox,
-    entrypoint: &Path,
-    workdir: &Path,
-) -> io::Result<(std::process::Child, OwnedFd)> {
-    let mut command = Command::new(entrypoint);
-    command
-        .env_clear()
-        .current_dir(workdir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let in_child = move || {
-        // SAFETY: this closure runs in the forked child, before exec, which is
-        // exactly what apply_in_child requires.
-        Err(unsafe { sandbox.apply_in_child() })
-    };
-    // SAFETY: the closure only makes raw syscalls on data prepared in the parent;
-    // it does not allocate or take locks after fork.
-    unsafe {
-        command.pre_exec(in_child);
+type Launch = (Launched, OwnedFd, OwnedFd, OwnedFd);
+
+/// On the spawner thread: the plugin's pipes (parent ends returned), then launch.
+fn launch(sandbox: &PreparedSandbox) -> Result<Launch, LaunchError> {
+    let parent = |error: io::Error| LaunchError { step: None, error };
+    let (stdin_read, stdin_write) = pipe().map_err(parent)?;
+    let (stdout_read, stdout_write) = pipe().map_err(parent)?;
+    let (stderr_read, stderr_write) = pipe().map_err(parent)?;
+    let launched = sandbox.launch(ChildStdio {
+        stdin: stdin_read,
+        stdout: stdout_write,
+        stderr: stderr_write,
+    })?;
+    Ok((launched, stdin_write, stdout_read, stderr_read))
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
     }
-    let mut child = command.spawn()?;
-    match pidfd_open(child.id() as libc::pid_t) {
-        Ok(fd) => Ok((child, fd)),
-        Err(e) => {
-            // Without a pidfd we cannot wait safely: kill and reap it now.
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(e)
-        }
-    }
+    // SAFETY: both fds are fresh and owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 type SpawnJob = Box<dyn FnOnce() + Send>;
@@ -115,6 +133,7 @@ async fn on_spawner<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static)
         std::thread::Builder::new()
             .name("secflow-spawner".into())
             .spawn(move || {
+                block_all_signals();
                 while let Ok(job) = rx.recv() {
                     job();
                 }
@@ -136,14 +155,15 @@ async fn on_spawner<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static)
         .map_err(|_| io::Error::other("the spawner thread dropped a spawn"))
 }
 
-fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+/// Blocks every signal on the calling thread: the process's signals go to
+/// other threads, and children cloned here start with all blocked.
+fn block_all_signals() {
+    // SAFETY: a full set on the stack; pthread_sigmask on this thread only.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
     }
-    // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 impl PluginProcess {
@@ -157,30 +177,25 @@ impl PluginProcess {
         Ok(())
     }
 
-    /// Kills the whole process group with SIGKILL. Safe to call at any time
-    /// before `reap`: the unreaped leader keeps the pid and group id reserved.
+    /// Kills the plugin and everything it started, with SIGKILL. With a PID
+    /// namespace, killing its init ends the namespace; without one, the
+    /// plugin's process group is killed too. Safe to call at any time before
+    /// `reap`: the unreaped leader keeps the pid and group id reserved.
     pub fn kill_group(&self) {
         if self.reaped.is_some() {
             return;
         }
-        // SAFETY: sending a signal through a pidfd we own; failure (already dead)
-        // is harmless.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.get_ref().as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        // SAFETY: the group id equals the unreaped leader's pid, which cannot have
-        // been reused; kill(-pgid) only signals that group.
-        unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+        // SAFETY: the pidfd is our own child's; failure (already dead) is harmless.
+        unsafe { crate::sandbox::pidfd_kill(self.pidfd.get_ref()) };
+        if self.exit_report.is_none() {
+            // SAFETY: the group id equals the unreaped leader's pid, which cannot
+            // have been reused; kill(-pgid) only signals that group.
+            unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+        }
     }
 
-    /// Reaps the exited process and returns its status and resource usage.
-    /// Call after `exited()`.
+    /// Reaps the exited process and returns the plugin's status and resource
+    /// usage. Call after `exited()`.
     pub fn reap(&mut self) -> io::Result<ExitInfo> {
         if let Some(info) = self.reaped {
             return Ok(info);
@@ -199,14 +214,27 @@ impl PluginProcess {
                 "plugin process has not exited yet",
             ));
         }
-        let exit_code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-        let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
         let ms = |tv: libc::timeval| tv.tv_sec as u64 * 1000 + tv.tv_usec as u64 / 1000;
+        let mut cpu_ms = ms(usage.ru_utime) + ms(usage.ru_stime);
+        let mut maxrss_kib = usage.ru_maxrss as u64;
+        if let Some(fd) = &self.exit_report {
+            match crate::sandbox::read_exit_report(fd) {
+                Some(report) => {
+                    status = report.status;
+                    cpu_ms = report.cpu_us / 1000;
+                    maxrss_kib = report.maxrss_kib;
+                }
+                // The init was killed (deadline, cancel): its own end is the
+                // run's. It ran in the supervisor's memory, so its peak RSS
+                // says nothing of the plugin's.
+                None => maxrss_kib = 0,
+            }
+        }
         let info = ExitInfo {
-            exit_code,
-            signal,
-            cpu_ms: ms(usage.ru_utime) + ms(usage.ru_stime),
-            memory_mb: (usage.ru_maxrss as u64).div_ceil(1024),
+            exit_code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+            signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
+            cpu_ms,
+            memory_mb: maxrss_kib.div_ceil(1024),
         };
         self.reaped = Some(info);
         Ok(info)
@@ -219,7 +247,8 @@ impl Drop for PluginProcess {
         if self.reaped.is_none() {
             self.kill_group();
             let mut status = 0;
-            // SAFETY: blocking wait4 on our own child, which was just sent SIGKILL.
+            // SAFETY: blocking wait on our own child, which was just sent
+            // SIGKILL; only then may its stack be unmapped (field drop order).
             unsafe { libc::waitpid(self.pid, &mut status, 0) };
         }
     }

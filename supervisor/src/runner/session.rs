@@ -254,29 +254,10 @@ impl State<'_> {
     }
 
     fn on_line(&mut self, line: &[u8]) -> Step {
-        let message: Message = match serde_json::from_slice(line) {
-            Ok(m) => m,
-            Err(e) => {
-                return self.fatal(
-                    ErrorKind::ProtocolViolation,
-                    format!("the plugin wrote a line that is not a JSON-RPC message: {e}"),
-                )
-            }
-        };
-        match message.kind() {
-            MessageKind::Response => self.on_response(message),
-            MessageKind::Notification => self.on_notification(message),
-            MessageKind::Request => self.fatal(
-                ErrorKind::ProtocolViolation,
-                format!(
-                    "the plugin sent a request ({}); plugins may only answer and notify",
-                    message.method.unwrap_or_default()
-                ),
-            ),
-            MessageKind::Invalid => self.fatal(
-                ErrorKind::ProtocolViolation,
-                "the plugin sent an invalid JSON-RPC 2.0 message".to_string(),
-            ),
+        match decode_line(line) {
+            Ok(PluginLine::Response(message)) => self.on_response(message),
+            Ok(PluginLine::Notification(message)) => self.on_notification(message),
+            Err(violation) => self.fatal(ErrorKind::ProtocolViolation, violation),
         }
     }
 
@@ -434,7 +415,7 @@ impl State<'_> {
     }
 
     fn on_finding(&mut self, params: Value) -> Step {
-        let FindingParams { seq, finding } = match serde_json::from_value(params) {
+        let FindingParams { seq, finding } = match finding_params(params) {
             Ok(p) => p,
             Err(e) => {
                 return self.fatal(
@@ -465,11 +446,11 @@ impl State<'_> {
         match crate::schema::validate_finding(&finding) {
             Ok(()) => {
                 self.outcome.accepted += 1;
-                self.batch.push(NewFinding {
-                    fingerprint: crate::finding::fingerprint(&self.spec.name, &finding),
-                    severity: crate::finding::severity(&finding),
-                    document: finding,
-                });
+                self.batch.push(NewFinding::new(
+                    crate::finding::fingerprint(&self.spec.name, &finding),
+                    crate::finding::severity(&finding),
+                    finding,
+                ));
             }
             Err(violations) => {
                 self.outcome.rejected += 1;
@@ -481,6 +462,50 @@ impl State<'_> {
         }
         Step::Continue
     }
+}
+
+/// A line of the plugin's stdout that the session acts on.
+#[derive(Debug, Clone)]
+pub enum PluginLine {
+    /// An answer to one of the supervisor's requests.
+    Response(Message),
+    /// A `finding`, `progress` or `log` (or unknown) notification.
+    Notification(Message),
+}
+
+/// Decodes and classifies one line of the plugin's stdout (without its `\n`).
+/// The error is the protocol violation to report: not JSON, not JSON-RPC 2.0,
+/// or a request (plugins only answer and notify). Pure, so it is fuzzed as is.
+pub fn decode_line(line: &[u8]) -> Result<PluginLine, String> {
+    let message: Message = serde_json::from_slice(line)
+        .map_err(|e| format!("the plugin wrote a line that is not a JSON-RPC message: {e}"))?;
+    match message.kind() {
+        MessageKind::Response => Ok(PluginLine::Response(message)),
+        MessageKind::Notification => Ok(PluginLine::Notification(message)),
+        MessageKind::Request => Err(format!(
+            "the plugin sent a request ({}); plugins may only answer and notify",
+            message.method.unwrap_or_default()
+        )),
+        MessageKind::Invalid => Err("the plugin sent an invalid JSON-RPC 2.0 message".to_string()),
+    }
+}
+
+/// The `finding` params, taken apart without rebuilding the finding: the
+/// usual `{seq, finding}` object is destructured in place (`from_value` would
+/// copy the whole document tree, on the hot path of every finding); anything
+/// else goes through serde for its exact error.
+pub fn finding_params(params: Value) -> Result<FindingParams, serde_json::Error> {
+    if let Value::Object(mut fields) = params {
+        if let (Some(seq), true) = (
+            fields.get("seq").and_then(Value::as_u64),
+            fields.contains_key("finding"),
+        ) {
+            let finding = fields.remove("finding").unwrap_or(Value::Null);
+            return Ok(FindingParams { seq, finding });
+        }
+        return serde_json::from_value(Value::Object(fields));
+    }
+    serde_json::from_value(params)
 }
 
 /// Whether a JSON-RPC error answer to `run` means "cancelled as asked".

@@ -1,18 +1,24 @@
 //! The child side of the sandbox: everything prepared in the parent, then
-//! applied between `fork` and `exec` with raw syscalls only.
+//! applied between `clone` and `exec` with raw syscalls only.
 //!
-//! The process std forks (the "keeper") enters the network namespace,
-//! unshares the PID and mount namespaces and forks a minimal init, PID 1 of the
-//! new PID namespace, which forks the plugin. When the plugin ends, the init
-//! hands its wait status to the keeper and exits, and the kernel kills
-//! everything else in the namespace: `setsid` and double forks included. The
-//! keeper ends the same way as the plugin (same exit code, or the same signal
-//! re-raised), so the runner's pidfd, `wait4` and resource usage describe the
-//! plugin. All three carry `PR_SET_PDEATHSIG = SIGKILL`, so they die with the
-//! supervisor's spawner thread, which lives as long as the supervisor.
+//! No copy of the supervisor is made. One `clone(CLONE_VM | CLONE_NEWPID |
+//! CLONE_NEWNS)` starts PID 1 of a new PID namespace in the supervisor's own
+//! memory, on a stack of its own: it enters the shared empty network
+//! namespace, builds the mount view and starts the plugin with `CLONE_VM |
+//! CLONE_VFORK`, as `posix_spawn` does, which sets limits, identity and the
+//! seccomp filter and executes the verified file. The init then reaps every
+//! process of the namespace; when the plugin ends it sends the plugin's wait
+//! status and the summed resource usage on the report pipe and exits, and the
+//! kernel kills everything left in the namespace: `setsid` and double forks
+//! included. Both carry `PR_SET_PDEATHSIG = SIGKILL`, tied to the
+//! supervisor's long-lived spawner thread.
+//!
+//! Copying the supervisor three times (fork, fork, fork) was most of a run's
+//! start-up cost, and the copies stayed alive for the whole run, so every page
+//! the supervisor wrote meanwhile was copied again.
 //!
 //! Nothing here allocates, locks or logs: the strings, the mount plan and the
-//! seccomp program are all built before the fork.
+//! seccomp program are all built before the clone.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -21,6 +27,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use super::seccomp::SeccompProgram;
@@ -69,10 +76,10 @@ pub fn remove_run_dir(run: &RunDir) -> io::Result<()> {
 
 /// Setup steps, named in the error a failed setup reports.
 const STEPS: &[&str] = &[
-    "parent check",
+    "start its own process group",
     "enter the network namespace",
-    "unshare the pid and mount namespaces",
-    "fork the plugin",
+    "arrange file descriptors",
+    "start the plugin",
     "make mounts private",
     "mount the root tmpfs",
     "build the filesystem view",
@@ -81,13 +88,12 @@ const STEPS: &[&str] = &[
     "drop capabilities",
     "switch uid and gid",
     "set no_new_privs",
-    "close file descriptors",
     "load the seccomp filter",
     "execute the plugin",
 ];
-const STEP_PARENT: u8 = 0;
+const STEP_GROUP: u8 = 0;
 const STEP_NETNS: u8 = 1;
-const STEP_UNSHARE: u8 = 2;
+const STEP_FDS: u8 = 2;
 const STEP_FORK: u8 = 3;
 const STEP_PRIVATE: u8 = 4;
 const STEP_ROOT: u8 = 5;
@@ -97,25 +103,8 @@ const STEP_RLIMITS: u8 = 8;
 const STEP_CAPS: u8 = 9;
 const STEP_UID: u8 = 10;
 const STEP_NNP: u8 = 11;
-const STEP_FDS: u8 = 12;
-const STEP_SECCOMP: u8 = 13;
-const STEP_EXEC: u8 = 14;
-
-/// The read end of the pipe a failing child names its failed step on.
-#[derive(Debug)]
-pub struct SetupReport {
-    read: OwnedFd,
-}
-
-impl SetupReport {
-    /// The step that failed, if the child said.
-    pub fn failed_step(&self) -> Option<&'static str> {
-        let mut byte = 0u8;
-        // SAFETY: non-blocking one-byte read into a stack byte from our own fd.
-        let n = unsafe { libc::read(self.read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) };
-        (n == 1).then(|| STEPS.get(byte as usize).copied().unwrap_or("setup"))
-    }
-}
+const STEP_SECCOMP: u8 = 12;
+const STEP_EXEC: u8 = 13;
 
 enum Step {
     Dir(CString),
@@ -158,7 +147,6 @@ pub struct PreparedSandbox {
     rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t, libc::rlim_t)>,
     ids: Option<(libc::uid_t, libc::gid_t)>,
     seccomp: Option<Arc<SeccompProgram>>,
-    report: OwnedFd,
 }
 
 impl std::fmt::Debug for PreparedSandbox {
@@ -199,7 +187,7 @@ impl SandboxPlan {
         entrypoint: &Path,
         run: &RunDir,
         uid: Option<u32>,
-    ) -> io::Result<(PreparedSandbox, SetupReport)> {
+    ) -> io::Result<PreparedSandbox> {
         let has = |layer| applied.contains(&layer);
         let mut magic = [0u8; 2];
         let is_script = {
@@ -237,15 +225,7 @@ impl SandboxPlan {
                 ),
             ]);
         }
-        let mut pipe = [0; 2];
-        // SAFETY: pipe2 fills two fds into the array we own.
-        if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: both fds are fresh and owned by nothing else.
-        let (read, write) =
-            unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
-        let prepared = PreparedSandbox {
+        Ok(PreparedSandbox {
             exec,
             keep_exec_fd_open: is_script,
             argv: vec![cstring(entrypoint.as_os_str().as_bytes())?],
@@ -271,9 +251,7 @@ impl SandboxPlan {
             } else {
                 None
             },
-            report: write,
-        };
-        Ok((prepared, SetupReport { read }))
+        })
     }
 }
 
@@ -315,107 +293,314 @@ fn prepare_step(step: &MountStep, root: &Path) -> io::Result<Step> {
     })
 }
 
-/// A failed setup step: its number goes to the report pipe, the errno to std.
+/// A failed setup step and its errno.
 struct Failed(u8);
 
-impl PreparedSandbox {
-    /// Applies the plan in the forked child and executes the verified file.
-    /// Returns only on failure.
-    ///
-    /// # Safety
-    ///
-    /// Must run in the child between `fork` and `exec` (a `pre_exec` closure): it
-    /// only makes raw syscalls on data prepared in the parent, and replaces the
-    /// process image on success.
-    pub unsafe fn apply_in_child(&self) -> io::Error {
-        let Failed(step) = match self.keeper() {
-            Ok(never) => match never {},
-            Err(failed) => failed,
-        };
-        let error = io::Error::last_os_error();
-        // SAFETY: a one-byte write of a stack byte to our report pipe.
-        unsafe { libc::write(self.report.as_raw_fd(), (&step as *const u8).cast(), 1) };
-        error
+/// The child ends of the plugin's standard streams, made by the caller.
+#[derive(Debug)]
+pub struct ChildStdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// Why a launch failed: the setup step (when the child got that far) and the
+/// error.
+#[derive(Debug)]
+pub struct LaunchError {
+    pub step: Option<&'static str>,
+    pub error: io::Error,
+}
+
+impl LaunchError {
+    fn parent(error: io::Error) -> Self {
+        LaunchError { step: None, error }
     }
 
-    /// The first process: namespaces, then fork the plugin and mirror its end.
-    fn keeper(&self) -> Result<std::convert::Infallible, Failed> {
-        check(STEP_PARENT, || {
-            // SAFETY: prctl/getppid on this process only.
-            unsafe {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return -1;
-                }
-                // The parent may have died before the death signal was armed.
-                if libc::getppid() != self.parent_pid {
-                    *libc::__errno_location() = libc::ESRCH;
-                    return -1;
-                }
+    fn child(step: u32, errno: i32) -> Self {
+        LaunchError {
+            step: Some(STEPS.get(step as usize).copied().unwrap_or("set up")),
+            error: io::Error::from_raw_os_error(errno),
+        }
+    }
+}
+
+/// A launched sandbox. With a PID namespace `pid` is the namespace's init,
+/// which sends the plugin's end on `exit_report`; without one it is the plugin.
+#[derive(Debug)]
+pub struct Launched {
+    pub pid: libc::pid_t,
+    pub pidfd: OwnedFd,
+    pub exit_report: Option<OwnedFd>,
+    /// The init runs on this memory until it is reaped: drop it only after.
+    pub stacks: ChildStacks,
+}
+
+/// How the plugin ended, as the namespace's init saw it: the wait status and
+/// the resource usage of the plugin and every process the init reaped.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
+pub struct ExitReport {
+    pub status: libc::c_int,
+    pub cpu_us: u64,
+    pub maxrss_kib: u64,
+}
+
+/// The first message on the report pipe: setup done (`step == SETUP_DONE`), or
+/// the step that failed and its errno.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
+struct SetupReport {
+    step: u32,
+    errno: i32,
+}
+
+const SETUP_DONE: u32 = u32::MAX;
+
+/// Stacks for the two cloned children. They share the supervisor's memory
+/// (`CLONE_VM`), so nothing is copied at spawn; each gets its own stack here,
+/// below a guard page.
+#[derive(Debug)]
+pub struct ChildStacks {
+    base: *mut libc::c_void,
+}
+
+// SAFETY: the mapping is plain memory owned by this value, never accessed
+// through it; moving or sharing the owner between threads does not affect the
+// processes running on it.
+unsafe impl Send for ChildStacks {}
+// SAFETY: as above: `&ChildStacks` only yields addresses.
+unsafe impl Sync for ChildStacks {}
+
+const STACK_SIZE: usize = 128 * 1024;
+const GUARD_SIZE: usize = 4096;
+/// Two stacks, each above its guard page.
+const STACKS_LEN: usize = 2 * (GUARD_SIZE + STACK_SIZE);
+
+impl ChildStacks {
+    fn new() -> io::Result<Self> {
+        // SAFETY: a fresh private anonymous mapping; the result is checked.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                STACKS_LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stacks = ChildStacks { base };
+        for guard in [0, GUARD_SIZE + STACK_SIZE] {
+            // SAFETY: the guard pages lie inside the mapping made above.
+            if unsafe { libc::mprotect(base.cast::<u8>().add(guard).cast(), GUARD_SIZE, 0) } != 0 {
+                return Err(io::Error::last_os_error());
             }
-            0
-        })?;
-        set_rlimit(libc::RLIMIT_CORE, 0, 0).map_err(|()| Failed(STEP_RLIMITS))?;
-        if let Some(fd) = self.netns {
-            // SAFETY: setns on an fd prepared (and kept open) by the parent.
-            check(STEP_NETNS, || unsafe {
-                libc::setns(fd, libc::CLONE_NEWNET)
-            })?;
         }
-        let mut flags = 0;
-        if self.pid_namespace {
-            flags |= libc::CLONE_NEWPID;
+        Ok(stacks)
+    }
+
+    /// The top (stacks grow down) of stack `n` (0 or 1), 16-byte aligned.
+    fn top(&self, n: usize) -> *mut libc::c_void {
+        let end = (n + 1) * (GUARD_SIZE + STACK_SIZE);
+        // SAFETY: `end` is at most the mapping's length.
+        unsafe { self.base.cast::<u8>().add(end).cast() }
+    }
+}
+
+impl Drop for ChildStacks {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; the owner drops it
+        // only once no child runs on it (see `Launched::stacks`).
+        unsafe { libc::munmap(self.base, STACKS_LEN) };
+    }
+}
+
+/// What the cloned children read: the prepared plan and the descriptors, in
+/// the spawner thread's memory, which they share.
+struct ChildArgs<'a> {
+    sandbox: &'a PreparedSandbox,
+    stdio: [RawFd; 3],
+    report: RawFd,
+    plugin_stack: *mut libc::c_void,
+    /// Written by the plugin child before it exits on a failed setup (the
+    /// init, suspended by `CLONE_VFORK`, reads it after).
+    failed_step: AtomicU32,
+    failed_errno: AtomicI32,
+}
+
+/// Descriptor numbers in the init after `arrange_fds`.
+const FD_EXEC: RawFd = 3;
+const FD_REPORT: RawFd = 4;
+const FD_NETNS: RawFd = 5;
+
+impl PreparedSandbox {
+    /// Starts the plugin under this sandbox. Call from one long-lived thread
+    /// that blocks every signal (the children inherit the mask, and the death
+    /// signal is tied to this thread).
+    ///
+    /// With a PID namespace, one `clone(CLONE_VM | CLONE_NEWPID | …)` makes the
+    /// namespace's init in the supervisor's own memory — no page tables are
+    /// copied — which enters the network namespace, builds the mount view and
+    /// starts the plugin with `CLONE_VM | CLONE_VFORK`, as `posix_spawn` does.
+    /// Without one, that vfork-style child is made here directly.
+    pub fn launch(&self, stdio: ChildStdio) -> Result<Launched, LaunchError> {
+        let stacks = ChildStacks::new().map_err(LaunchError::parent)?;
+        let mut pipe = [0; 2];
+        // SAFETY: pipe2 fills two fds into the array we own.
+        if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(LaunchError::parent(io::Error::last_os_error()));
         }
+        // SAFETY: both fds are fresh and owned by nothing else.
+        let (report_read, report_write) =
+            unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+        let args = ChildArgs {
+            sandbox: self,
+            stdio: [
+                stdio.stdin.as_raw_fd(),
+                stdio.stdout.as_raw_fd(),
+                stdio.stderr.as_raw_fd(),
+            ],
+            report: report_write.as_raw_fd(),
+            plugin_stack: stacks.top(0),
+            failed_step: AtomicU32::new(SETUP_DONE),
+            failed_errno: AtomicI32::new(0),
+        };
+        let mut flags = libc::CLONE_VM | libc::CLONE_PIDFD | libc::SIGCHLD;
         if self.mount.is_some() {
             flags |= libc::CLONE_NEWNS;
         }
-        if flags != 0 {
-            // SAFETY: unshare on this single-threaded child.
-            check(STEP_UNSHARE, || unsafe { libc::unshare(flags) })?;
+        let entry: extern "C" fn(*mut libc::c_void) -> libc::c_int = if self.pid_namespace {
+            flags |= libc::CLONE_NEWPID;
+            init_main
+        } else {
+            flags |= libc::CLONE_VFORK;
+            direct_main
+        };
+        let mut pidfd: libc::c_int = -1;
+        let stack = if self.pid_namespace {
+            stacks.top(1)
+        } else {
+            stacks.top(0)
+        };
+        // SAFETY: the child runs `entry` on its own stack inside our memory; it
+        // only reads `args` (alive until the child reports, below) and makes
+        // raw syscalls. glibc stores the pidfd through the parent-tid pointer.
+        let pid = unsafe {
+            libc::clone(
+                entry,
+                stack,
+                flags,
+                (&args as *const ChildArgs).cast_mut().cast(),
+                &mut pidfd as *mut libc::c_int,
+            )
+        };
+        if pid < 0 {
+            return Err(LaunchError::parent(io::Error::last_os_error()));
         }
-        if self.pid_namespace {
-            let mut status_pipe = [0; 2];
-            // SAFETY: pipe2 into a stack array.
-            check(STEP_FORK, || unsafe {
-                libc::pipe2(status_pipe.as_mut_ptr(), libc::O_CLOEXEC)
-            })?;
-            let [status_read, status_write] = status_pipe;
-            // SAFETY: fork in a single-threaded child; both sides only make syscalls.
-            let init = unsafe { libc::fork() };
-            if init < 0 {
-                return Err(Failed(STEP_FORK));
+        // SAFETY: CLONE_PIDFD gave us a fresh descriptor for the child.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        drop(report_write);
+        drop(stdio);
+        let failure = if self.pid_namespace {
+            // The init reports once the plugin has executed, or why not; until
+            // then it reads `args`, so this frame must not return earlier.
+            match read_report(&report_read) {
+                Ok(report) if report.step == SETUP_DONE => None,
+                Ok(report) => Some(LaunchError::child(report.step, report.errno)),
+                Err(e) => {
+                    // SAFETY: signalling our own child through its pidfd.
+                    unsafe { pidfd_kill(&pidfd) };
+                    Some(LaunchError {
+                        step: None,
+                        error: io::Error::other(format!("the sandbox init ended early: {e}")),
+                    })
+                }
             }
-            if init > 0 {
-                // SAFETY: the keeper never returns from here.
-                unsafe { keep(init, status_read, status_write) }
-            }
-            // PID 1 of the new namespace: a minimal init, so that the plugin gets
-            // ordinary signal semantics (PID 1 ignores default-action signals,
-            // which turns abort() into SIGSEGV) and orphans are reaped.
-            // SAFETY: prctl/close/fork on this process only.
-            unsafe {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-                libc::close(status_read);
-            }
-            // SAFETY: fork in a single-threaded process.
-            let plugin = unsafe { libc::fork() };
-            if plugin < 0 {
-                return Err(Failed(STEP_FORK));
-            }
-            if plugin > 0 {
-                // SAFETY: init never returns from here.
-                unsafe { init_reaper(plugin, status_write) }
-            }
-            // SAFETY: prctl/close on this process only.
-            unsafe {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-                libc::close(status_write);
-            }
+        } else {
+            // CLONE_VFORK: the child has executed or exited by now.
+            let step = args.failed_step.load(Ordering::Acquire);
+            (step != SETUP_DONE)
+                .then(|| LaunchError::child(step, args.failed_errno.load(Ordering::Acquire)))
+        };
+        if let Some(failure) = failure {
+            let mut status = 0;
+            // SAFETY: reaping our own child, which has exited or was killed.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            return Err(failure);
         }
-        self.plugin()
+        Ok(Launched {
+            pid,
+            pidfd,
+            exit_report: self.pid_namespace.then_some(report_read),
+            stacks,
+        })
     }
 
-    /// The plugin process: filesystem view, limits, identity, filter, exec.
-    fn plugin(&self) -> Result<std::convert::Infallible, Failed> {
+    /// In the init or the direct child: put the descriptors the children need at
+    /// fixed numbers and close every other one the supervisor had open.
+    fn arrange_fds(&self, args: &ChildArgs) -> Result<(), Failed> {
+        let exec = self.exec.as_raw_fd();
+        let netns = self.netns.unwrap_or(-1);
+        let wanted = [
+            args.stdio[0],
+            args.stdio[1],
+            args.stdio[2],
+            exec,
+            args.report,
+            netns,
+        ];
+        let above = wanted.iter().copied().max().unwrap_or(0).max(FD_NETNS) + 1;
+        let mut moved = [-1; 6];
+        for (slot, &fd) in moved.iter_mut().zip(&wanted) {
+            if fd >= 0 {
+                // SAFETY: duplicating a descriptor this process holds.
+                *slot = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above) };
+                if *slot < 0 {
+                    return Err(Failed(STEP_FDS));
+                }
+            }
+        }
+        let exec_flags = if self.keep_exec_fd_open {
+            0
+        } else {
+            libc::O_CLOEXEC
+        };
+        let targets = [
+            (0, 0),
+            (1, 0),
+            (2, 0),
+            (FD_EXEC, exec_flags),
+            (FD_REPORT, libc::O_CLOEXEC),
+            (FD_NETNS, libc::O_CLOEXEC),
+        ];
+        for (&from, &(to, flags)) in moved.iter().zip(&targets) {
+            // SAFETY: dup3 onto a fixed number in this process's own table.
+            if from >= 0 && unsafe { libc::dup3(from, to, flags) } < 0 {
+                return Err(Failed(STEP_FDS));
+            }
+        }
+        let first_free = if netns >= 0 { FD_NETNS + 1 } else { FD_NETNS };
+        // SAFETY: closes descriptors of this process only (the table is a copy).
+        check(STEP_FDS, || unsafe {
+            libc::close_range(first_free as libc::c_uint, libc::c_uint::MAX, 0)
+        })
+    }
+
+    /// Network namespace, mount view and working directory: the parts every
+    /// process of the run shares.
+    fn enter_namespaces(&self) -> Result<(), Failed> {
+        if self.netns.is_some() {
+            // SAFETY: setns on the namespace fd arranged at FD_NETNS, then close it.
+            check(STEP_NETNS, || unsafe {
+                libc::setns(FD_NETNS, libc::CLONE_NEWNET)
+            })?;
+            // SAFETY: closing our own descriptor.
+            unsafe { libc::close(FD_NETNS) };
+        }
         if let Some((root, steps)) = &self.mount {
             // SAFETY: mount calls in our private mount namespace, on prepared strings.
             unsafe {
@@ -466,7 +651,19 @@ impl PreparedSandbox {
             }
         }
         // SAFETY: chdir to a prepared path.
-        check(STEP_PIVOT, || unsafe { libc::chdir(self.workdir.as_ptr()) })?;
+        check(STEP_PIVOT, || unsafe { libc::chdir(self.workdir.as_ptr()) })
+    }
+
+    /// The plugin process: limits, identity, signals, filter, exec. Returns
+    /// only on failure.
+    fn become_plugin(&self) -> Failed {
+        match self.try_become_plugin() {
+            Ok(never) => match never {},
+            Err(failed) => failed,
+        }
+    }
+
+    fn try_become_plugin(&self) -> Result<std::convert::Infallible, Failed> {
         for &(resource, soft, hard) in &self.rlimits {
             set_rlimit(resource, soft, hard).map_err(|()| Failed(STEP_RLIMITS))?;
         }
@@ -500,28 +697,16 @@ impl PreparedSandbox {
         check(STEP_NNP, || unsafe {
             libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         })?;
-        let exec_fd = self.exec.as_raw_fd();
-        // SAFETY: close_range only changes descriptor flags of this process.
-        check(STEP_FDS, || unsafe {
-            libc::close_range(
-                3,
-                libc::c_uint::MAX,
-                libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
-            )
-        })?;
-        if self.keep_exec_fd_open {
-            // SAFETY: clears FD_CLOEXEC on a descriptor this process owns.
-            check(STEP_FDS, || unsafe {
-                libc::fcntl(exec_fd, libc::F_SETFD, 0)
-            })?;
-        }
         let argv: [*const libc::c_char; 2] = [self.argv[0].as_ptr(), std::ptr::null()];
-        // The env pointer array is built on the stack: no allocation after fork.
+        // The env pointer array is built on the stack: no allocation after clone.
         const MAX_ENV: usize = 16;
         let mut envp: [*const libc::c_char; MAX_ENV + 1] = [std::ptr::null(); MAX_ENV + 1];
         for (slot, var) in envp.iter_mut().zip(self.envp.iter().take(MAX_ENV)) {
             *slot = var.as_ptr();
         }
+        // SAFETY: signal dispositions and mask of this process only (no
+        // CLONE_SIGHAND: the table is a copy).
+        unsafe { default_signals() };
         // Loaded last: from here on only execveat runs under the filter.
         if let Some(program) = &self.seccomp {
             let fprog = program.as_fprog();
@@ -536,11 +721,11 @@ impl PreparedSandbox {
             })?;
         }
         // SAFETY: argv and envp are NULL-terminated arrays of pointers into CStrings
-        // that outlive this call; AT_EMPTY_PATH with "" executes `exec_fd` itself.
+        // that outlive this call; AT_EMPTY_PATH with "" executes FD_EXEC itself.
         unsafe {
             libc::syscall(
                 libc::SYS_execveat,
-                exec_fd,
+                FD_EXEC,
                 c"".as_ptr(),
                 argv.as_ptr(),
                 envp.as_ptr(),
@@ -664,106 +849,253 @@ unsafe fn apply_step(step: &Step) -> libc::c_int {
     }
 }
 
-/// Let go of every descriptor but `keep_fd`, which becomes fd 0: std's
-/// exec-error pipe (so `spawn()` returns once the plugin execs) and the
-/// plugin's stdio (so EOF comes when the plugin ends) must not be held here.
+/// This thread's errno. In a `CLONE_VM` child it is the spawner thread's slot,
+/// which is safe to use: that thread is blocked (on the report pipe, or
+/// suspended by `CLONE_VFORK`) while a child runs setup code.
+fn errno() -> i32 {
+    // SAFETY: reading the calling thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Restores default dispositions for every handled or ignored signal (exec
+/// keeps ignored ones; handlers are the supervisor's code) and unblocks all,
+/// as `posix_spawn` does.
 ///
 /// # Safety
 ///
-/// Child-only: raw descriptor syscalls.
-unsafe fn hold_only(keep_fd: libc::c_int) {
-    // SAFETY: descriptor syscalls on this process.
+/// Child-only: changes this process's signal table, which is a copy.
+unsafe fn default_signals() {
+    // SAFETY: sigaction/sigprocmask with stack structures on this process.
     unsafe {
-        libc::dup2(keep_fd, 0);
-        libc::close_range(3, libc::c_uint::MAX, 0);
-        libc::close(1);
-        libc::close(2);
+        for signal in 1..libc::SIGRTMAX() {
+            if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+                continue;
+            }
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction != libc::SIG_DFL
+            {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(signal, &action, std::ptr::null_mut());
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
     }
 }
 
-/// Waits for `pid` (retrying on EINTR); its wait status, or `None`.
+/// Entry of the vfork-style child when there is no PID namespace: it is the
+/// plugin. A failure is left in `args` for the suspended parent.
+extern "C" fn direct_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the parent's ChildArgs, alive while the parent is
+    // suspended by CLONE_VFORK.
+    let args = unsafe { &*(arg as *const ChildArgs) };
+    let sandbox = args.sandbox;
+    // SAFETY: prctl/getppid on this process only. The parent may have died
+    // before the death signal was armed: then getppid names another process.
+    let orphaned = unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::getppid() != sandbox.parent_pid
+    };
+    if orphaned {
+        // SAFETY: ends this process.
+        unsafe { libc::_exit(127) }
+    }
+    let Failed(step) = match sandbox
+        .arrange_fds(args)
+        .and_then(|()| {
+            // SAFETY: setpgid on this process: its own group, for kill(-pgid).
+            check(STEP_GROUP, || unsafe { libc::setpgid(0, 0) })
+        })
+        .and_then(|()| sandbox.enter_namespaces())
+    {
+        Ok(()) => sandbox.become_plugin(),
+        Err(failed) => failed,
+    };
+    args.failed_errno.store(errno(), Ordering::Release);
+    args.failed_step.store(step as u32, Ordering::Release);
+    // SAFETY: ends this process without running anything of the parent's.
+    unsafe { libc::_exit(127) }
+}
+
+/// Entry of the plugin child made by the init (`CLONE_VM | CLONE_VFORK`).
+extern "C" fn plugin_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the spawner's ChildArgs, alive until the init reports,
+    // which it does only after this child has executed or exited.
+    let args = unsafe { &*(arg as *const ChildArgs) };
+    // SAFETY: prctl on this process only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let Failed(step) = args.sandbox.become_plugin();
+    args.failed_errno.store(errno(), Ordering::Release);
+    args.failed_step.store(step as u32, Ordering::Release);
+    // SAFETY: ends this process without running anything of the parent's.
+    unsafe { libc::_exit(127) }
+}
+
+/// Entry of PID 1 of the run's PID namespace. It sets up what the run shares,
+/// starts the plugin, reports, then reaps every process in the namespace
+/// until the plugin ends, sends its end and exits — which ends every process
+/// left in the namespace: `setsid` and double forks included.
+extern "C" fn init_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the spawner's ChildArgs, alive until we report below.
+    let args = unsafe { &*(arg as *const ChildArgs) };
+    // SAFETY: prctl/setpgid on this process only. The death signal is tied to
+    // the spawner thread, which cannot end before we report: if the whole
+    // supervisor died first, the report write below fails and we exit.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::setpgid(0, 0);
+    }
+    let setup = args
+        .sandbox
+        .arrange_fds(args)
+        .and_then(|()| args.sandbox.enter_namespaces());
+    if let Err(Failed(step)) = setup {
+        // SAFETY: report on the arranged descriptor (or the original one if
+        // arranging failed), then end.
+        unsafe {
+            report_setup(FD_REPORT, step as u32, errno());
+            report_setup(args.report, step as u32, errno());
+            libc::_exit(0)
+        }
+    }
+    // SAFETY: a vfork-style child on its own stack in this shared memory; we
+    // are suspended until it executes or exits.
+    let plugin = unsafe {
+        libc::clone(
+            plugin_main,
+            args.plugin_stack,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            arg,
+        )
+    };
+    let (step, error) = if plugin < 0 {
+        (STEP_FORK as u32, errno())
+    } else {
+        (
+            args.failed_step.load(Ordering::Acquire),
+            args.failed_errno.load(Ordering::Acquire),
+        )
+    };
+    // After this report the spawner may free `args`: only locals from here on.
+    // SAFETY: raw syscalls on this process; every path ends in _exit.
+    unsafe {
+        if !report_setup(FD_REPORT, step, error) || step != SETUP_DONE {
+            libc::_exit(0);
+        }
+        // The plugin's streams and file are its own now.
+        libc::close_range(0, FD_EXEC as libc::c_uint, 0);
+        reap_until(plugin)
+    }
+}
+
+/// Writes the setup report; false if the supervisor is gone.
 ///
 /// # Safety
 ///
-/// Child-only.
-unsafe fn wait_for(pid: libc::pid_t) -> Option<libc::c_int> {
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid with a stack out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid || (pid == -1 && r > 0) {
-            return Some(status);
-        }
-        // SAFETY: reading errno.
-        if r < 0 && unsafe { *libc::__errno_location() } != libc::EINTR {
-            return None;
-        }
-    }
+/// Child-only: a raw write.
+unsafe fn report_setup(fd: RawFd, step: u32, errno: i32) -> bool {
+    let report = SetupReport { step, errno };
+    let size = std::mem::size_of::<SetupReport>();
+    // SAFETY: writes a stack value of `size` bytes.
+    unsafe { libc::write(fd, (&report as *const SetupReport).cast(), size) == size as isize }
 }
 
-/// The init of the run's PID namespace: reaps every orphan, and when the plugin
-/// ends, passes its wait status to the keeper and exits — which ends every
-/// process left in the namespace.
+/// The init's life after setup: reap everything, and when `plugin` ends,
+/// report its status and the summed usage of all reaped processes, and exit.
 ///
 /// # Safety
 ///
 /// Child-only; never returns.
-unsafe fn init_reaper(plugin: libc::pid_t, status_write: libc::c_int) -> ! {
-    // SAFETY: raw syscalls on this process; every path ends in _exit.
+unsafe fn reap_until(plugin: libc::pid_t) -> ! {
+    let mut report = ExitReport::default();
+    let micros = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
+    // SAFETY: wait4/write/_exit with stack out-pointers on this process.
     unsafe {
-        hold_only(status_write);
         loop {
             let mut status = 0;
-            let r = libc::waitpid(-1, &mut status, 0);
-            if r == plugin {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            let pid = libc::wait4(-1, &mut status, 0, &mut usage);
+            if pid > 0 {
+                report.cpu_us += micros(usage.ru_utime) + micros(usage.ru_stime);
+                report.maxrss_kib = report.maxrss_kib.max(usage.ru_maxrss as u64);
+            }
+            if pid == plugin {
+                report.status = status;
                 libc::write(
-                    0,
-                    (&status as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>(),
+                    FD_REPORT,
+                    (&report as *const ExitReport).cast(),
+                    std::mem::size_of::<ExitReport>(),
                 );
                 libc::_exit(0);
             }
-            if r < 0 && *libc::__errno_location() != libc::EINTR {
+            if pid < 0 && errno() != libc::EINTR {
                 libc::_exit(0);
             }
         }
     }
 }
 
-/// The keeper's life after the fork: let go of everything, wait for the
-/// namespace's init, and end exactly as the plugin ended.
+/// Reads the init's setup report (blocking; the spawner thread waits here).
+fn read_report(fd: &OwnedFd) -> io::Result<SetupReport> {
+    let mut report = SetupReport::default();
+    let size = std::mem::size_of::<SetupReport>();
+    loop {
+        // SAFETY: reads at most `size` bytes into a stack value of that size.
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                (&mut report as *mut SetupReport).cast(),
+                size,
+            )
+        };
+        if n == size as isize {
+            return Ok(report);
+        }
+        if n < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        return Err(if n < 0 {
+            io::Error::last_os_error()
+        } else {
+            io::Error::new(io::ErrorKind::UnexpectedEof, "no setup report")
+        });
+    }
+}
+
+/// Reads the init's exit report, once the init has exited.
+pub fn read_exit_report(fd: &OwnedFd) -> Option<ExitReport> {
+    let mut report = ExitReport::default();
+    let size = std::mem::size_of::<ExitReport>();
+    // SAFETY: reads at most `size` bytes into a stack value of that size; the
+    // writer has exited, so this does not block.
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            (&mut report as *mut ExitReport).cast(),
+            size,
+        )
+    };
+    (n == size as isize).then_some(report)
+}
+
+/// Sends SIGKILL through a pidfd.
 ///
 /// # Safety
 ///
-/// Child-only; never returns.
-unsafe fn keep(init: libc::pid_t, status_read: libc::c_int, status_write: libc::c_int) -> ! {
-    // SAFETY: raw syscalls on this process; every path ends in _exit or a fatal signal.
+/// `pidfd` must be a pidfd of our own child (failure when it is gone is
+/// harmless).
+pub unsafe fn pidfd_kill(pidfd: &OwnedFd) {
+    // SAFETY: the caller guarantees a pidfd; a null siginfo is allowed.
     unsafe {
-        libc::close(status_write);
-        hold_only(status_read);
-        let init_status = wait_for(init).unwrap_or(127 << 8);
-        let mut plugin_status: libc::c_int = 0;
-        let n = libc::read(
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
             0,
-            (&mut plugin_status as *mut libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>(),
-        );
-        // Without a report (init itself was killed), the init's end is the run's.
-        let status = if n == std::mem::size_of::<libc::c_int>() as isize {
-            plugin_status
-        } else {
-            init_status
-        };
-        if libc::WIFEXITED(status) {
-            libc::_exit(libc::WEXITSTATUS(status));
-        }
-        let signal = libc::WTERMSIG(status);
-        libc::signal(signal, libc::SIG_DFL);
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, signal);
-        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-        libc::kill(libc::getpid(), signal);
-        libc::_exit(128 + signal);
-    }
+        )
+    };
 }

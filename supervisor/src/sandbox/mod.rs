@@ -8,7 +8,8 @@
 //! [`SandboxPlan::admit`] decides, before anything is spawned, which layers this
 //! host applies — failing closed unless the config allows a degradation — and
 //! `SandboxPlan::prepare` allocates everything the child needs, so that
-//! `PreparedSandbox::apply_in_child` only makes raw syscalls on prepared data.
+//! `PreparedSandbox::launch` clones the run's processes, which only make raw
+//! syscalls on prepared data.
 //!
 //! The layers, in the order the child applies them: a PID namespace (the plugin
 //! is its init, so everything it starts dies with it), a mount namespace with a
@@ -36,7 +37,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use child::{create_run_dir, remove_run_dir, PreparedSandbox, RunDir};
+pub use child::{
+    create_run_dir, pidfd_kill, read_exit_report, remove_run_dir, ChildStacks, ChildStdio,
+    ExitReport, LaunchError, Launched, PreparedSandbox, RunDir,
+};
 pub use host::{Host, HostReport};
 pub use uids::{UidLease, UidPool};
 pub use view::{MountStep, View};

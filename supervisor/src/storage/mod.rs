@@ -14,9 +14,11 @@ pub use sqlite::SqliteStore;
 use secflow_plugin_sdk::protocol::{Category, Severity};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
 
-use crate::record::RunRecord;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::record::{ErrorKind, RunRecord};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,26 @@ pub enum StorageError {
     WriterGone,
 }
 
+impl StorageError {
+    /// The run error kind this failure gives a run: `storage_full` when the
+    /// database's file system is out of space (SQLITE_FULL), else `storage_error`.
+    pub fn run_error_kind(&self) -> ErrorKind {
+        match self {
+            StorageError::Sqlite(e) | StorageError::Open { source: e, .. } => sqlite_error_kind(e),
+            _ => ErrorKind::StorageError,
+        }
+    }
+}
+
+/// `storage_full` for SQLITE_FULL (the file system ran out of space), else
+/// `storage_error`.
+pub(crate) fn sqlite_error_kind(e: &rusqlite::Error) -> ErrorKind {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => ErrorKind::StorageFull,
+        _ => ErrorKind::StorageError,
+    }
+}
+
 /// A finding that passed the schema, ready to be stored.
 #[derive(Debug, Clone)]
 pub struct NewFinding {
@@ -55,6 +77,24 @@ pub struct NewFinding {
     pub severity: Severity,
     /// The finding document as the plugin sent it (schema-valid).
     pub document: Value,
+    /// `document` as compact JSON text: serialized by the session that
+    /// received it, so that the one writer thread, which every run's findings
+    /// go through, only binds it.
+    pub document_json: String,
+}
+
+impl NewFinding {
+    /// A finding to store, with its document serialized once here.
+    pub fn new(fingerprint: String, severity: Severity, document: Value) -> NewFinding {
+        // Serializing a `Value` cannot fail: its keys are strings.
+        let document_json = document.to_string();
+        NewFinding {
+            fingerprint,
+            severity,
+            document,
+            document_json,
+        }
+    }
 }
 
 /// Write operations, in the order the writer applies them.
@@ -97,27 +137,103 @@ pub enum WriteOp {
     Flush(oneshot::Sender<Result<(), StorageError>>),
 }
 
-/// The sending side of the writer queue: cheap to clone, bounded.
+/// Findings queued for the writer and not yet applied, at most. The queue
+/// bounds operations, but one operation carries a whole session batch of
+/// findings: without this bound a plugin streaming faster than the disk takes
+/// its findings would fill the daemon's memory with parsed documents.
+pub const MAX_FINDINGS_IN_FLIGHT: usize = 16_384;
+
+/// The budget of findings in flight between the sessions and the writer:
+/// a sender takes a finding op's cost before queueing it, the writer gives it
+/// back once the op's batch is applied (committed or rolled back).
+#[derive(Debug, Clone)]
+pub struct FindingsBudget {
+    permits: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl FindingsBudget {
+    pub fn new(limit: usize) -> FindingsBudget {
+        let limit = limit.clamp(1, Semaphore::MAX_PERMITS);
+        FindingsBudget {
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// What `op` holds of the budget: its findings, capped at the whole
+    /// budget so that one huge batch waits for an empty pipe instead of forever.
+    pub fn cost(&self, op: &WriteOp) -> usize {
+        match op {
+            WriteOp::Findings { findings, .. } | WriteOp::Enrichments { findings, .. } => {
+                findings.len().min(self.limit)
+            }
+            _ => 0,
+        }
+    }
+
+    async fn take(&self, cost: usize) {
+        if cost > 0 {
+            // The semaphore is never closed, so acquiring only waits.
+            if let Ok(permit) = self.permits.acquire_many(cost as u32).await {
+                permit.forget();
+            }
+        }
+    }
+
+    fn blocking_take(&self, cost: usize) {
+        if cost == 0 {
+            return;
+        }
+        loop {
+            if let Ok(permit) = self.permits.try_acquire_many(cost as u32) {
+                permit.forget();
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// Returns what applied (or dropped) operations held.
+    pub fn give_back(&self, cost: usize) {
+        if cost > 0 {
+            self.permits.add_permits(cost);
+        }
+    }
+}
+
+/// The sending side of the writer queue: cheap to clone, bounded in
+/// operations and in findings.
 #[derive(Debug, Clone)]
 pub struct StoreWriter {
     tx: mpsc::Sender<WriteOp>,
+    budget: FindingsBudget,
 }
 
 impl StoreWriter {
-    pub fn new(tx: mpsc::Sender<WriteOp>) -> StoreWriter {
-        StoreWriter { tx }
+    pub fn new(tx: mpsc::Sender<WriteOp>, budget: FindingsBudget) -> StoreWriter {
+        StoreWriter { tx, budget }
     }
 
-    /// Queues a write; waits while the queue is full (back-pressure on the plugin).
+    /// Queues a write; waits while the queue or the findings budget is full
+    /// (back-pressure on the plugin).
     pub async fn send(&self, op: WriteOp) -> Result<(), StorageError> {
-        self.tx.send(op).await.map_err(|_| StorageError::WriterGone)
+        let cost = self.budget.cost(&op);
+        self.budget.take(cost).await;
+        self.tx.send(op).await.map_err(|_| {
+            self.budget.give_back(cost);
+            StorageError::WriterGone
+        })
     }
 
     /// Queues from a thread that is not in the async runtime.
     pub fn blocking_send(&self, op: WriteOp) -> Result<(), StorageError> {
-        self.tx
-            .blocking_send(op)
-            .map_err(|_| StorageError::WriterGone)
+        let cost = self.budget.cost(&op);
+        self.budget.blocking_take(cost);
+        self.tx.blocking_send(op).map_err(|_| {
+            self.budget.give_back(cost);
+            StorageError::WriterGone
+        })
     }
 
     /// Ends a run and waits until its record (and everything before it) is committed.

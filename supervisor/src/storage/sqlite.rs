@@ -36,8 +36,9 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AuditEvent, AuditQuery, FindingPage, FindingQuery, NewFinding, PluginId, PluginState, RunQuery,
-    StorageError, StoragePort, StoreWriter, StoredFinding, TelemetryEvent, TelemetryQuery, WriteOp,
+    AuditEvent, AuditQuery, FindingPage, FindingQuery, FindingsBudget, NewFinding, PluginId,
+    PluginState, RunQuery, StorageError, StoragePort, StoreWriter, StoredFinding, TelemetryEvent,
+    TelemetryQuery, WriteOp, MAX_FINDINGS_IN_FLIGHT,
 };
 use crate::clock;
 use crate::record::{ErrorKind, RunError, RunRecord, RunStatus};
@@ -96,6 +97,7 @@ const INTERRUPTED_MESSAGE: &str = "the supervisor stopped while this run was in 
 pub struct SqliteStore {
     path: PathBuf,
     tx: mpsc::Sender<WriteOp>,
+    budget: FindingsBudget,
     closing: Arc<AtomicBool>,
     writer: Option<JoinHandle<Result<(), StorageError>>>,
     reader: Mutex<Connection>,
@@ -135,6 +137,12 @@ impl SqliteStore {
         let mut conn = Connection::open(path).map_err(open_error)?;
         // Refuse a newer schema before touching the file in any way.
         check_version(&conn, path)?;
+        // Parse the schema now: a file whose schema pages are corrupt is
+        // refused at start, naming the file, not at the first query.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .map_err(open_error)?;
         // Only takes effect on a new file (before WAL mode is first set).
         conn.pragma_update(None, "page_size", PAGE_SIZE)
             .map_err(open_error)?;
@@ -154,10 +162,14 @@ impl SqliteStore {
 
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
         let closing = Arc::new(AtomicBool::new(false));
+        let budget = FindingsBudget::new(MAX_FINDINGS_IN_FLIGHT);
         let writer = Writer {
             conn,
             batch_size: batch_size.max(1),
+            budget: budget.clone(),
             counts: HashMap::new(),
+            lost: HashMap::new(),
+            unfinished: Vec::new(),
         };
         let writer_closing = Arc::clone(&closing);
         let handle = std::thread::Builder::new()
@@ -173,6 +185,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_path_buf(),
             tx,
+            budget,
             closing,
             writer: Some(handle),
             reader: Mutex::new(reader),
@@ -288,7 +301,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StorageError> {
 }
 
 /// What the writer counted for a run that has not finished yet.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct RunCounts {
     accepted: u64,
     rejected: u64,
@@ -351,7 +364,16 @@ fn copy_error(e: &rusqlite::Error) -> rusqlite::Error {
 struct Writer {
     conn: Connection,
     batch_size: usize,
+    /// Given back as each batch's findings are applied.
+    budget: FindingsBudget,
     counts: HashMap<String, RunCounts>,
+    /// Runs some of whose findings were in a batch that failed to commit (the
+    /// disk was full, say), with the kind their record will end with.
+    lost: HashMap<String, ErrorKind>,
+    /// Final records whose batch failed, already marked as failed by storage:
+    /// retried first in every batch until one commits, so that once space
+    /// returns no run stays `running` in the database.
+    unfinished: Vec<RunRecord>,
 }
 
 impl Writer {
@@ -363,14 +385,21 @@ impl Writer {
         let mut first_failure = None;
         let mut batch = Vec::with_capacity(self.batch_size);
         while let Some(op) = rx.blocking_recv() {
+            let mut cost = self.budget.cost(&op);
             batch.push(op);
             while batch.len() < self.batch_size {
                 match rx.try_recv() {
-                    Ok(op) => batch.push(op),
+                    Ok(op) => {
+                        cost += self.budget.cost(&op);
+                        batch.push(op);
+                    }
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self.apply_batch(&mut batch) {
+            let applied = self.apply_batch(&mut batch);
+            // Applied or rolled back, these findings no longer wait.
+            self.budget.give_back(cost);
+            if let Err(e) = applied {
                 first_failure.get_or_insert(StorageError::Sqlite(e));
             }
             if closing.load(Ordering::Acquire) {
@@ -382,8 +411,42 @@ impl Writer {
     }
 
     /// Applies `batch` in one transaction, then answers its waiters.
+    ///
+    /// A failed batch leaves the writer serving: the runs it touched are
+    /// remembered as having lost findings (their final record says so), their
+    /// counters go back to what was committed, and their final records, if the
+    /// batch held them, are retried with the next batch.
     fn apply_batch(&mut self, batch: &mut Vec<WriteOp>) -> Result<(), rusqlite::Error> {
         let now = clock::now_rfc3339();
+        for record in std::mem::take(&mut self.unfinished) {
+            // Nobody waits for a retried record any more: its run was answered.
+            let (done, _unanswered) = oneshot::channel();
+            batch.insert(
+                0,
+                WriteOp::RunFinished {
+                    record: Box::new(record),
+                    done,
+                },
+            );
+        }
+        let mut touched: Vec<(String, Option<RunCounts>)> = Vec::new();
+        let mut finishing = Vec::new();
+        for op in batch.iter_mut() {
+            let run_id = match op {
+                WriteOp::Findings { run_id, .. } | WriteOp::Enrichments { run_id, .. } => run_id,
+                WriteOp::RunFinished { record, .. } => {
+                    if let Some(kind) = self.lost.remove(&record.run_id) {
+                        record.lost_to_storage(kind, "an earlier batch of its findings failed");
+                    }
+                    finishing.push((**record).clone());
+                    &record.run_id
+                }
+                _ => continue,
+            };
+            if !touched.iter().any(|(id, _)| id == run_id) {
+                touched.push((run_id.clone(), self.counts.get(run_id).cloned()));
+            }
+        }
         let mut replies = Vec::new();
         let outcome = apply_all(
             &mut self.conn,
@@ -394,6 +457,19 @@ impl Writer {
         );
         if let Err(e) = &outcome {
             tracing::error!(error = %e, operations = replies.len(), "storage batch failed and was rolled back");
+            let kind = super::sqlite_error_kind(e);
+            for (run_id, counts) in touched {
+                match counts {
+                    Some(counts) => self.counts.insert(run_id.clone(), counts),
+                    None => self.counts.remove(&run_id),
+                };
+                self.lost.entry(run_id).or_insert(kind);
+            }
+            for mut record in finishing {
+                self.lost.remove(&record.run_id);
+                record.lost_to_storage(kind, &e.to_string());
+                self.unfinished.push(record);
+            }
         }
         for reply in replies {
             reply.answer(outcome.as_ref().map(|_| ()));
@@ -641,14 +717,10 @@ fn store_findings(
     let mut insert = tx.prepare_cached(INSERT_FINDING)?;
     let mut update = tx.prepare_cached(UPDATE_SEEN_AGAIN)?;
     let mut ids = Vec::with_capacity(findings.len());
-    // One buffer for every document of the batch, bound as text without a copy.
-    let mut buffer = Vec::with_capacity(1024);
     for f in findings {
         let text = |key: &str| f.document.get(key).and_then(Value::as_str).unwrap_or("");
-        buffer.clear();
-        serde_json::to_writer(&mut buffer, &f.document)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        let document = ToSqlOutput::Borrowed(ValueRef::Text(&buffer));
+        // Serialized by the session; bound as text without a copy.
+        let document = ToSqlOutput::Borrowed(ValueRef::Text(f.document_json.as_bytes()));
         let rank = severity_rank(f.severity);
         let inserted = insert.execute(params![
             f.fingerprint,
@@ -1061,7 +1133,7 @@ fn filter(sql: &mut String, args: &mut Vec<SqlValue>, column: &str, value: Optio
 
 impl StoragePort for SqliteStore {
     fn writer(&self) -> StoreWriter {
-        StoreWriter::new(self.tx.clone())
+        StoreWriter::new(self.tx.clone(), self.budget.clone())
     }
 
     fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StorageError> {
@@ -1253,17 +1325,17 @@ mod tests {
     }
 
     fn finding(fingerprint: &str, severity: Severity) -> NewFinding {
-        NewFinding {
-            fingerprint: fingerprint.to_string(),
+        NewFinding::new(
+            fingerprint.to_string(),
             severity,
-            document: json!({
+            json!({
                 "finding_schema_version": "1.0.0",
                 "rule_id": format!("rule-{fingerprint}"),
                 "title": format!("finding {fingerprint}"),
                 "severity": severity.as_str(),
                 "target": "http://target.test/",
             }),
-        }
+        )
     }
 
     fn findings_op(run_id: &str, findings: Vec<NewFinding>) -> WriteOp {
