@@ -40,6 +40,7 @@ pub struct RunContext<'a> {
     cancelled: &'a AtomicBool,
     config: &'a Map<String, Value>,
     workdir: &'a Path,
+    state_dir: Option<&'a Path>,
     deadline: Instant,
     max_findings: u64,
     emitted: u64,
@@ -62,6 +63,7 @@ pub(crate) struct RunSetup<'a> {
     pub cancelled: &'a AtomicBool,
     pub config: &'a Map<String, Value>,
     pub workdir: &'a Path,
+    pub state_dir: Option<&'a Path>,
     pub deadline: Instant,
     pub max_findings: u64,
 }
@@ -73,6 +75,7 @@ impl<'a> RunContext<'a> {
             cancelled: setup.cancelled,
             config: setup.config,
             workdir: setup.workdir,
+            state_dir: setup.state_dir,
             deadline: setup.deadline,
             max_findings: setup.max_findings,
             emitted: 0,
@@ -223,6 +226,13 @@ impl<'a> RunContext<'a> {
     /// The private, writable work directory of this run (removed after it).
     pub fn workdir(&self) -> &Path {
         self.workdir
+    }
+
+    /// The plugin's persistent state directory, kept across runs and writable
+    /// by every run of this plugin (caches, indexes); `None` unless the
+    /// manifest asks for `sandbox.state`.
+    pub fn state_dir(&self) -> Option<&Path> {
+        self.state_dir
     }
 
     /// When the supervisor will cancel the run.

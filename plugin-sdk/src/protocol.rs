@@ -141,6 +141,23 @@ pub enum MessageKind {
     Invalid,
 }
 
+impl MessageKind {
+    /// Classifies a message by its `jsonrpc` and which of `method`, `id`,
+    /// `result` and `error` it has (a member set to `null` counts as absent),
+    /// for readers that parse the members without building a [`Message`].
+    pub fn of(jsonrpc: &str, method: bool, id: bool, result: bool, error: bool) -> MessageKind {
+        if jsonrpc != "2.0" {
+            return MessageKind::Invalid;
+        }
+        match (method, id, result, error) {
+            (true, true, false, false) => MessageKind::Request,
+            (true, false, false, false) => MessageKind::Notification,
+            (false, true, true, false) | (false, true, false, true) => MessageKind::Response,
+            _ => MessageKind::Invalid,
+        }
+    }
+}
+
 impl Message {
     pub fn request(id: impl Into<Id>, method: &str, params: Value) -> Message {
         Message {
@@ -180,17 +197,13 @@ impl Message {
     }
 
     pub fn kind(&self) -> MessageKind {
-        if self.jsonrpc != "2.0" {
-            return MessageKind::Invalid;
-        }
-        match (&self.method, &self.id, &self.result, &self.error) {
-            (Some(_), Some(_), None, None) => MessageKind::Request,
-            (Some(_), None, None, None) => MessageKind::Notification,
-            (None, Some(_), Some(_), None) | (None, Some(_), None, Some(_)) => {
-                MessageKind::Response
-            }
-            _ => MessageKind::Invalid,
-        }
+        MessageKind::of(
+            &self.jsonrpc,
+            self.method.is_some(),
+            self.id.is_some(),
+            self.result.is_some(),
+            self.error.is_some(),
+        )
     }
 
     /// Serialises to one line, newline included.
@@ -251,6 +264,10 @@ pub struct RunContextInfo {
     pub workflow_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
+    /// The plugin's persistent, writable state directory, kept across runs
+    /// (only when its manifest asks for `sandbox.state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
 }
 
 /// Protocol bounds the plugin must respect.

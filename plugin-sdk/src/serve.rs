@@ -2,32 +2,35 @@
 //! end of input.
 //!
 //! A reader thread owns stdin so that `cancel` is seen while `run` executes on the
-//! main thread: it sets the cancel flag at once and forwards requests over a
-//! channel. Every outgoing message goes through one locked writer, flushed per
-//! message, on a private duplicate of fd 1; fd 1 itself is pointed at stderr so a
-//! stray `println!` in plugin code cannot corrupt the protocol stream.
+//! main thread: it sets the cancel flag at once and forwards requests, their
+//! params already parsed ([`crate::inbound`]), over a channel. Every outgoing
+//! message goes through one writer ([`crate::outbound`]: notifications of a run
+//! in batches, responses at once) on a private duplicate of fd 1; fd 1 itself is
+//! pointed at stderr so a stray `println!` in plugin code cannot corrupt the
+//! protocol stream.
 
 use std::any::Any;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::panic::{self, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::context::{Notice, NoticeSink, RunContext, RunSetup};
 use crate::error::PluginError;
 use crate::framing::{read_bounded_line, LineRead};
+use crate::inbound::{parse_line, Line, Request};
+use crate::outbound::{ProtocolWriter, SendError};
 use crate::protocol::{
-    code, method, Id, InitializeParams, InitializeResult, Message, MessageKind, RpcError,
-    RunParams, RunResult, PROTOCOL_VERSION,
+    code, method, Id, InitializeParams, InitializeResult, Message, RpcError, RunParams,
+    RunResult, PROTOCOL_VERSION,
 };
 use crate::Plugin;
 
@@ -110,17 +113,13 @@ where
 
 /// What the reader thread hands to the session.
 enum Inbound {
-    Request {
-        id: Id,
-        method: String,
-        params: Value,
-    },
+    Request(Request),
     /// End of input, or input that cannot be read further.
     End { clean: bool },
 }
 
-/// The reader thread: classifies each line, answers what it can itself
-/// (malformed input, unknown methods), raises the cancel flag, forwards the rest.
+/// The reader thread: parses each line, answers what it can itself
+/// (malformed input, unknown methods), acts on `cancel`, forwards the rest.
 fn read_requests<R: Read, W: Write>(
     input: R,
     max_bytes: usize,
@@ -148,11 +147,25 @@ fn read_requests<R: Read, W: Write>(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let Some(request) = classify(&line, writer, cancelled) else {
-            continue;
-        };
-        if tx.send(request).is_err() {
-            return;
+        match parse_line(&line) {
+            Line::Request(request) => {
+                if tx.send(Inbound::Request(request)).is_err() {
+                    return;
+                }
+            }
+            Line::Cancel => {
+                cancelled.store(true, Ordering::Release);
+                // What the run sent before the cancel goes out now, not after
+                // the batch delay: it is kept even if the plugin is killed
+                // right after. A broken channel shows up on the session's
+                // next write.
+                let _ = writer.flush();
+            }
+            Line::Ignored => {}
+            // Best effort, as above.
+            Line::Refused { id, error } => {
+                let _ = writer.send(&Message::error_response(id, error));
+            }
         }
     };
     // End of input lets a pending run finish (requests queued before it, such as
@@ -164,144 +177,6 @@ fn read_requests<R: Read, W: Write>(
     let _ = tx.send(Inbound::End { clean });
 }
 
-/// Turns one line into a request for the session, or handles it here.
-fn classify<W: Write>(
-    line: &[u8],
-    writer: &ProtocolWriter<W>,
-    cancelled: &AtomicBool,
-) -> Option<Inbound> {
-    let value: Value = match serde_json::from_slice(line) {
-        Ok(value) => value,
-        Err(err) => {
-            writer.reply_error(
-                Value::Null,
-                RpcError::new(code::PARSE_ERROR, format!("parse error: {err}")),
-            );
-            return None;
-        }
-    };
-    let id = value.get("id").cloned().unwrap_or(Value::Null);
-    let message: Message = match serde_json::from_value(value) {
-        Ok(message) => message,
-        Err(err) => {
-            writer.reply_error(
-                id,
-                RpcError::new(code::INVALID_REQUEST, format!("invalid request: {err}")),
-            );
-            return None;
-        }
-    };
-    let kind = message.kind();
-    let Message {
-        id: message_id,
-        method: name,
-        params,
-        ..
-    } = message;
-    match (kind, name, message_id) {
-        (MessageKind::Request, Some(name), Some(id)) => match name.as_str() {
-            method::INITIALIZE | method::RUN | method::SHUTDOWN => Some(Inbound::Request {
-                id,
-                method: name,
-                params: params.unwrap_or(Value::Null),
-            }),
-            other => {
-                writer.reply_error(
-                    id,
-                    RpcError::new(code::METHOD_NOT_FOUND, format!("unknown method {other:?}")),
-                );
-                None
-            }
-        },
-        (MessageKind::Notification, Some(name), _) => {
-            if name == method::CANCEL {
-                cancelled.store(true, Ordering::Release);
-            }
-            None
-        }
-        // The plugin sends no requests, so a response is unexpected; JSON-RPC
-        // forbids answering it.
-        (MessageKind::Response, _, _) => None,
-        _ => {
-            writer.reply_error(
-                id,
-                RpcError::new(
-                    code::INVALID_REQUEST,
-                    "invalid request: not a JSON-RPC 2.0 request",
-                ),
-            );
-            None
-        }
-    }
-}
-
-/// The one writer of the protocol channel.
-struct ProtocolWriter<W: Write> {
-    out: Mutex<BufWriter<W>>,
-    /// The supervisor's `limits.max_message_bytes`, known after `initialize`.
-    max_message_bytes: AtomicU64,
-}
-
-impl<W: Write> ProtocolWriter<W> {
-    fn new(out: W) -> ProtocolWriter<W> {
-        ProtocolWriter {
-            out: Mutex::new(BufWriter::with_capacity(64 << 10, out)),
-            max_message_bytes: AtomicU64::new(u64::MAX),
-        }
-    }
-
-    /// Writes one message as one line and flushes it. A line longer than the
-    /// supervisor accepts is not written: `Ok(Err(length))`.
-    fn send(&self, message: &Message) -> io::Result<Result<(), usize>> {
-        let line = message.to_line();
-        let body = line.len() - 1;
-        if body as u64 > self.max_message_bytes.load(Ordering::Relaxed) {
-            return Ok(Err(body));
-        }
-        // A panic while holding the lock cannot leave a half-written line
-        // behind a later message: each write is followed by a flush or an error.
-        let mut out = self
-            .out
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        out.write_all(line.as_bytes())?;
-        out.flush()?;
-        Ok(Ok(()))
-    }
-
-    /// Writes a `finding` notification around an already serialised finding
-    /// and flushes it, with the bound of [`ProtocolWriter::send`].
-    fn send_serialized_finding(&self, seq: u64, finding: &[u8]) -> io::Result<Result<(), usize>> {
-        let head = format!(
-            r#"{{"jsonrpc":"2.0","method":"{}","params":{{"seq":{seq},"finding":"#,
-            method::FINDING
-        );
-        let body = head.len() + finding.len() + 2;
-        if body as u64 > self.max_message_bytes.load(Ordering::Relaxed) {
-            return Ok(Err(body));
-        }
-        let mut out = self
-            .out
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        out.write_all(head.as_bytes())?;
-        out.write_all(finding)?;
-        out.write_all(b"}}\n")?;
-        out.flush()?;
-        Ok(Ok(()))
-    }
-
-    /// Best-effort error answer from the reader thread; a broken channel shows
-    /// up on the session's next write.
-    fn reply_error(&self, id: Id, error: RpcError) {
-        let _ = self.send(&Message::error_response(id, error));
-    }
-
-    fn max_message_bytes(&self) -> u64 {
-        self.max_message_bytes.load(Ordering::Relaxed)
-    }
-}
-
 /// Sends `run` notifications through the protocol writer.
 struct WireSink<'a, W: Write> {
     writer: &'a ProtocolWriter<W>,
@@ -309,35 +184,45 @@ struct WireSink<'a, W: Write> {
 
 impl<W: Write> NoticeSink for WireSink<'_, W> {
     fn send(&mut self, notice: Notice) -> Result<(), PluginError> {
-        let (name, params, what) = match notice {
-            Notice::Finding(p) => (method::FINDING, json!(p), format!("finding {}", p.seq)),
-            Notice::Progress(p) => (
-                method::PROGRESS,
-                json!(p),
-                "progress notification".to_owned(),
-            ),
-            Notice::Log(p) => (method::LOG, json!(p), "log notification".to_owned()),
-        };
-        let sent = self.writer.send(&Message::notification(name, params));
-        self.outcome(&what, sent)
+        match notice {
+            Notice::Finding(p) => {
+                let sent = self.writer.notify(method::FINDING, &p);
+                self.outcome(|| format!("finding {}", p.seq), sent)
+            }
+            Notice::Progress(p) => {
+                let sent = self.writer.notify(method::PROGRESS, &p);
+                self.outcome(|| "progress notification".to_owned(), sent)
+            }
+            Notice::Log(p) => {
+                let sent = self.writer.notify(method::LOG, &p);
+                self.outcome(|| "log notification".to_owned(), sent)
+            }
+        }
     }
 
     fn send_serialized_finding(&mut self, seq: u64, finding: &[u8]) -> Result<(), PluginError> {
-        let sent = self.writer.send_serialized_finding(seq, finding);
-        self.outcome(&format!("finding {seq}"), sent)
+        let sent = self.writer.notify_serialized_finding(seq, finding);
+        self.outcome(|| format!("finding {seq}"), sent)
     }
 }
 
 impl<W: Write> WireSink<'_, W> {
-    fn outcome(&self, what: &str, sent: io::Result<Result<(), usize>>) -> Result<(), PluginError> {
+    /// `what` names the message in an error; it is only built for one.
+    fn outcome(
+        &self,
+        what: impl FnOnce() -> String,
+        sent: Result<(), SendError>,
+    ) -> Result<(), PluginError> {
         match sent {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(length)) => Err(PluginError::internal(format!(
-                "{what} is {length} bytes, over the supervisor's max_message_bytes of {}",
+            Ok(()) => Ok(()),
+            Err(SendError::TooLong(length)) => Err(PluginError::internal(format!(
+                "{} is {length} bytes, over the supervisor's max_message_bytes of {}",
+                what(),
                 self.writer.max_message_bytes()
             ))),
-            Err(err) => Err(PluginError::internal(format!(
-                "protocol channel closed while sending {what}: {err}"
+            Err(SendError::Channel(err)) => Err(PluginError::internal(format!(
+                "protocol channel closed while sending {}: {err}",
+                what()
             ))),
         }
     }
@@ -362,8 +247,8 @@ struct Initialized {
 impl<P: Plugin, W: Write> Session<P, W> {
     fn serve(&mut self, requests: Receiver<Inbound>) -> io::Result<ExitCode> {
         for inbound in requests {
-            let (id, name, params) = match inbound {
-                Inbound::Request { id, method, params } => (id, method, params),
+            let request = match inbound {
+                Inbound::Request(request) => request,
                 Inbound::End { clean } => {
                     return Ok(if clean {
                         ExitCode::SUCCESS
@@ -372,19 +257,20 @@ impl<P: Plugin, W: Write> Session<P, W> {
                     })
                 }
             };
-            let answer = match name.as_str() {
-                method::INITIALIZE => self.initialize(params),
-                method::RUN => self.run(params),
-                method::SHUTDOWN => {
+            match request {
+                Request::Initialize { id, params } => {
+                    let answer = self.initialize(params);
+                    self.answer(id, answer)?;
+                }
+                Request::Run { id, params } => {
+                    let answer = self.run(params);
+                    self.answer(id, answer)?;
+                }
+                Request::Shutdown { id } => {
                     self.answer(id, Ok(json!({})))?;
                     return Ok(ExitCode::SUCCESS);
                 }
-                other => Err(RpcError::new(
-                    code::METHOD_NOT_FOUND,
-                    format!("unknown method {other:?}"),
-                )),
-            };
-            self.answer(id, answer)?;
+            }
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -394,27 +280,35 @@ impl<P: Plugin, W: Write> Session<P, W> {
             Ok(result) => Message::response(id.clone(), result),
             Err(error) => Message::error_response(id.clone(), error),
         };
-        if let Err(length) = self.writer.send(&message)? {
-            let error = RpcError::new(
-                code::INTERNAL_ERROR,
-                format!(
-                    "the answer is {length} bytes, over the supervisor's max_message_bytes of {}",
-                    self.writer.max_message_bytes()
-                ),
-            );
-            let _ = self.writer.send(&Message::error_response(id, error))?;
+        let length = match self.writer.send(&message) {
+            Ok(()) => return Ok(()),
+            Err(SendError::Channel(err)) => return Err(err),
+            Err(SendError::TooLong(length)) => length,
+        };
+        let error = RpcError::new(
+            code::INTERNAL_ERROR,
+            format!(
+                "the answer is {length} bytes, over the supervisor's max_message_bytes of {}",
+                self.writer.max_message_bytes()
+            ),
+        );
+        match self.writer.send(&Message::error_response(id, error)) {
+            Ok(()) | Err(SendError::TooLong(_)) => Ok(()),
+            Err(SendError::Channel(err)) => Err(err),
         }
-        Ok(())
     }
 
-    fn initialize(&mut self, params: Value) -> Result<Value, RpcError> {
+    fn initialize(
+        &mut self,
+        params: Result<InitializeParams, RpcError>,
+    ) -> Result<Value, RpcError> {
         if self.init.is_some() {
             return Err(RpcError::new(
                 code::INVALID_REQUEST,
                 "initialize was already called",
             ));
         }
-        let params: InitializeParams = parse_params(method::INITIALIZE, params)?;
+        let params = params?;
         if params.protocol_version != PROTOCOL_VERSION {
             return Err(RpcError::new(
                 code::INVALID_PARAMS,
@@ -430,8 +324,7 @@ impl<P: Plugin, W: Write> Session<P, W> {
             .checked_add(Duration::from_millis(params.context.deadline_ms))
             .unwrap_or(started + Duration::from_secs(365 * 24 * 3600));
         self.writer
-            .max_message_bytes
-            .store(params.limits.max_message_bytes, Ordering::Relaxed);
+            .set_max_message_bytes(params.limits.max_message_bytes);
         self.plugin
             .initialize(&params)
             .map_err(|e| e.to_rpc_error())?;
@@ -451,7 +344,7 @@ impl<P: Plugin, W: Write> Session<P, W> {
         Ok(json!(result))
     }
 
-    fn run(&mut self, params: Value) -> Result<Value, RpcError> {
+    fn run(&mut self, params: Result<RunParams, RpcError>) -> Result<Value, RpcError> {
         let Some(init) = &self.init else {
             return Err(RpcError::new(
                 code::INVALID_REQUEST,
@@ -465,7 +358,7 @@ impl<P: Plugin, W: Write> Session<P, W> {
             ));
         }
         self.ran = true;
-        let params: RunParams = parse_params(method::RUN, params)?;
+        let params = params?;
         let mut sink = WireSink {
             writer: &self.writer,
         };
@@ -475,12 +368,17 @@ impl<P: Plugin, W: Write> Session<P, W> {
                 cancelled: &self.cancelled,
                 config: &init.params.config,
                 workdir: &init.workdir,
+                state_dir: init.params.context.state_dir.as_deref().map(Path::new),
                 deadline: init.deadline,
                 max_findings: init.params.limits.max_findings,
             },
         );
         let plugin = &mut self.plugin;
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| plugin.run(&mut ctx, params.inputs)));
+        // Notifications are batched while the plugin runs; the answer below
+        // writes whatever the batch still holds first.
+        let outcome = self.writer.batching(|| {
+            panic::catch_unwind(AssertUnwindSafe(|| plugin.run(&mut ctx, params.inputs)))
+        });
         let findings = ctx.emitted();
         match outcome {
             Ok(Ok(outputs)) => Ok(json!(RunResult { outputs, findings })),
@@ -498,11 +396,6 @@ impl<P: Plugin, W: Write> Session<P, W> {
             )),
         }
     }
-}
-
-fn parse_params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, RpcError> {
-    serde_json::from_value(params)
-        .map_err(|err| RpcError::new(code::INVALID_PARAMS, format!("{method} params: {err}")))
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> &str {

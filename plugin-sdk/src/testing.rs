@@ -50,6 +50,7 @@ pub struct TestRun {
     cancel_after: Option<u64>,
     deadline: Duration,
     max_findings: u64,
+    state_dir: Option<PathBuf>,
 }
 
 impl TestRun {
@@ -63,7 +64,15 @@ impl TestRun {
             cancel_after: None,
             deadline: Duration::from_secs(60),
             max_findings: 1_000_000,
+            state_dir: None,
         }
+    }
+
+    /// The persistent `context.state_dir` the plugin is told (the caller owns
+    /// the directory, so that several runs can share it).
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> TestRun {
+        self.state_dir = Some(dir.into());
+        self
     }
 
     /// Cancels the run as soon as the plugin has sent `findings` findings
@@ -101,6 +110,10 @@ impl TestRun {
                 network: false,
                 workflow_id: None,
                 node_id: None,
+                state_dir: self
+                    .state_dir
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned()),
             },
             limits: ProtocolLimits {
                 max_message_bytes: 8 << 20,
@@ -134,6 +147,7 @@ impl TestRun {
                 cancelled: &cancelled,
                 config: &init.config,
                 workdir: &workdir.path,
+                state_dir: self.state_dir.as_deref(),
                 deadline,
                 max_findings: self.max_findings,
             },

@@ -495,6 +495,12 @@ impl Subject<'_> {
                     self.config.sandbox.work_root.display()
                 )
             })?;
+        if let Some(state) = &self.plan.state_dir {
+            if let Err(e) = sandbox::prepare_state_dir(state, uid.map(|u| (u, u))) {
+                let _ = sandbox::remove_run_dir(&run_dir);
+                return Err(e.to_string());
+            }
+        }
         let entrypoint = &self.plugin.entrypoint;
         let exec = crate::trust::open_executable(entrypoint).map_err(|e| e.to_string())?;
         let prepared = self
@@ -551,6 +557,11 @@ impl Subject<'_> {
                 network: self.plan.network,
                 workflow_id: None,
                 node_id: None,
+                state_dir: self
+                    .plan
+                    .state_dir
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned()),
             },
             limits: ProtocolLimits {
                 max_message_bytes: self.config.limits.max_message_bytes,

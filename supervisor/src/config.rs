@@ -175,6 +175,9 @@ pub struct SandboxConfig {
     pub uid_count: u32,
     /// Size of each run's private `/tmp` (a tmpfs), MiB.
     pub tmp_size_mb: u64,
+    /// Parent of the persistent per-plugin state dirs (`sandbox.state` in a
+    /// manifest): `<state_root>/<plugin name>`, kept across runs.
+    pub state_root: PathBuf,
     /// Isolation layers that may be left out when this host cannot provide
     /// them. Empty (the default) means fail closed: a run whose plan needs a
     /// layer the host lacks is rejected, naming the layer.
@@ -188,6 +191,7 @@ impl Default for SandboxConfig {
             uid_min: 2_000_000_000,
             uid_count: 1024,
             tmp_size_mb: 64,
+            state_root: PathBuf::from("var/state"),
             allow_degraded: Vec::new(),
         }
     }
@@ -438,6 +442,7 @@ impl Config {
         join(&mut self.storage.path);
         join(&mut self.api.socket);
         join(&mut self.sandbox.work_root);
+        join(&mut self.sandbox.state_root);
         self.trust.trusted_keys.iter_mut().for_each(join);
         for key in &mut self.trust.revoked_keys {
             if let RevokedKey::File(path) = key {

@@ -66,6 +66,9 @@ pub struct SandboxSpec {
     pub filesystem: FilesystemMode,
     #[serde(default)]
     pub read_paths: Vec<PathBuf>,
+    /// A persistent, writable state directory kept across runs.
+    #[serde(default)]
+    pub state: bool,
     #[serde(flatten)]
     pub limits: RequestedLimits,
 }

@@ -645,3 +645,42 @@ fn doctor_reports_every_layer_available_here_and_exits_0() {
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn a_state_dir_persists_across_runs_of_its_plugin_and_no_other_plugin_sees_it() {
+    let bed = TestBed::new();
+    let mut with_state = default_sandbox();
+    with_state["state"] = json!(true);
+    install_hostile(&bed, "keeper", with_state);
+    install_hostile(&bed, "snoop", default_sandbox());
+    let supervisor = bed.supervisor().await;
+    let state = supervisor.config().sandbox.state_root.join("keeper");
+    let note = state.join("note").to_string_lossy().into_owned();
+
+    let first = attack(
+        &supervisor,
+        "keeper",
+        json!({"attack": "write", "targets": [&note]}),
+    )
+    .await;
+    assert_eq!(first.status, RunStatus::Succeeded, "{:?}", first.error);
+    assert!(!denied(&results(&first), &note), "{:?}", results(&first));
+    // A later run has another uid, and still reads and appends to its state.
+    let second = attack(
+        &supervisor,
+        "keeper",
+        json!({"attack": "write", "targets": [&note]}),
+    )
+    .await;
+    assert!(!denied(&results(&second), &note), "{:?}", results(&second));
+    assert_eq!(std::fs::read(&note).unwrap(), b"pwned\npwned\n");
+    let snooped = attack(
+        &supervisor,
+        "snoop",
+        json!({"attack": "read", "targets": [&note]}),
+    )
+    .await;
+    assert!(denied(&results(&snooped), &note), "{:?}", results(&snooped));
+    // The work dir went with the run; the state stayed.
+    assert!(state.is_dir());
+}

@@ -310,6 +310,14 @@ impl Runner {
                     .await;
             }
         };
+        if let Some(state) = &plan.state_dir {
+            if let Err(e) = sandbox::prepare_state_dir(state, uid.map(|u| (u, u))) {
+                let _ = sandbox::remove_run_dir(&run_dir);
+                return self
+                    .refuse(record, ErrorKind::SpawnFailed, e.to_string(), actor)
+                    .await;
+            }
+        }
         phases.mark("run_dir");
         let policy = EffectivePolicy {
             layers: layers.clone(),
@@ -423,6 +431,10 @@ impl Runner {
                 network: plan.network,
                 workflow_id: request.workflow_id.clone(),
                 node_id: request.node_id.clone(),
+                state_dir: plan
+                    .state_dir
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned()),
             },
             limits: ProtocolLimits {
                 max_message_bytes: limits.max_message_bytes,

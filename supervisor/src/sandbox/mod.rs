@@ -30,6 +30,7 @@
 mod child;
 mod host;
 mod seccomp;
+mod state;
 mod uids;
 mod view;
 
@@ -42,6 +43,7 @@ pub use child::{
     ExitReport, LaunchError, Launched, PreparedSandbox, RunDir,
 };
 pub use host::{Host, HostReport};
+pub use state::{prepare_state_dir, StateError};
 pub use uids::{UidLease, UidPool};
 pub use view::{MountStep, View};
 
@@ -114,6 +116,8 @@ pub struct SandboxPlan {
     pub plugin_dir: PathBuf,
     /// Extra read-only paths, canonical (only with `filesystem: readonly`).
     pub read_paths: Vec<PathBuf>,
+    /// The plugin's persistent state directory, writable (`sandbox.state`).
+    pub state_dir: Option<PathBuf>,
     pub limits: RunLimits,
     /// Size of the private `/tmp`, MiB.
     pub tmp_size_mb: u64,
@@ -155,6 +159,8 @@ pub fn plan(plugin: &VerifiedPlugin, config: &Config) -> Result<SandboxPlan, Pla
             .map(Path::to_path_buf),
     );
     hidden.extend(config.storage.path.parent().map(Path::to_path_buf));
+    // Other plugins' state; this plugin's own dir is bound back in.
+    hidden.push(config.sandbox.state_root.clone());
     hidden.extend(config.api.socket.parent().map(Path::to_path_buf));
     hidden.extend(
         config
@@ -176,6 +182,9 @@ pub fn plan(plugin: &VerifiedPlugin, config: &Config) -> Result<SandboxPlan, Pla
         filesystem: spec.filesystem,
         plugin_dir,
         read_paths,
+        state_dir: spec
+            .state
+            .then(|| config.sandbox.state_root.join(&plugin.manifest.name)),
         limits: plugin.limits,
         tmp_size_mb: config.sandbox.tmp_size_mb,
         search_path: config.plugins.search_path.clone(),
@@ -249,13 +258,20 @@ pub fn plugin_environment(plan: &SandboxPlan, workdir: &Path) -> Vec<(String, St
         .collect::<Vec<_>>()
         .join(":");
     let workdir = workdir.to_string_lossy().into_owned();
-    vec![
+    let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), path),
         ("HOME".into(), workdir.clone()),
         ("TMPDIR".into(), "/tmp".into()),
         ("LANG".into(), "C.UTF-8".into()),
         ("SECFLOW_WORKDIR".into(), workdir),
-    ]
+    ];
+    if let Some(state) = &plan.state_dir {
+        env.push((
+            "SECFLOW_STATE_DIR".into(),
+            state.to_string_lossy().into_owned(),
+        ));
+    }
+    env
 }
 
 #[cfg(test)]
@@ -269,6 +285,7 @@ mod tests {
             filesystem: FilesystemMode::Readonly,
             plugin_dir: "/opt/plugin".into(),
             read_paths: Vec::new(),
+            state_dir: None,
             limits: LimitsConfig::default().defaults(),
             tmp_size_mb: 16,
             search_path: Vec::new(),

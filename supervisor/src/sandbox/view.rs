@@ -106,6 +106,11 @@ pub fn build(plan: &SandboxPlan, workdir: &Path) -> View {
         sources.push(path.clone());
     }
     view.bind(workdir, true, false);
+    // Before the hides below: were the state root inside a visible tree, its
+    // cover would hide this too, and writes fail rather than leak.
+    if let Some(state) = &plan.state_dir {
+        view.bind(state, true, false);
+    }
     view.dirs_for(Path::new("/dev"));
     view.steps.push(MountStep::DevTmpfs("/dev".into()));
     for dev in DEVICES.iter().map(Path::new) {
@@ -211,6 +216,7 @@ mod tests {
             filesystem,
             plugin_dir: plugin_dir.to_path_buf(),
             read_paths: Vec::new(),
+            state_dir: None,
             limits: LimitsConfig::default().defaults(),
             tmp_size_mb: 16,
             search_path: vec!["/usr/bin".into()],
