@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::io::BufReader;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,9 @@ use secflow_supervisor::config::Config;
 use secflow_supervisor::manifest::VerifiedPlugin;
 use secflow_supervisor::registry::Registry;
 use secflow_supervisor::runner::RunRequest;
-use secflow_supervisor::sandbox::{self, ChildStdio, Host, Layer, SandboxPlan, UidPool};
+use secflow_supervisor::sandbox::{
+    self, block_all_signals, pipe, ChildStdio, Host, Layer, SandboxPlan, UidPool,
+};
 use secflow_supervisor::Supervisor;
 use serde_json::json;
 
@@ -282,26 +284,5 @@ impl Launcher<'_> {
                 "the sandboxed plugin did not exit 0: {other:?}"
             ))),
         }
-    }
-}
-
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two fds into the array we own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both fds are fresh and owned by nothing else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Blocks every signal on this thread: children cloned from it start with
-/// all blocked, so none of this process's handlers runs in them.
-fn block_all_signals() {
-    // SAFETY: a full set on the stack; pthread_sigmask on this thread only.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
     }
 }
