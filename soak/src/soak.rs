@@ -1,8 +1,8 @@
 //! The soak: many runs of well-behaved and hostile plugins through one
 //! `secflowd`, from several clients at once, with the daemon's RSS, fds and
-//! threads sampled at start, after warm-up, in the middle and at the end, and
-//! the leftovers (processes, zombies, run dirs, uids, namespaces) checked once
-//! every run has ended.
+//! threads sampled at start and after every tenth of the runs (the first tenth
+//! is the warm-up), and the leftovers (processes, zombies, run dirs, uids,
+//! namespaces) checked once every run has ended.
 //!
 //! The schedule is fixed by the plan: in every 20 runs, 16 are detectors
 //! (`fixture-detector`, the findings budget spread over them) and 4 are the
@@ -81,7 +81,8 @@ pub struct SoakReport {
     pub findings_planned: u64,
     /// Rows in the database at the end: distinct findings, observations.
     pub findings_stored: (u64, u64),
-    /// Start (before any run), warm (10 %), middle (50 %), end.
+    /// Start (before any run), then after every tenth of the runs; the
+    /// first tenth is the warm-up.
     pub samples: Vec<Sample>,
     /// Runs whose outcome was not what their plugin must get (first 20).
     pub unexpected: Vec<String>,
@@ -356,7 +357,8 @@ pub fn run(plan: &SoakPlan, bins: &Binaries) -> Result<SoakReport, HarnessError>
             std::thread::spawn(move || client(&socket, &jobs, &next, &done, &tally))
         })
         .collect();
-    let marks = [plan.runs / 10, plan.runs / 2];
+    // Every tenth of the runs: the curve shows whether memory settles.
+    let marks: Vec<u64> = (1..10).map(|tenth| plan.runs * tenth / 10).collect();
     let mut taken = 0;
     while done.load(Ordering::Relaxed) < plan.runs && clients.iter().any(|c| !c.is_finished()) {
         let now = done.load(Ordering::Relaxed);

@@ -63,6 +63,9 @@ impl Default for PluginsConfig {
     }
 }
 
+/// Largest `storage.cache_mib`.
+pub const MAX_CACHE_MIB: u32 = 4096;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
@@ -72,6 +75,10 @@ pub struct StorageConfig {
     pub queue_capacity: usize,
     /// Most write operations committed in one transaction.
     pub batch_size: usize,
+    /// The writer connection's page cache, MiB. It fills as the database
+    /// grows and then stays: the daemon's steady memory. Misses are served
+    /// by the kernel's page cache, so more only pays on very large databases.
+    pub cache_mib: u32,
 }
 
 impl Default for StorageConfig {
@@ -80,6 +87,7 @@ impl Default for StorageConfig {
             path: PathBuf::from("var/secflow.db"),
             queue_capacity: 4096,
             batch_size: 2048,
+            cache_mib: 8,
         }
     }
 }
@@ -481,6 +489,12 @@ impl Config {
         if self.storage.queue_capacity == 0 || self.storage.batch_size == 0 {
             return Err("storage.queue_capacity and storage.batch_size must be at least 1".into());
         }
+        if !(1..=MAX_CACHE_MIB).contains(&self.storage.cache_mib) {
+            return Err(format!(
+                "storage.cache_mib must be between 1 and {MAX_CACHE_MIB} (MiB), not {}",
+                self.storage.cache_mib
+            ));
+        }
         if self.runs.max_concurrent == 0 {
             return Err("runs.max_concurrent must be at least 1".into());
         }
@@ -570,6 +584,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("limits.memory_mb"), "{err}");
+    }
+
+    #[test]
+    fn the_writer_cache_is_bounded_and_a_bad_size_names_the_key() {
+        assert_eq!(Config::default().storage.cache_mib, 8);
+        assert_eq!(
+            parse("[storage]\ncache_mib = 256\n")
+                .unwrap()
+                .storage
+                .cache_mib,
+            256
+        );
+        for bad in [0, MAX_CACHE_MIB + 1] {
+            let err = parse(&format!("[storage]\ncache_mib = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("storage.cache_mib"), "{err}");
+            assert!(err.contains(&bad.to_string()), "{err}");
+        }
     }
 
     #[test]

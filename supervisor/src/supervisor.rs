@@ -111,11 +111,7 @@ impl Supervisor {
         // Before anything is marked interrupted: the runs in flight may be a
         // live daemon's.
         let owner = DatabaseOwner::claim(&config.storage.path)?;
-        let store = SqliteStore::open(
-            &config.storage.path,
-            config.storage.queue_capacity,
-            config.storage.batch_size,
-        )?;
+        let store = SqliteStore::open(&config.storage)?;
         let interrupted = store.mark_interrupted()?;
         if interrupted > 0 {
             tracing::warn!(

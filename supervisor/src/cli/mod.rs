@@ -457,12 +457,7 @@ pub fn load_config(cli: &Cli) -> Result<Config, Failure> {
 
 fn open_store(cli: &Cli) -> Result<SqliteStore, Failure> {
     let config = load_config(cli)?;
-    let storage = &config.storage;
-    Ok(SqliteStore::open(
-        &storage.path,
-        storage.queue_capacity,
-        storage.batch_size,
-    )?)
+    Ok(SqliteStore::open(&config.storage)?)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {

@@ -41,6 +41,7 @@ use super::{
     TelemetryQuery, WriteOp, MAX_FINDINGS_IN_FLIGHT,
 };
 use crate::clock;
+use crate::config::StorageConfig;
 use crate::record::{ErrorKind, RunError, RunRecord, RunStatus};
 
 /// Schema steps: `MIGRATIONS[i]` takes a database from version `i` to `i + 1`.
@@ -54,9 +55,6 @@ pub const WRITER_THREAD_NAME: &str = "secflow-store-writer";
 
 /// Page size of a new database file: fewer, larger WAL writes per commit.
 const PAGE_SIZE: i64 = 16_384;
-
-/// Page cache of the writer connection, in KiB: holds the hot index pages.
-const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
 /// WAL pages (64 MiB at [`PAGE_SIZE`]) before the writer checkpoints: a page
 /// rewritten by several batches is copied back into the database only once.
@@ -113,16 +111,21 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating it and its directory if needed) the database at `path`,
-    /// brings its schema up to [`SCHEMA_VERSION`] and starts the writer thread.
+    /// Opens (creating it and its directory if needed) the database at
+    /// `config.path`, brings its schema up to [`SCHEMA_VERSION`] and starts the
+    /// writer thread.
     ///
     /// `queue_capacity` bounds the writer queue (senders wait when it is full);
-    /// `batch_size` is the most operations committed in one transaction.
-    pub fn open(
-        path: &Path,
-        queue_capacity: usize,
-        batch_size: usize,
-    ) -> Result<SqliteStore, StorageError> {
+    /// `batch_size` is the most operations committed in one transaction;
+    /// `cache_mib` is the writer connection's page cache.
+    pub fn open(config: &StorageConfig) -> Result<SqliteStore, StorageError> {
+        let StorageConfig {
+            path,
+            queue_capacity,
+            batch_size,
+            cache_mib,
+        } = config;
+        let (path, queue_capacity, batch_size) = (path.as_path(), *queue_capacity, *batch_size);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StorageError::CreateDir {
                 path: dir.to_path_buf(),
@@ -147,7 +150,8 @@ impl SqliteStore {
         conn.pragma_update(None, "page_size", PAGE_SIZE)
             .map_err(open_error)?;
         configure(&conn).map_err(open_error)?;
-        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+        // Negative: a size in KiB rather than in pages.
+        conn.pragma_update(None, "cache_size", -(i64::from(*cache_mib) * 1024))
             .map_err(open_error)?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
             .map_err(open_error)?;
@@ -1288,8 +1292,22 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn test_config(path: &Path, queue_capacity: usize, batch_size: usize) -> StorageConfig {
+        StorageConfig {
+            path: path.to_path_buf(),
+            queue_capacity,
+            batch_size,
+            ..StorageConfig::default()
+        }
+    }
+
     fn open(dir: &tempfile::TempDir) -> SqliteStore {
-        SqliteStore::open(&dir.path().join("db").join("secflow.db"), 64, 32).unwrap()
+        SqliteStore::open(&test_config(
+            &dir.path().join("db").join("secflow.db"),
+            64,
+            32,
+        ))
+        .unwrap()
     }
 
     fn started(run_id: &str, plugin: &str, category: Category) -> RunRecord {
@@ -1662,7 +1680,7 @@ mod tests {
         drop(writer);
         store.shutdown().unwrap();
 
-        let reopened = SqliteStore::open(&path, 64, 32).unwrap();
+        let reopened = SqliteStore::open(&test_config(&path, 64, 32)).unwrap();
         assert_eq!(reopened.run("run-1").unwrap(), Some(run));
         assert_eq!(all_findings(&reopened, FindingQuery::default()), findings);
         let audit = reopened.audit(&AuditQuery::default()).unwrap();
@@ -1690,7 +1708,7 @@ mod tests {
             .unwrap();
         drop(conn);
 
-        let err = SqliteStore::open(&path, 8, 8).unwrap_err();
+        let err = SqliteStore::open(&test_config(&path, 8, 8)).unwrap_err();
         match &err {
             StorageError::TooNew {
                 path: named,
@@ -1713,7 +1731,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // A batch of one operation per transaction: every op is its own commit,
         // so the answer must still wait for the findings' batches before it.
-        let store = SqliteStore::open(&dir.path().join("secflow.db"), 1024, 1).unwrap();
+        let store =
+            SqliteStore::open(&test_config(&dir.path().join("secflow.db"), 1024, 1)).unwrap();
         let writer = store.writer();
         let record = started("run-1", "detector", Category::Detector);
         writer
@@ -1764,7 +1783,7 @@ mod tests {
             .unwrap();
         assert!(matches!(held.flush().await, Err(StorageError::WriterGone)));
 
-        let reopened = SqliteStore::open(&path, 8, 8).unwrap();
+        let reopened = SqliteStore::open(&test_config(&path, 8, 8)).unwrap();
         let audit = reopened
             .audit(&AuditQuery {
                 limit: Some(1000),
