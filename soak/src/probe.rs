@@ -172,8 +172,14 @@ impl Snapshot {
             .cloned()
             .collect();
         zombies.dedup_by_key(|p| p.pid);
+        // The shared mount point of the runs' views is not a run's leftover.
         let work_dirs = std::fs::read_dir(work_root)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name() != secflow_supervisor::sandbox::VIEW_MOUNT_POINT)
+                    .map(|e| e.path())
+                    .collect()
+            })
             .unwrap_or_default();
         let holders = daemon
             .into_iter()

@@ -507,7 +507,13 @@ impl Subject<'_> {
             .plan
             .prepare(self.host, &self.layers, exec, entrypoint, &run_dir, uid)
             .map_err(|e| format!("cannot prepare the sandbox: {e}"))?;
-        let mut process = match process::spawn(prepared).await {
+        // The checker reports a failed setup as such rather than as a plugin
+        // that never answered: it waits for the plugin to have started.
+        let spawned = match process::spawn(prepared).await {
+            Ok(mut p) => p.started().await.map(|()| p),
+            Err(e) => Err(e),
+        };
+        let mut process = match spawned {
             Ok(p) => p,
             Err(e) => {
                 let _ = sandbox::remove_run_dir(&run_dir);
@@ -1144,7 +1150,7 @@ impl Session {
             None => String::new(),
         };
         if let Err(e) = sandbox::remove_run_dir(&self.run_dir) {
-            tracing::warn!(dir = %self.run_dir.dir.display(), error = %e, "cannot remove the check's work dir");
+            tracing::warn!(dir = %self.run_dir.work.display(), error = %e, "cannot remove the check's work dir");
         }
         tail
     }

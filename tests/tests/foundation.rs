@@ -112,9 +112,7 @@ async fn a_successful_run_records_resources_telemetry_and_an_invocation_audit() 
         .iter()
         .any(|e| e.run_id.as_deref() == Some(record.run_id.as_str())));
     let work_root = bed.path().join("var/runs");
-    let left: Vec<_> = std::fs::read_dir(&work_root)
-        .map(|d| d.collect())
-        .unwrap_or_default();
+    let left = leftover_run_dirs(&work_root);
     assert!(left.is_empty(), "the run's work dir is removed: {left:?}");
 }
 

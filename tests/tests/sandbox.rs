@@ -574,10 +574,50 @@ async fn the_work_dir_is_private_and_removed_after_the_run() {
     .await;
     assert_eq!(results(&record)["left-behind"], "ok");
     let runs = bed.path().join("var/runs");
-    let left: Vec<_> = std::fs::read_dir(&runs)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let left = leftover_run_dirs(&runs);
     assert!(left.is_empty(), "nothing survives the run: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_step_that_fails_rejects_the_run_naming_the_step_and_leaves_nothing() {
+    if !sandbox_available() {
+        return;
+    }
+    // The launch does not wait for the run's init to set up: a failed step
+    // must still reach the record as such, not as a plugin that never spoke.
+    // Here the last step fails: the script's interpreter is not in the view.
+    let bed = TestBed::new();
+    let script = bed.path().join("misscripted.sh");
+    std::fs::write(&script, "#!/nonexistent/interpreter\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    bed.install(Install {
+        config_schema: fixture_config_schema(),
+        ..Install::new("misscripted", &script)
+    });
+    bed.install_fixture("fine", DETECTOR);
+    let supervisor = bed.supervisor().await;
+    let record = run(&supervisor, "misscripted", json!({"count": 3})).await;
+    assert_eq!(record.status, RunStatus::Rejected, "{record:?}");
+    let error = record.error.as_ref().unwrap();
+    assert_eq!(error.kind, ErrorKind::SpawnFailed, "{error:?}");
+    assert!(
+        error.message.contains("could not execute the plugin"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error.message.contains("No such file or directory"),
+        "{}",
+        error.message
+    );
+    assert_eq!(findings_of(&supervisor, &record.run_id).len(), 0);
+    // Nothing of it is left, and the next run of another plugin is unaffected.
+    let runs = bed.path().join("var/runs");
+    let left = leftover_run_dirs(&runs);
+    assert!(left.is_empty(), "nothing survives the run: {left:?}");
+    let next = run(&supervisor, "fine", json!({"count": 3})).await;
+    assert_eq!(next.status, RunStatus::Succeeded, "{next:?}");
+    assert_eq!(next.findings, 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]

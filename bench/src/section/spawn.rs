@@ -258,6 +258,8 @@ impl Launcher<'_> {
                     e.error
                 ))
             })?;
+        // This thread reaps the init itself; its memory is dropped after.
+        let (pid, _pidfd, reports, memory) = launched.into_parts();
         let talked = converse(
             "the sandboxed plugin",
             File::from(stdin_write),
@@ -265,12 +267,21 @@ impl Launcher<'_> {
         );
         let mut status = 0;
         // SAFETY: reaping our own child (the run's init) with a stack out-pointer.
-        unsafe { libc::waitpid(launched.pid, &mut status, 0) };
-        let report = launched
-            .exit_report
-            .as_ref()
-            .and_then(sandbox::read_exit_report);
-        drop(launched);
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        drop(memory);
+        let report = match &reports {
+            Some(fd) => {
+                sandbox::read_setup_report(fd).map_err(|e| {
+                    BenchError::Plugin(format!(
+                        "the sandbox could not {}: {}",
+                        e.step.unwrap_or("start"),
+                        e.error
+                    ))
+                })?;
+                sandbox::read_exit_report(fd)
+            }
+            None => None,
+        };
         sandbox::remove_run_dir(&run_dir).map_err(io("removing the run dir"))?;
         drop(lease);
         talked?;

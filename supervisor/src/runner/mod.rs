@@ -16,6 +16,7 @@ pub use session::{decode_line, finding_params, PluginLine};
 #[doc(hidden)]
 pub use streams::{spawn_stdout_reader, StdoutEvent};
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,6 +104,18 @@ impl std::fmt::Display for Phases {
             write!(f, "{}{phase}={us}", if i == 0 { "" } else { " " })?;
         }
         Ok(())
+    }
+}
+
+/// The run's error message when the sandbox could not start `entrypoint`.
+fn launch_failure(entrypoint: &Path, e: &sandbox::LaunchError) -> String {
+    match e.step {
+        Some(step) => format!(
+            "the sandbox could not {step} for {}: {}",
+            entrypoint.display(),
+            e.error
+        ),
+        None => format!("cannot start {}: {}", entrypoint.display(), e.error),
     }
 }
 
@@ -352,7 +365,7 @@ impl Runner {
         let record = self.execute(launch, record, request, config, cancel).await;
         phases.mark("executed");
         if let Err(e) = sandbox::remove_run_dir(&run_dir) {
-            tracing::warn!(run_id = %run_id, dir = %run_dir.dir.display(), error = %e, "cannot remove the run's directory");
+            tracing::warn!(run_id = %run_id, dir = %run_dir.work.display(), error = %e, "cannot remove the run's directory");
         }
         // The uid returns to the pool only now: every process of the run is gone.
         drop(lease);
@@ -402,14 +415,7 @@ impl Runner {
         let mut child = match process::spawn(prepared).await {
             Ok(child) => child,
             Err(e) => {
-                let message = match e.step {
-                    Some(step) => format!(
-                        "the sandbox could not {step} for {}: {}",
-                        plugin.entrypoint.display(),
-                        e.error
-                    ),
-                    None => format!("cannot start {}: {}", plugin.entrypoint.display(), e.error),
-                };
+                let message = launch_failure(&plugin.entrypoint, &e);
                 return self
                     .refuse(record, ErrorKind::SpawnFailed, message, actor)
                     .await;
@@ -482,6 +488,14 @@ impl Runner {
             Ok(Ok(())) => child.reap().ok(),
             _ => None,
         };
+        // The launch did not wait for the setup (see `process::spawn`): a step
+        // that failed shows only now. An init that ended without a report
+        // was killed: by the session at a deadline or cancel (the session's
+        // ending says so), or by something else, which is a failed start too.
+        let setup_failure = child
+            .setup_failure()
+            .filter(|e| e.step.is_some() || outcome.ending.is_none())
+            .map(|e| launch_failure(&plugin.entrypoint, e));
         let (stderr_tail, stderr_bytes) = match stderr {
             Some(task) => match tokio::time::timeout(Duration::from_secs(1), task).await {
                 Ok(Ok(tail)) => tail,
@@ -492,6 +506,11 @@ impl Runner {
         drop(child);
 
         phases.mark("reaped");
+        if let Some(message) = setup_failure {
+            return self
+                .refuse(record, ErrorKind::SpawnFailed, message, actor)
+                .await;
+        }
         record.duration_ms = started.elapsed().as_millis() as u64;
         record.finished_at = Some(now_rfc3339());
         if let Some(exit) = exit {

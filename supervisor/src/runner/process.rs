@@ -14,7 +14,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 
 use crate::sandbox::{
-    block_all_signals, pipe, ChildStacks, ChildStdio, LaunchError, Launched, PreparedSandbox,
+    block_all_signals, pipe, read_exit_report, read_setup_report, ChildMemory, ChildStdio,
+    LaunchError, Launched, PreparedSandbox,
 };
 
 /// A running plugin and its three pipes.
@@ -23,14 +24,17 @@ pub struct PluginProcess {
     /// The plugin, or the init of its PID namespace.
     pid: libc::pid_t,
     pidfd: AsyncFd<OwnedFd>,
-    /// With a PID namespace: where the init reports the plugin's end.
-    exit_report: Option<OwnedFd>,
+    /// With a PID namespace: where the init reports how the setup went, then
+    /// the plugin's end.
+    reports: Option<OwnedFd>,
     reaped: Option<ExitInfo>,
+    /// The init's setup report: `None` until read (by `started` or `reap`).
+    setup: Option<Result<(), LaunchError>>,
     pub stdin: Option<ChildStdin>,
     pub stdout: Option<ChildStdout>,
     pub stderr: Option<ChildStderr>,
     /// Declared last: dropped after `Drop::drop` has reaped the init.
-    _stacks: ChildStacks,
+    _memory: ChildMemory,
 }
 
 /// How the process ended and what it used.
@@ -50,18 +54,20 @@ pub struct ExitInfo {
 /// them ends, so launching from a runtime worker that may be retired would kill
 /// healthy plugins; and the children start with every signal blocked, so no
 /// handler of the supervisor's ever runs in them.
+///
+/// With a PID namespace this resolves as soon as the run's init exists, before
+/// the plugin has executed: a setup failure surfaces as a plugin that never
+/// answers, and [`PluginProcess::setup_failure`] says which step failed once
+/// the process is reaped ([`PluginProcess::started`] waits for it instead).
 pub async fn spawn(sandbox: PreparedSandbox) -> Result<PluginProcess, LaunchError> {
-    let launched = on_spawner(move || launch(&sandbox))
+    // Should this task be dropped while waiting, the spawner drops the
+    // `Launched`, which kills and reaps the child.
+    let launched = on_spawner(move || launch(sandbox))
         .await
         .map_err(|error| LaunchError { step: None, error })??;
     let (launched, stdin, stdout, stderr) = launched;
     let parent = |error: io::Error| LaunchError { step: None, error };
-    let Launched {
-        pid,
-        pidfd,
-        exit_report,
-        stacks,
-    } = launched;
+    let (pid, pidfd, reports, memory) = launched.into_parts();
     // SAFETY: the pidfd is a valid open descriptor owned by the AsyncFd for its
     // whole life; nothing else closes or replaces it.
     let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) };
@@ -75,7 +81,7 @@ pub async fn spawn(sandbox: PreparedSandbox) -> Result<PluginProcess, LaunchErro
                 libc::kill(pid, libc::SIGKILL);
                 libc::waitpid(pid, std::ptr::null_mut(), 0);
             }
-            drop(stacks);
+            drop(memory);
             return Err(parent(io::Error::other(e.to_string())));
         }
     };
@@ -83,12 +89,13 @@ pub async fn spawn(sandbox: PreparedSandbox) -> Result<PluginProcess, LaunchErro
     let mut process = PluginProcess {
         pid,
         pidfd,
-        exit_report,
+        reports,
         reaped: None,
+        setup: None,
         stdin: None,
         stdout: None,
         stderr: None,
-        _stacks: stacks,
+        _memory: memory,
     };
     process.stdin =
         Some(ChildStdin::from_std(std::process::ChildStdin::from(stdin)).map_err(parent)?);
@@ -102,7 +109,7 @@ pub async fn spawn(sandbox: PreparedSandbox) -> Result<PluginProcess, LaunchErro
 type Launch = (Launched, OwnedFd, OwnedFd, OwnedFd);
 
 /// On the spawner thread: the plugin's pipes (parent ends returned), then launch.
-fn launch(sandbox: &PreparedSandbox) -> Result<Launch, LaunchError> {
+fn launch(sandbox: PreparedSandbox) -> Result<Launch, LaunchError> {
     let parent = |error: io::Error| LaunchError { step: None, error };
     let (stdin_read, stdin_write) = pipe().map_err(parent)?;
     let (stdout_read, stdout_write) = pipe().map_err(parent)?;
@@ -148,6 +155,43 @@ async fn on_spawner<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static)
 }
 
 impl PluginProcess {
+    /// Waits until the plugin has executed, or returns why the sandbox could
+    /// not start it. Without a PID namespace the launch already said so.
+    pub async fn started(&mut self) -> Result<(), LaunchError> {
+        let Some(reports) = &self.reports else {
+            return Ok(());
+        };
+        if self.setup.is_none() {
+            let parent = |error: io::Error| LaunchError { step: None, error };
+            let copy = reports.try_clone().map_err(parent)?;
+            // SAFETY: `copy` is a fresh descriptor owned by the AsyncFd for its
+            // whole (short) life; nothing else closes or replaces it.
+            let watch =
+                unsafe { AsyncFd::register_with_interest(copy, tokio::io::Interest::READABLE) }
+                    .map_err(|e| parent(io::Error::other(e.to_string())))?;
+            // Readable once the report is written or the init is gone; the
+            // report is one small write, so the read below does not block.
+            let _ready = watch.readable().await.map_err(parent)?;
+            self.setup = Some(read_setup_report(reports));
+        }
+        match &self.setup {
+            Some(Err(e)) => Err(LaunchError {
+                step: e.step,
+                error: io::Error::new(e.error.kind(), e.error.to_string()),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// After `reap`: why the sandbox could not start the plugin, if it could
+    /// not — the failed setup step, or an init that ended without a report.
+    pub fn setup_failure(&self) -> Option<&LaunchError> {
+        match &self.setup {
+            Some(Err(e)) => Some(e),
+            _ => None,
+        }
+    }
+
     /// Resolves when the process has exited (it is then a zombie until reaped).
     pub async fn exited(&self) -> io::Result<()> {
         if self.reaped.is_some() {
@@ -168,7 +212,7 @@ impl PluginProcess {
         }
         // SAFETY: the pidfd is our own child's; failure (already dead) is harmless.
         unsafe { crate::sandbox::pidfd_kill(self.pidfd.get_ref()) };
-        if self.exit_report.is_none() {
+        if self.reports.is_none() {
             // SAFETY: the group id equals the unreaped leader's pid, which cannot
             // have been reused; kill(-pgid) only signals that group.
             unsafe { libc::kill(-self.pid, libc::SIGKILL) };
@@ -198,8 +242,12 @@ impl PluginProcess {
         let ms = |tv: libc::timeval| tv.tv_sec as u64 * 1000 + tv.tv_usec as u64 / 1000;
         let mut cpu_ms = ms(usage.ru_utime) + ms(usage.ru_stime);
         let mut maxrss_kib = usage.ru_maxrss as u64;
-        if let Some(fd) = &self.exit_report {
-            match crate::sandbox::read_exit_report(fd) {
+        if let Some(fd) = &self.reports {
+            // The init has exited: both reports, if written, are in the pipe.
+            if self.setup.is_none() {
+                self.setup = Some(read_setup_report(fd));
+            }
+            match read_exit_report(fd) {
                 Some(report) => {
                     status = report.status;
                     cpu_ms = report.cpu_us / 1000;

@@ -344,3 +344,16 @@ pub fn install_marker(bed: &TestBed, name: &str, witness: &Witness) -> PathBuf {
     witness.watch(&bed.plugin_dir(name).join("fixture-marker"));
     manifest
 }
+
+/// What runs left under a work root: every entry but the shared mount point
+/// the runs' views are built on.
+pub fn leftover_run_dirs(work_root: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(work_root)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name() != secflow_supervisor::sandbox::VIEW_MOUNT_POINT)
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
