@@ -97,11 +97,126 @@ impl CompiledSchema {
 }
 
 /// Checks a finding as a plugin sent it against `schemas/finding.json`.
+///
+/// A finding of the common shape is first checked by [`finding_is_plainly_valid`],
+/// which can only say "valid"; everything it does not prove valid goes to the
+/// compiled schema, which stays the authority (and gives the violations).
 pub fn validate_finding(doc: &Value) -> Result<(), Vec<SchemaViolation>> {
+    if finding_is_plainly_valid(doc) {
+        return Ok(());
+    }
+    validate_finding_with_schema(doc)
+}
+
+/// Checks a finding with the compiled `schemas/finding.json` only.
+pub fn validate_finding_with_schema(doc: &Value) -> Result<(), Vec<SchemaViolation>> {
     static FINDING: OnceLock<CompiledSchema> = OnceLock::new();
     FINDING
         .get_or_init(|| embedded(FINDING_SCHEMA))
         .validate(doc)
+}
+
+/// Whether `doc` is a finding of the shape detectors stream (the required
+/// fields, `location`, the texts, the string arrays, `evidence`,
+/// `fingerprint`, `raw`) that satisfies every bound `schemas/finding.json` sets
+/// on it. A hand-written walk of the parsed document, several times cheaper
+/// than the general validator on the ingestion hot path.
+///
+/// One-sided by design: `true` means valid; `false` only means "not proven
+/// here" (another field such as `vulnerabilities`, a string longer in bytes
+/// than its bound in characters, a port written `80.0`, …) and the caller asks
+/// the schema. A test checks it against the schema on a corpus of valid and
+/// invalid findings; a change to the schema must keep that test green.
+pub fn finding_is_plainly_valid(doc: &Value) -> bool {
+    let Value::Object(fields) = doc else {
+        return false;
+    };
+    let mut required = 0;
+    for (key, value) in fields {
+        let ok = match key.as_str() {
+            "finding_schema_version" => {
+                required += 1;
+                value.as_str() == Some("1.0.0")
+            }
+            "rule_id" => {
+                required += 1;
+                text(value, 1, 256)
+            }
+            "title" => {
+                required += 1;
+                text(value, 1, 1024)
+            }
+            "severity" => {
+                required += 1;
+                matches!(
+                    value.as_str(),
+                    Some("info" | "low" | "medium" | "high" | "critical" | "unknown")
+                )
+            }
+            "target" => {
+                required += 1;
+                text(value, 1, 2048)
+            }
+            "location" => plain_location(value),
+            "description" | "remediation" => text(value, 0, 65_536),
+            "confidence" => matches!(value.as_str(), Some("low" | "medium" | "high")),
+            "tags" => texts(value, 64, 1, 128),
+            "references" => texts(value, 128, 1, 2048),
+            "cpe" => texts(value, 64, 1, 512),
+            "evidence" => plain_evidence(value),
+            "fingerprint" => text(value, 1, 256),
+            // Any JSON value.
+            "raw" => true,
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    // Each name appears once in a map, so five hits are the five required fields.
+    required == 5
+}
+
+/// A string of `min..=max` characters. Bounds are in characters and `len` is
+/// in bytes: a string within `max` bytes is within `max` characters, and a
+/// non-empty one has at least one character; a longer one is left to the schema.
+fn text(value: &Value, min: usize, max: usize) -> bool {
+    matches!(value, Value::String(s) if s.len() >= min && s.len() <= max)
+}
+
+/// An array of at most `max_items` strings of `min..=max` characters.
+fn texts(value: &Value, max_items: usize, min: usize, max: usize) -> bool {
+    matches!(value, Value::Array(items)
+        if items.len() <= max_items && items.iter().all(|i| text(i, min, max)))
+}
+
+fn plain_location(value: &Value) -> bool {
+    let Value::Object(fields) = value else {
+        return false;
+    };
+    fields.iter().all(|(key, value)| match key.as_str() {
+        "url" | "path" => text(value, 0, 8192),
+        "host" => text(value, 0, 255),
+        "ip" => text(value, 0, 64),
+        "protocol" | "method" => text(value, 0, 32),
+        "parameter" => text(value, 0, 1024),
+        "port" => value.as_u64().is_some_and(|p| p <= 65_535),
+        _ => false,
+    })
+}
+
+fn plain_evidence(value: &Value) -> bool {
+    let Value::Object(fields) = value else {
+        return false;
+    };
+    fields.len() <= 64
+        && fields.iter().all(|(key, value)| match key.as_str() {
+            "matched_at" => text(value, 0, 8192),
+            "request" | "response" => text(value, 0, 1_048_576),
+            "extracted" => texts(value, 256, 0, 8192),
+            // Other evidence is free-form.
+            _ => true,
+        })
 }
 
 /// Checks a manifest document against `schemas/manifest.json`.
@@ -294,6 +409,145 @@ mod tests {
                 "/vulnerabilities/0/cve",
                 "/vulnerabilities/0/kev/date_added"
             ]
+        );
+    }
+
+    /// Findings around the hot shape: valid ones, and one invalid variant per
+    /// bound the fast path checks (and some it leaves to the schema).
+    fn corpus() -> Vec<Value> {
+        let base = json!({
+            "finding_schema_version": "1.0.0", "rule_id": "bench.exposed-file",
+            "title": "Exposed file /item/1", "severity": "high",
+            "target": "http://10.0.0.1:8080",
+            "location": {"url": "http://10.0.0.1:8080/item/1", "host": "10.0.0.1", "ip": "10.0.0.1",
+                         "port": 8080, "protocol": "tcp", "path": "/item/1", "method": "GET",
+                         "parameter": "q"},
+            "description": "d", "remediation": "r", "confidence": "high",
+            "tags": ["exposure"], "references": ["https://owasp.org"], "cpe": ["cpe:2.3:a:x:y:1"],
+            "evidence": {"matched_at": "http://h/p", "request": "GET /", "response": "200",
+                         "extracted": ["200 OK"], "anything": {"free": [1, 2]}},
+            "fingerprint": "abc", "raw": {"any": [null, 1.5]}
+        });
+        let mut corpus = vec![base.clone(), finding()];
+        let long = |n: usize| Value::String("x".repeat(n));
+        let wide = |n: usize| Value::String("é".repeat(n));
+        let edits: Vec<(&str, Value)> = vec![
+            ("/finding_schema_version", json!("1.0.1")),
+            ("/finding_schema_version", json!(1)),
+            ("/rule_id", json!("")),
+            ("/rule_id", long(256)),
+            ("/rule_id", long(257)),
+            ("/rule_id", wide(200)),
+            ("/rule_id", wide(257)),
+            ("/rule_id", json!(null)),
+            ("/title", long(1024)),
+            ("/title", long(1025)),
+            ("/title", json!(["t"])),
+            ("/severity", json!("severe")),
+            ("/severity", json!("unknown")),
+            ("/severity", json!("HIGH")),
+            ("/target", json!("")),
+            ("/target", long(2049)),
+            ("/location", json!("http://h/")),
+            ("/location", json!({})),
+            ("/location/port", json!(65535)),
+            ("/location/port", json!(65536)),
+            ("/location/port", json!(-1)),
+            ("/location/port", json!(80.0)),
+            ("/location/port", json!(80.5)),
+            ("/location/port", json!("80")),
+            ("/location/url", long(8193)),
+            ("/location/host", long(256)),
+            ("/location/ip", long(65)),
+            ("/location/method", long(33)),
+            ("/location/parameter", long(1025)),
+            ("/location/extra", json!("x")),
+            ("/description", long(65_537)),
+            ("/description", json!(1)),
+            ("/confidence", json!("certain")),
+            ("/tags", json!([])),
+            ("/tags", json!([""])),
+            ("/tags", json!(vec!["t"; 65])),
+            ("/tags", json!([1])),
+            ("/references", json!([long(2049)])),
+            ("/cpe", json!(vec!["c"; 65])),
+            ("/evidence", json!([])),
+            ("/evidence/matched_at", long(8193)),
+            ("/evidence/extracted", json!(vec!["e"; 257])),
+            ("/evidence/extracted", json!([1])),
+            ("/fingerprint", json!("")),
+            ("/fingerprint", long(257)),
+            ("/raw", json!(null)),
+            ("/remediaton", json!("patch")),
+            ("/vulnerabilities", json!([{"cve": "CVE-2021-44228"}])),
+            ("/vulnerabilities", json!([{"cve": "log4shell"}])),
+            ("/enrichment", json!({"cve-mapper": {}})),
+            ("/occurrences", json!(0)),
+            ("/first_seen", json!("yesterday")),
+        ];
+        for (pointer, value) in edits {
+            let mut doc = base.clone();
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            doc.pointer_mut(parent)
+                .unwrap()
+                .as_object_mut()
+                .unwrap()
+                .insert(key.to_string(), value);
+            corpus.push(doc);
+        }
+        let mut evidence = serde_json::Map::new();
+        for i in 0..65 {
+            evidence.insert(format!("k{i}"), json!(i));
+        }
+        let mut crowded = base.clone();
+        crowded["evidence"] = Value::Object(evidence);
+        corpus.push(crowded);
+        for field in [
+            "finding_schema_version",
+            "rule_id",
+            "title",
+            "severity",
+            "target",
+        ] {
+            let mut doc = base.clone();
+            doc.as_object_mut().unwrap().remove(field);
+            corpus.push(doc);
+        }
+        corpus.extend([json!(null), json!([]), json!("finding"), json!({})]);
+        corpus
+    }
+
+    #[test]
+    fn the_fast_finding_check_never_accepts_what_the_schema_rejects() {
+        let corpus = corpus();
+        let mut proven = 0;
+        for doc in &corpus {
+            let schema = validate_finding_with_schema(doc);
+            if finding_is_plainly_valid(doc) {
+                proven += 1;
+                assert_eq!(schema, Ok(()), "the fast path accepted {doc}");
+            }
+            // The entry point gives the schema's verdict, violations included.
+            assert_eq!(validate_finding(doc), schema, "{doc}");
+        }
+        // The common shape is decided by the fast path, not only by the schema.
+        assert!(finding_is_plainly_valid(&corpus[0]));
+        assert!(finding_is_plainly_valid(&finding()));
+        assert!(proven > 10, "only {proven} of {} proven", corpus.len());
+    }
+
+    #[test]
+    fn what_the_fast_check_leaves_out_is_still_decided_by_the_schema() {
+        let mut wide = finding();
+        wide["rule_id"] = Value::String("é".repeat(200));
+        assert!(!finding_is_plainly_valid(&wide));
+        assert_eq!(validate_finding(&wide), Ok(()));
+        let mut cve = finding();
+        cve["vulnerabilities"] = json!([{"cve": "log4shell"}]);
+        assert!(!finding_is_plainly_valid(&cve));
+        assert_eq!(
+            paths(validate_finding(&cve)),
+            vec!["/vulnerabilities/0/cve"]
         );
     }
 

@@ -6,12 +6,15 @@
 //! the plugin does, the loop ends in bounded time: at the deadline it sends
 //! `cancel`, and after the grace period it kills the process group.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use secflow_plugin_sdk::protocol::{
     self, code, method, Category, FindingParams, InitializeResult, LogLevel, LogParams, Message,
     MessageKind, ProgressParams, RpcError, RunResult,
 };
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -86,7 +89,7 @@ pub async fn drive(
     inputs: Map<String, Value>,
     process: &PluginProcess,
     to_plugin: mpsc::Sender<String>,
-    mut from_plugin: mpsc::Receiver<StdoutEvent>,
+    mut from_plugin: mpsc::Receiver<Vec<StdoutEvent>>,
     mut cancel: watch::Receiver<bool>,
     store: &StoreWriter,
 ) -> SessionOutcome {
@@ -113,36 +116,51 @@ pub async fn drive(
     let mut cancel_open = true;
     loop {
         tokio::select! {
-            event = from_plugin.recv() => {
-                let stop = match event {
-                    Some(StdoutEvent::Line(line)) => {
-                        let step = state.on_line(&line);
-                        if !from_plugin.is_empty() && state.batch.len() < FINDING_BATCH {
-                            // More is waiting: keep batching before touching storage.
-                        } else {
-                            state.flush().await;
+            events = from_plugin.recv() => {
+                // One message carries every line the reader found buffered: the
+                // lines are taken in order, and the first that ends the session
+                // leaves the rest unread.
+                let events = events.unwrap_or_else(|| vec![StdoutEvent::Eof]);
+                let mut stop = false;
+                for event in events {
+                    let step = match event {
+                        StdoutEvent::Line(line) => {
+                            let step = state.on_line(&line);
+                            if state.batch.len() >= FINDING_BATCH {
+                                state.flush().await;
+                            }
+                            step
                         }
-                        step
+                        StdoutEvent::TooLong { limit } => state.fatal(
+                            ErrorKind::ProtocolViolation,
+                            format!("the plugin sent a line longer than max_message_bytes ({limit} bytes)"),
+                        ),
+                        StdoutEvent::OutputLimit { limit } => state.fatal(
+                            ErrorKind::OutputLimit,
+                            format!("the plugin's output passed sandbox.max_output_mb ({} MiB)", limit >> 20),
+                        ),
+                        StdoutEvent::Failed(e) => state.fatal(
+                            ErrorKind::ProtocolViolation,
+                            format!("reading the plugin's stdout failed: {e}"),
+                        ),
+                        StdoutEvent::Eof => Step::Eof,
+                    };
+                    match step {
+                        Step::Continue => {}
+                        Step::ShutdownSent | Step::Closed => kill_at = Some(Instant::now() + spec.grace),
+                        Step::Eof | Step::Fatal => {
+                            stop = true;
+                            break;
+                        }
                     }
-                    Some(StdoutEvent::TooLong { limit }) => state.fatal(
-                        ErrorKind::ProtocolViolation,
-                        format!("the plugin sent a line longer than max_message_bytes ({limit} bytes)"),
-                    ),
-                    Some(StdoutEvent::OutputLimit { limit }) => state.fatal(
-                        ErrorKind::OutputLimit,
-                        format!("the plugin's output passed sandbox.max_output_mb ({} MiB)", limit >> 20),
-                    ),
-                    Some(StdoutEvent::Failed(e)) => state.fatal(
-                        ErrorKind::ProtocolViolation,
-                        format!("reading the plugin's stdout failed: {e}"),
-                    ),
-                    Some(StdoutEvent::Eof) | None => Step::Eof,
-                };
-                match stop {
-                    Step::Continue => {}
-                    Step::ShutdownSent => kill_at = Some(Instant::now() + spec.grace),
-                    Step::Closed => kill_at = Some(Instant::now() + spec.grace),
-                    Step::Eof | Step::Fatal => break,
+                }
+                if stop {
+                    break;
+                }
+                if from_plugin.is_empty() {
+                    // Nothing more is waiting: what was batched goes to storage
+                    // now rather than waiting for a full batch.
+                    state.flush().await;
                 }
             }
             _ = tokio::time::sleep_until(spec.deadline), if state.outcome.ending.is_none() && state.phase == Phase::Running => {
@@ -254,6 +272,11 @@ impl State<'_> {
     }
 
     fn on_line(&mut self, line: &[u8]) -> Step {
+        if self.phase == Phase::Running {
+            if let Some((seq, finding, text)) = fast_finding(line) {
+                return self.on_finding(seq, finding, Some(text));
+            }
+        }
         match decode_line(line) {
             Ok(PluginLine::Response(message)) => self.on_response(message),
             Ok(PluginLine::Notification(message)) => self.on_notification(message),
@@ -372,7 +395,13 @@ impl State<'_> {
         let method = message.method.as_deref().unwrap_or_default();
         let params = message.params.unwrap_or(Value::Null);
         match method {
-            method::FINDING if self.phase == Phase::Running => self.on_finding(params),
+            method::FINDING if self.phase == Phase::Running => match finding_params(params) {
+                Ok(FindingParams { seq, finding }) => self.on_finding(seq, finding, None),
+                Err(e) => self.fatal(
+                    ErrorKind::ProtocolViolation,
+                    format!("malformed finding notification: {e}"),
+                ),
+            },
             method::FINDING => self.fatal(
                 ErrorKind::ProtocolViolation,
                 "the plugin sent a finding while no run was pending".to_string(),
@@ -414,16 +443,9 @@ impl State<'_> {
         }
     }
 
-    fn on_finding(&mut self, params: Value) -> Step {
-        let FindingParams { seq, finding } = match finding_params(params) {
-            Ok(p) => p,
-            Err(e) => {
-                return self.fatal(
-                    ErrorKind::ProtocolViolation,
-                    format!("malformed finding notification: {e}"),
-                )
-            }
-        };
+    /// `text` is the finding as the plugin wrote it, when the line was read on
+    /// the fast path; it is stored as is instead of serializing `finding` again.
+    fn on_finding(&mut self, seq: u64, finding: Value, text: Option<String>) -> Step {
         if seq != self.next_seq {
             return self.fatal(
                 ErrorKind::ProtocolViolation,
@@ -446,11 +468,12 @@ impl State<'_> {
         match crate::schema::validate_finding(&finding) {
             Ok(()) => {
                 self.outcome.accepted += 1;
-                self.batch.push(NewFinding::new(
-                    crate::finding::fingerprint(&self.spec.name, &finding),
-                    crate::finding::severity(&finding),
-                    finding,
-                ));
+                let fingerprint = crate::finding::fingerprint(&self.spec.name, &finding);
+                let severity = crate::finding::severity(&finding);
+                self.batch.push(match text {
+                    Some(text) => NewFinding::with_json(fingerprint, severity, finding, text),
+                    None => NewFinding::new(fingerprint, severity, finding),
+                });
             }
             Err(violations) => {
                 self.outcome.rejected += 1;
@@ -462,6 +485,55 @@ impl State<'_> {
         }
         Step::Continue
     }
+}
+
+/// The members of a protocol line, borrowed from it: enough to tell a
+/// `finding` notification without building a tree of its envelope.
+#[derive(Deserialize)]
+struct RawMessage<'a> {
+    #[serde(borrow)]
+    jsonrpc: Cow<'a, str>,
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    params: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    error: Option<&'a RawValue>,
+}
+
+/// `finding` params with the finding kept as the plugin's text.
+#[derive(Deserialize)]
+struct RawFindingParams<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    finding: &'a RawValue,
+}
+
+/// The hot path of a streaming plugin: a well-formed `finding` notification
+/// read in one pass, giving its `seq`, the parsed finding and the finding's own
+/// text (stored as is). `None` for anything else, including every malformed
+/// line: those go through [`decode_line`] and [`finding_params`], which give
+/// the exact verdict and error, so this path only ever accepts what they accept.
+pub fn fast_finding(line: &[u8]) -> Option<(u64, Value, String)> {
+    let raw: RawMessage<'_> = serde_json::from_slice(line).ok()?;
+    let kind = MessageKind::of(
+        &raw.jsonrpc,
+        raw.method.is_some(),
+        raw.id.is_some(),
+        raw.result.is_some(),
+        raw.error.is_some(),
+    );
+    if kind != MessageKind::Notification || raw.method.as_deref() != Some(method::FINDING) {
+        return None;
+    }
+    let params: RawFindingParams<'_> = serde_json::from_str(raw.params?.get()).ok()?;
+    let text = params.finding.get();
+    let finding: Value = serde_json::from_str(text).ok()?;
+    Some((params.seq, finding, text.to_string()))
 }
 
 /// A line of the plugin's stdout that the session acts on.

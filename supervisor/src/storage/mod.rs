@@ -77,9 +77,9 @@ pub struct NewFinding {
     pub severity: Severity,
     /// The finding document as the plugin sent it (schema-valid).
     pub document: Value,
-    /// `document` as compact JSON text: serialized by the session that
-    /// received it, so that the one writer thread, which every run's findings
-    /// go through, only binds it.
+    /// `document` as JSON text: the plugin's own text, or serialized by the
+    /// session that received it, so that the one writer thread, which every
+    /// run's findings go through, only binds it.
     pub document_json: String,
 }
 
@@ -88,6 +88,22 @@ impl NewFinding {
     pub fn new(fingerprint: String, severity: Severity, document: Value) -> NewFinding {
         // Serializing a `Value` cannot fail: its keys are strings.
         let document_json = document.to_string();
+        NewFinding {
+            fingerprint,
+            severity,
+            document,
+            document_json,
+        }
+    }
+
+    /// A finding to store whose compact JSON text is already at hand (the
+    /// plugin's own text of `document`, read on the session's fast path).
+    pub fn with_json(
+        fingerprint: String,
+        severity: Severity,
+        document: Value,
+        document_json: String,
+    ) -> NewFinding {
         NewFinding {
             fingerprint,
             severity,

@@ -44,7 +44,10 @@ use crate::clock;
 use crate::record::{ErrorKind, RunError, RunRecord, RunStatus};
 
 /// Schema steps: `MIGRATIONS[i]` takes a database from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[include_str!("migrations/001_initial.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_initial.sql"),
+    include_str!("migrations/002_first_observation_in_row.sql"),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -647,7 +650,8 @@ ON CONFLICT (fingerprint) DO NOTHING";
 
 /// Seen again: count it, keep the newest document; what enrichers merged lives
 /// in its own columns, and the effective severity never drops below what they
-/// raised it to.
+/// raised it to. Returns the run that first reported it: a sighting is only
+/// recorded for another run.
 const UPDATE_SEEN_AGAIN: &str = "\
 UPDATE findings SET
     occurrences = occurrences + 1,
@@ -659,52 +663,20 @@ UPDATE findings SET
     severity = CASE WHEN ?8 >= enriched_severity_rank THEN ?7 ELSE enriched_severity END,
     severity_rank = max(?8, enriched_severity_rank)
 WHERE fingerprint = ?1
-RETURNING id";
+RETURNING id, run_id";
 
-const INSERT_OBSERVATION: &str =
-    "INSERT OR IGNORE INTO finding_observations (run_id, finding_id) VALUES (?1, ?2)";
+/// A run reported a finding that another run first reported.
+const INSERT_SIGHTING: &str =
+    "INSERT OR IGNORE INTO finding_sightings (run_id, finding_id) VALUES (?1, ?2)";
 
-/// Observations are written this many per statement (the statement overhead
-/// would otherwise be half the cost of storing a new finding).
-const OBSERVATIONS_PER_STATEMENT: usize = 64;
-
-/// `INSERT OR IGNORE ... VALUES (?1, ?2), (?1, ?3), ...` for
-/// [`OBSERVATIONS_PER_STATEMENT`] findings of one run.
-fn insert_observations_sql() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
-        let rows: Vec<String> = (0..OBSERVATIONS_PER_STATEMENT)
-            .map(|i| format!("(?1, ?{})", i + 2))
-            .collect();
-        format!(
-            "INSERT OR IGNORE INTO finding_observations (run_id, finding_id) VALUES {}",
-            rows.join(", ")
-        )
-    })
-}
-
-/// Records that `run_id` reported each finding of `ids`.
-fn observe(tx: &Transaction<'_>, run_id: &str, ids: &[i64]) -> Result<(), rusqlite::Error> {
-    let mut chunks = ids.chunks_exact(OBSERVATIONS_PER_STATEMENT);
-    if chunks.len() > 0 {
-        let mut many = tx.prepare_cached(insert_observations_sql())?;
-        for chunk in &mut chunks {
-            many.raw_bind_parameter(1, run_id)?;
-            for (i, id) in chunk.iter().enumerate() {
-                many.raw_bind_parameter(i + 2, id)?;
-            }
-            many.raw_execute()?;
-        }
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut one = tx.prepare_cached(INSERT_OBSERVATION)?;
-        for id in rest {
-            one.execute(params![run_id, id])?;
-        }
-    }
-    Ok(())
-}
+/// Widens the id range of the findings a run first reported (one statement per
+/// batch: the range is how queries find those findings without a per-finding
+/// observation row or index entry).
+const WIDEN_RUN_RANGE: &str = "\
+INSERT INTO run_finding_ranges (run_id, first_id, last_id) VALUES (?1, ?2, ?3)
+ON CONFLICT (run_id) DO UPDATE SET
+    first_id = min(first_id, excluded.first_id),
+    last_id = max(last_id, excluded.last_id)";
 
 fn store_findings(
     tx: &Transaction<'_>,
@@ -716,7 +688,7 @@ fn store_findings(
 ) -> Result<(), rusqlite::Error> {
     let mut insert = tx.prepare_cached(INSERT_FINDING)?;
     let mut update = tx.prepare_cached(UPDATE_SEEN_AGAIN)?;
-    let mut ids = Vec::with_capacity(findings.len());
+    let mut inserted_ids: Option<(i64, i64)> = None;
     for f in findings {
         let text = |key: &str| f.document.get(key).and_then(Value::as_str).unwrap_or("");
         // Serialized by the session; bound as text without a copy.
@@ -735,10 +707,11 @@ fn store_findings(
             now,
             document,
         ])?;
-        let id: i64 = if inserted == 1 {
-            tx.last_insert_rowid()
+        if inserted == 1 {
+            let id = tx.last_insert_rowid();
+            inserted_ids = Some(inserted_ids.map_or((id, id), |(lo, hi)| (lo.min(id), hi.max(id))));
         } else {
-            update.query_row(
+            let (id, first_run): (i64, String) = update.query_row(
                 params![
                     f.fingerprint,
                     now,
@@ -749,12 +722,19 @@ fn store_findings(
                     f.severity.as_str(),
                     rank,
                 ],
-                |row| row.get(0),
-            )?
-        };
-        ids.push(id);
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?;
+            if first_run != run_id {
+                tx.prepare_cached(INSERT_SIGHTING)?
+                    .execute(params![run_id, id])?;
+            }
+        }
     }
-    observe(tx, run_id, &ids)
+    if let Some((first, last)) = inserted_ids {
+        tx.prepare_cached(WIDEN_RUN_RANGE)?
+            .execute(params![run_id, first, last])?;
+    }
+    Ok(())
 }
 
 const SELECT_ENRICHABLE: &str = "\
@@ -781,7 +761,7 @@ fn merge_enrichments(
 ) -> Result<(u64, u64), rusqlite::Error> {
     let mut select = tx.prepare_cached(SELECT_ENRICHABLE)?;
     let mut update = tx.prepare_cached(UPDATE_ENRICHMENT)?;
-    let mut observe_one = tx.prepare_cached(INSERT_OBSERVATION)?;
+    let mut observe_one = tx.prepare_cached(INSERT_SIGHTING)?;
     let (mut accepted, mut rejected) = (0, 0);
     for f in findings {
         let mut rows = select.query([&f.fingerprint])?;
@@ -997,6 +977,14 @@ fn read_run(row: &Row<'_>) -> Result<RunRecord, StorageError> {
     })
 }
 
+/// How many findings the run in `runs.run_id` reported (first seen or seen
+/// again), as a correlated subquery: its id range, then its sightings.
+const OBSERVED_BY_RUN: &str = "((SELECT count(*) FROM findings f \
+    WHERE f.id BETWEEN (SELECT first_id FROM run_finding_ranges r WHERE r.run_id = runs.run_id) \
+    AND (SELECT last_id FROM run_finding_ranges r WHERE r.run_id = runs.run_id) \
+    AND f.run_id = runs.run_id) \
+    + (SELECT count(*) FROM finding_sightings s WHERE s.run_id = runs.run_id))";
+
 const FINDING_COLUMNS: &str = "f.id, f.run_id, f.plugin_name, f.plugin_version, f.fingerprint, \
     f.first_seen, f.last_seen, f.occurrences, f.severity, f.document, f.enrichment, \
     f.enrichment_vulnerabilities";
@@ -1165,34 +1153,52 @@ impl StoragePort for SqliteStore {
     }
 
     fn findings(&self, query: &FindingQuery) -> Result<FindingPage, StorageError> {
+        // Numbered parameters: a run's query repeats the filters in both arms.
         let mut args = Vec::new();
-        let mut sql = match &query.run_id {
-            Some(run_id) => {
-                args.push(SqlValue::Text(run_id.clone()));
-                format!(
-                    "SELECT {FINDING_COLUMNS} FROM finding_observations o \
-                     JOIN findings f ON f.id = o.finding_id WHERE o.run_id = ?"
-                )
-            }
-            None => format!("SELECT {FINDING_COLUMNS} FROM findings f WHERE 1 = 1"),
+        let mut arg = |value: SqlValue| {
+            args.push(value);
+            format!("?{}", args.len())
         };
-        filter(
-            &mut sql,
-            &mut args,
-            "f.plugin_name",
-            query.plugin.as_deref(),
-        );
+        let mut filters = String::new();
+        if let Some(plugin) = &query.plugin {
+            filters.push_str(&format!(
+                " AND f.plugin_name = {}",
+                arg(SqlValue::Text(plugin.clone()))
+            ));
+        }
         if let Some(min) = query.min_severity {
-            sql.push_str(" AND f.severity_rank >= ?");
-            args.push(SqlValue::Integer(severity_rank(min)));
+            filters.push_str(&format!(
+                " AND f.severity_rank >= {}",
+                arg(SqlValue::Integer(severity_rank(min)))
+            ));
         }
         if let Some(after) = query.after {
-            sql.push_str(" AND f.id > ?");
-            args.push(SqlValue::Integer(after));
+            filters.push_str(&format!(" AND f.id > {}", arg(SqlValue::Integer(after))));
         }
         let limit = page_limit(query.limit, DEFAULT_FINDINGS_LIMIT);
-        sql.push_str(" ORDER BY f.id LIMIT ?");
-        args.push(SqlValue::Integer(limit.into()));
+        let limit_arg = arg(SqlValue::Integer(limit.into()));
+        let sql = match &query.run_id {
+            // What the run first reported (a rowid range of `findings`), then
+            // what it saw again or enriched (`finding_sightings`); both arms
+            // come in id order, so the page is a merge that stops at its limit.
+            Some(run_id) => {
+                let run = arg(SqlValue::Text(run_id.clone()));
+                format!(
+                    "SELECT {FINDING_COLUMNS} FROM findings f \
+                     WHERE f.id BETWEEN (SELECT first_id FROM run_finding_ranges WHERE run_id = {run}) \
+                     AND (SELECT last_id FROM run_finding_ranges WHERE run_id = {run}) \
+                     AND f.run_id = {run}{filters} \
+                     UNION ALL \
+                     SELECT {FINDING_COLUMNS} FROM finding_sightings o \
+                     JOIN findings f ON f.id = o.finding_id WHERE o.run_id = {run}{filters} \
+                     ORDER BY 1 LIMIT {limit_arg}"
+                )
+            }
+            None => format!(
+                "SELECT {FINDING_COLUMNS} FROM findings f WHERE 1 = 1{filters} \
+                 ORDER BY f.id LIMIT {limit_arg}"
+            ),
+        };
         let findings = query_all(&self.reader(), &sql, args, read_finding)?;
         let next = if findings.len() == limit as usize {
             findings.last().map(|f| f.id)
@@ -1262,23 +1268,19 @@ impl StoragePort for SqliteStore {
         let error = serde_json::to_string(&error)
             .map_err(|e| StorageError::Malformed(format!("interrupted run error: {e}")))?;
         let now = clock::now_rfc3339();
-        let changed = self
-            .reader()
-            .prepare_cached(
-                "UPDATE runs SET
+        let sql = format!(
+            "UPDATE runs SET
                 status = 'failed',
-                findings = max(findings, (SELECT count(*) FROM finding_observations o
-                                          WHERE o.run_id = runs.run_id)),
-                partial = max(findings, (SELECT count(*) FROM finding_observations o
-                                         WHERE o.run_id = runs.run_id)) > 0,
+                findings = max(findings, {OBSERVED_BY_RUN}),
+                partial = max(findings, {OBSERVED_BY_RUN}) > 0,
                 error = ?1,
                 finished_at = ?2,
                 duration_ms = coalesce(
                     CAST(max(0, (julianday(?2) - julianday(started_at)) * 86400000) AS INTEGER),
                     duration_ms)
-             WHERE status = 'running'",
-            )?
-            .execute(params![error, now])?;
+             WHERE status = 'running'"
+        );
+        let changed = self.reader().prepare(&sql)?.execute(params![error, now])?;
         Ok(changed as u64)
     }
 }
@@ -1706,6 +1708,103 @@ mod tests {
             err.to_string().contains(&path.display().to_string()),
             "{err}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_version_1_database_keeps_every_run_s_findings_after_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secflow.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(MIGRATIONS[0]).unwrap();
+            tx.pragma_update(None, "user_version", 1).unwrap();
+            let doc = r#"{"finding_schema_version":"1.0.0","rule_id":"r","title":"t","severity":"high","target":"x"}"#;
+            for (id, fp, run) in [
+                (1, "fp-1", "run-1"),
+                (2, "fp-2", "run-1"),
+                (3, "fp-3", "run-2"),
+            ] {
+                tx.execute(
+                    "INSERT INTO findings (id, fingerprint, run_id, plugin_name, plugin_version, \
+                     rule_id, title, severity, severity_rank, target, first_seen, last_seen, \
+                     occurrences, document) VALUES (?1, ?2, ?3, 'detector', '1.0.0', 'r', 't', \
+                     'high', 4, 'x', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', 1, ?4)",
+                    params![id, fp, run, doc],
+                )
+                .unwrap();
+            }
+            // run-2 saw fp-1 again; every run observed what it first reported.
+            for (run, id) in [("run-1", 1), ("run-1", 2), ("run-2", 3), ("run-2", 1)] {
+                tx.execute(
+                    "INSERT INTO finding_observations (run_id, finding_id) VALUES (?1, ?2)",
+                    params![run, id],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(&path, 8, 8).unwrap();
+        let ids = |run: &str| {
+            all_findings(
+                &store,
+                FindingQuery {
+                    run_id: Some(run.to_string()),
+                    ..FindingQuery::default()
+                },
+            )
+            .iter()
+            .map(|f| f.id)
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(ids("run-1"), vec![1, 2]);
+        assert_eq!(ids("run-2"), vec![1, 3]);
+        let reader = store.reader();
+        let observations: i64 = reader
+            .query_row("SELECT count(*) FROM finding_observations", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(observations, 4, "the view lists what the table held");
+        let version: i64 = reader
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(reader);
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_run_s_findings_page_in_id_order_across_first_seen_and_seen_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let batch = |range: std::ops::Range<u32>| {
+            range
+                .map(|i| finding(&format!("fp-{i}"), Severity::Medium))
+                .collect::<Vec<_>>()
+        };
+        detector_run(&store, "run-1", batch(0..300)).await;
+        // run-2 sees half of run-1's findings again, interleaved with new ones.
+        let mut second = batch(150..450);
+        second.reverse();
+        detector_run(&store, "run-2", second).await;
+        let listed = all_findings(
+            &store,
+            FindingQuery {
+                run_id: Some("run-2".to_string()),
+                limit: Some(7),
+                ..FindingQuery::default()
+            },
+        );
+        let ids: Vec<i64> = listed.iter().map(|f| f.id).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(ids, sorted, "each finding once, in id order");
+        assert_eq!(ids.len(), 300);
+        let again = listed.iter().filter(|f| f.occurrences == 2).count();
+        assert_eq!(again, 150);
+        store.shutdown().unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread")]

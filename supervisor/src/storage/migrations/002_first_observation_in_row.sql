@@ -1,0 +1,47 @@
+-- Schema version 2: fewer b-tree writes per stored finding (issue 9, ingestion).
+--
+-- Version 1 wrote five b-tree entries for each new finding: its row, the
+-- fingerprint index, two query indexes and a `finding_observations` row. Now:
+--
+-- * The run that first reported a finding is already in its row (`run_id`);
+--   `run_finding_ranges` keeps, per run, the lowest and highest id of the
+--   findings it inserted (one upsert per batch, not per finding), so "the
+--   findings first seen by run R" is a rowid range scan filtered on `run_id`.
+-- * `finding_sightings` holds only the other observations: a finding seen
+--   again by a later run, or named by an enricher run.
+-- * `finding_observations` becomes a view of both, with the same columns as
+--   the version 1 table, for readers outside the supervisor (soak probes,
+--   operators' ad hoc queries).
+-- * `findings_by_severity` is dropped: no query needs it. The severity filter
+--   of the findings query walks findings in id order and stops at its page,
+--   and the index could not give that order anyway.
+
+CREATE TABLE finding_sightings (
+    run_id      TEXT NOT NULL,
+    finding_id  INTEGER NOT NULL,
+    PRIMARY KEY (run_id, finding_id)
+) WITHOUT ROWID;
+
+INSERT INTO finding_sightings (run_id, finding_id)
+SELECT o.run_id, o.finding_id
+FROM finding_observations o JOIN findings f ON f.id = o.finding_id
+WHERE o.run_id <> f.run_id;
+
+CREATE TABLE run_finding_ranges (
+    run_id    TEXT PRIMARY KEY NOT NULL,
+    first_id  INTEGER NOT NULL,
+    last_id   INTEGER NOT NULL
+) WITHOUT ROWID;
+
+INSERT INTO run_finding_ranges (run_id, first_id, last_id)
+SELECT run_id, min(id), max(id) FROM findings GROUP BY run_id;
+
+DROP TABLE finding_observations;
+DROP INDEX findings_by_severity;
+
+CREATE VIEW finding_observations (run_id, finding_id) AS
+SELECT f.run_id, f.id
+FROM run_finding_ranges r JOIN findings f
+    ON f.id BETWEEN r.first_id AND r.last_id AND f.run_id = r.run_id
+UNION ALL
+SELECT run_id, finding_id FROM finding_sightings;
