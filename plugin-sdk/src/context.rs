@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use crate::error::PluginError;
+use crate::framing::find_newline;
 use crate::protocol::{FindingParams, LogLevel, LogParams, ProgressParams};
 
 /// A notification a plugin sends while `run` is pending.
@@ -126,11 +127,7 @@ impl<'a> RunContext<'a> {
         }
         let seq = self.emitted + 1;
         let trimmed = finding.trim_ascii();
-        // Folded per chunk rather than `contains`, so the scan of a large
-        // finding vectorises instead of stopping to test every byte.
-        let newline = finding
-            .chunks(64)
-            .any(|chunk| chunk.iter().fold(false, |seen, &b| seen | (b == b'\n')));
+        let newline = find_newline(finding).is_some();
         if !(trimmed.starts_with(b"{") && trimmed.ends_with(b"}")) || newline {
             return Err(PluginError::internal(format!(
                 "finding {seq} is not one serialised JSON object on one line"

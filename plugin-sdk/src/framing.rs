@@ -38,7 +38,7 @@ pub fn read_bounded_line<R: BufRead + ?Sized>(
                 finish(line)
             });
         }
-        let (chunk, newline) = match available.iter().position(|&b| b == b'\n') {
+        let (chunk, newline) = match find_newline(available) {
             Some(at) => (&available[..at], true),
             None => (available, false),
         };
@@ -52,6 +52,23 @@ pub fn read_bounded_line<R: BufRead + ?Sized>(
             return Ok(finish(line));
         }
     }
+}
+
+/// Position of the first `\n` in `bytes`.
+///
+/// Tests blocks of 32 bytes with a fold the compiler vectorises, then looks
+/// inside the block that has one: several times faster than a byte-by-byte
+/// `position` over the megabytes of a `run` line.
+pub(crate) fn find_newline(bytes: &[u8]) -> Option<usize> {
+    const BLOCK: usize = 32;
+    let mut offset = 0;
+    for block in bytes.chunks(BLOCK) {
+        if block.iter().fold(false, |seen, &b| seen | (b == b'\n')) {
+            return block.iter().position(|&b| b == b'\n').map(|at| offset + at);
+        }
+        offset += block.len();
+    }
+    None
 }
 
 fn finish(line: &mut Vec<u8>) -> LineRead {
@@ -80,6 +97,24 @@ mod tests {
             read_bounded_line(&mut input, 16, &mut line).unwrap(),
             LineRead::Eof
         );
+    }
+
+    #[test]
+    fn the_first_newline_is_found_wherever_it_is_in_a_block() {
+        for len in [0, 1, 31, 32, 33, 100] {
+            let mut bytes = vec![b'x'; len];
+            assert_eq!(find_newline(&bytes), None);
+            for at in 0..len {
+                bytes[at] = b'\n';
+                assert_eq!(find_newline(&bytes), Some(at), "len {len}");
+                if at + 1 < len {
+                    bytes[at + 1] = b'\n';
+                    assert_eq!(find_newline(&bytes), Some(at), "len {len}, two");
+                    bytes[at + 1] = b'x';
+                }
+                bytes[at] = b'x';
+            }
+        }
     }
 
     #[test]

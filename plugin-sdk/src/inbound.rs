@@ -1,20 +1,22 @@
 //! Turning the supervisor's lines into requests for the session.
 //!
 //! A `run` line can be hundreds of megabytes (an enricher or analytics plugin
-//! gets a scan's findings in it), so it is parsed once into its typed params:
-//! the envelope is read with `params` left as raw text (a scan, no tree), then
-//! the params of `initialize` and `run` are deserialised straight into their
-//! types. Only a line that fails is parsed again, as a generic JSON value, to
-//! answer with the precise JSON-RPC error and the request's id.
+//! gets a scan's findings in it), so it is parsed once, straight into the typed
+//! params: a request whose `method` comes before its `params` (as the
+//! supervisor writes it) in a single pass ([`Direct`]). Any other line is read
+//! again as an [`Envelope`] with `params` left as raw text, whose params are
+//! then deserialised on their own, so that a bad line gets the precise JSON-RPC
+//! error; only a line of the wrong shape is parsed a third time, as a generic
+//! JSON value, to find the id to answer.
 
-use serde::de::{DeserializeOwned, IgnoredAny};
-use serde::Deserialize;
+use std::fmt;
+
+use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::protocol::{
-    code, method, Id, InitializeParams, MessageKind, RpcError, RunParams,
-};
+use crate::protocol::{code, method, Id, InitializeParams, MessageKind, RpcError, RunParams};
 
 /// A request the session serves, with its params already parsed (or the
 /// `-32602` answer they deserve, given only once the request is in order).
@@ -22,7 +24,7 @@ use crate::protocol::{
 pub(crate) enum Request {
     Initialize {
         id: Id,
-        params: Result<InitializeParams, RpcError>,
+        params: Result<Box<InitializeParams>, RpcError>,
     },
     Run {
         id: Id,
@@ -65,6 +67,128 @@ struct Envelope<'a> {
 
 /// Parses one line (without its newline).
 pub(crate) fn parse_line(line: &[u8]) -> Line {
+    // UTF-8 is checked once for the whole line: parsing from a `str`, serde_json
+    // does not check every string again (millions of them in a `run` line).
+    let direct = std::str::from_utf8(line)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Direct>(text).ok());
+    match direct {
+        Some(Direct(request)) => Line::Request(request),
+        None => parse_envelope(line),
+    }
+}
+
+/// A well-formed `initialize`, `run` or `shutdown` request with `method`
+/// before `params`, parsed in one pass. Anything else fails, to be parsed
+/// again by [`parse_envelope`]; the error itself is not used.
+struct Direct(Request);
+
+/// The members [`Direct`] tells apart.
+enum Member {
+    Jsonrpc,
+    Id,
+    Method,
+    Params,
+    /// `result` or `error`: not a request, so the slow path classifies it.
+    Answer,
+    /// Ignored, as [`Envelope`] ignores it.
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Member {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Member, D::Error> {
+        struct MemberVisitor;
+        impl Visitor<'_> for MemberVisitor {
+            type Value = Member;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Member, E> {
+                Ok(match name {
+                    "jsonrpc" => Member::Jsonrpc,
+                    "id" => Member::Id,
+                    "method" => Member::Method,
+                    "params" => Member::Params,
+                    "result" | "error" => Member::Answer,
+                    _ => Member::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(MemberVisitor)
+    }
+}
+
+/// The params of a [`Direct`] request, typed by the method read before them.
+enum DirectParams {
+    Absent,
+    Initialize(Box<InitializeParams>),
+    Run(RunParams),
+}
+
+impl<'de> Deserialize<'de> for Direct {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Direct, D::Error> {
+        struct DirectVisitor;
+        impl<'de> Visitor<'de> for DirectVisitor {
+            type Value = Direct;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON-RPC request")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Direct, A::Error> {
+                let slow = || de::Error::custom("not a request for the direct path");
+                let (mut jsonrpc, mut id, mut name) = (None::<String>, None::<Id>, None::<String>);
+                let mut params = DirectParams::Absent;
+                while let Some(member) = map.next_key::<Member>()? {
+                    match member {
+                        Member::Jsonrpc if jsonrpc.is_none() => jsonrpc = Some(map.next_value()?),
+                        Member::Id if id.is_none() => id = Some(map.next_value()?),
+                        Member::Method if name.is_none() => name = Some(map.next_value()?),
+                        Member::Params if matches!(params, DirectParams::Absent) => {
+                            params = match name.as_deref() {
+                                Some(method::INITIALIZE) => {
+                                    DirectParams::Initialize(map.next_value()?)
+                                }
+                                Some(method::RUN) => DirectParams::Run(map.next_value()?),
+                                Some(method::SHUTDOWN) => {
+                                    map.next_value::<IgnoredAny>()?;
+                                    DirectParams::Absent
+                                }
+                                _ => return Err(slow()),
+                            }
+                        }
+                        Member::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        _ => return Err(slow()),
+                    }
+                }
+                // A null id makes a notification: not for this path.
+                let id = id.filter(|id| !id.is_null()).ok_or_else(slow)?;
+                if jsonrpc.as_deref() != Some("2.0") {
+                    return Err(slow());
+                }
+                let request = match (name.as_deref(), params) {
+                    (Some(method::INITIALIZE), DirectParams::Initialize(params)) => {
+                        Request::Initialize {
+                            id,
+                            params: Ok(params),
+                        }
+                    }
+                    (Some(method::RUN), DirectParams::Run(params)) => Request::Run {
+                        id,
+                        params: Ok(params),
+                    },
+                    (Some(method::SHUTDOWN), _) => Request::Shutdown { id },
+                    _ => return Err(slow()),
+                };
+                Ok(Direct(request))
+            }
+        }
+        deserializer.deserialize_map(DirectVisitor)
+    }
+}
+
+/// The slow path: the members first, `params` as raw text, then the params.
+fn parse_envelope(line: &[u8]) -> Line {
     let envelope: Envelope = match serde_json::from_slice(line) {
         Ok(envelope) => envelope,
         Err(err) => return refused(line, &err),
@@ -156,6 +280,31 @@ mod tests {
     }
 
     #[test]
+    fn unknown_members_are_ignored_on_either_path() {
+        for line in [
+            r#"{"jsonrpc":"2.0","id":3,"trace":{"a":[1]},"method":"shutdown"}"#,
+            r#"{"trace":1,"id":3,"method":"shutdown","params":{},"jsonrpc":"2.0"}"#,
+        ] {
+            assert!(
+                matches!(parse_line(line.as_bytes()), Line::Request(Request::Shutdown { ref id }) if *id == json!(3)),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_with_a_result_member_is_invalid_on_the_direct_path_too() {
+        assert_eq!(
+            refusal(r#"{"jsonrpc":"2.0","id":2,"method":"run","params":{},"result":{}}"#),
+            (json!(2), code::INVALID_REQUEST)
+        );
+        assert_eq!(
+            refusal(r#"{"jsonrpc":"2.0","id":2,"method":"run","method":"run","params":{}}"#),
+            (json!(2), code::INVALID_REQUEST)
+        );
+    }
+
+    #[test]
     fn params_before_method_parse_the_same() {
         let line = r#"{"params":{"inputs":{"n":1}},"method":"run","id":"a","jsonrpc":"2.0"}"#;
         let Line::Request(Request::Run { id, params }) = parse_line(line.as_bytes()) else {
@@ -173,7 +322,11 @@ mod tests {
         };
         let error = params.unwrap_err();
         assert_eq!(error.code, code::INVALID_PARAMS);
-        assert!(error.message.starts_with("run params: "), "{}", error.message);
+        assert!(
+            error.message.starts_with("run params: "),
+            "{}",
+            error.message
+        );
         let missing = r#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#;
         let Line::Request(Request::Initialize { params, .. }) = parse_line(missing.as_bytes())
         else {
@@ -184,7 +337,10 @@ mod tests {
 
     #[test]
     fn a_line_that_is_not_json_is_a_parse_error_without_an_id() {
-        assert_eq!(refusal("this is not json"), (Value::Null, code::PARSE_ERROR));
+        assert_eq!(
+            refusal("this is not json"),
+            (Value::Null, code::PARSE_ERROR)
+        );
         assert_eq!(
             refusal(r#"{"jsonrpc":"2.0","id":4,"method":"run","params":{"#),
             (Value::Null, code::PARSE_ERROR)

@@ -82,6 +82,15 @@
 //!   fd 1 is redirected to stderr, so `println!` in plugin code (or in a library
 //!   it calls) lands in the captured stderr instead of corrupting the stream.
 //! - `seq` counts from 1 without gaps and the `run` answer's `findings` matches.
+//! - Findings, progress and log lines of a run are written in batches, to spare
+//!   a system call per finding: when 64 KiB are pending, at once when nothing
+//!   was written for the last 5 ms (an isolated finding does not wait), else
+//!   5 ms after the last write at the latest. Every response is written after
+//!   everything sent before it, and a `cancel` from the supervisor writes what
+//!   is pending at once. So a finding [`RunContext::emit`] accepted reaches the
+//!   supervisor before the `run` answer and is kept on cancel or deadline; it
+//!   is lost only if the process dies (a kill, `abort`, `process::exit`) within
+//!   5 ms of sending it.
 //! - `cancel` is seen while `run` executes ([`RunContext::is_cancelled`]); a run
 //!   that fails after a cancel is answered with `-32800`.
 //! - A panic in `run` is answered as an internal error (`-32603`) instead of a
@@ -94,6 +103,8 @@ pub mod testing;
 mod context;
 mod error;
 mod finding;
+mod inbound;
+mod outbound;
 mod serve;
 
 pub use context::RunContext;

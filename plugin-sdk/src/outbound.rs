@@ -77,7 +77,9 @@ struct Outbox<W> {
 impl<W: Write> Outbox<W> {
     fn check(&self) -> Result<(), SendError> {
         match &self.broken {
-            Some((kind, message)) => Err(SendError::Channel(io::Error::new(*kind, message.clone()))),
+            Some((kind, message)) => {
+                Err(SendError::Channel(io::Error::new(*kind, message.clone())))
+            }
             None => Ok(()),
         }
     }

@@ -29,8 +29,8 @@ use crate::framing::{read_bounded_line, LineRead};
 use crate::inbound::{parse_line, Line, Request};
 use crate::outbound::{ProtocolWriter, SendError};
 use crate::protocol::{
-    code, method, Id, InitializeParams, InitializeResult, Message, RpcError, RunParams,
-    RunResult, PROTOCOL_VERSION,
+    code, method, Id, InitializeParams, InitializeResult, Message, RpcError, RunParams, RunResult,
+    PROTOCOL_VERSION,
 };
 use crate::Plugin;
 
@@ -115,7 +115,9 @@ where
 enum Inbound {
     Request(Request),
     /// End of input, or input that cannot be read further.
-    End { clean: bool },
+    End {
+        clean: bool,
+    },
 }
 
 /// The reader thread: parses each line, answers what it can itself
@@ -244,7 +246,7 @@ struct Initialized {
     deadline: Instant,
 }
 
-impl<P: Plugin, W: Write> Session<P, W> {
+impl<P: Plugin, W: Write + Send> Session<P, W> {
     fn serve(&mut self, requests: Receiver<Inbound>) -> io::Result<ExitCode> {
         for inbound in requests {
             let request = match inbound {
@@ -300,7 +302,7 @@ impl<P: Plugin, W: Write> Session<P, W> {
 
     fn initialize(
         &mut self,
-        params: Result<InitializeParams, RpcError>,
+        params: Result<Box<InitializeParams>, RpcError>,
     ) -> Result<Value, RpcError> {
         if self.init.is_some() {
             return Err(RpcError::new(
@@ -308,7 +310,7 @@ impl<P: Plugin, W: Write> Session<P, W> {
                 "initialize was already called",
             ));
         }
-        let params = params?;
+        let params = *params?;
         if params.protocol_version != PROTOCOL_VERSION {
             return Err(RpcError::new(
                 code::INVALID_PARAMS,
@@ -415,6 +417,7 @@ mod tests {
     use crate::{Finding, Severity};
     use serde_json::Map;
     use std::sync::mpsc::SyncSender;
+    use std::sync::Mutex;
 
     /// Emits `count` findings, or waits for cancel when `wait_for_cancel`.
     struct Counter {
@@ -557,6 +560,28 @@ mod tests {
     }
 
     #[test]
+    fn every_batched_finding_is_written_before_the_run_answer() {
+        let input = initialize_line(1)
+            + r#"{"jsonrpc":"2.0","id":2,"method":"run","params":{"inputs":{"count":1000}}}"#
+            + "\n";
+        let (_, messages) = session(
+            Counter {
+                wait_for_cancel: false,
+            },
+            &input,
+        );
+        let answer_at = messages.iter().position(|m| m["id"] == 2).unwrap();
+        let findings_at: Vec<usize> = messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m["method"] == "finding")
+            .map(|(at, _)| at)
+            .collect();
+        assert_eq!(findings_at.len(), 1000);
+        assert!(findings_at.iter().all(|&at| at < answer_at));
+    }
+
+    #[test]
     fn another_protocol_version_is_refused_in_the_handshake() {
         let (_, messages) = session(
             Counter {
@@ -628,14 +653,18 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":2,"method":"run","params":{"inputs":{}}}"#.to_owned() + "\n",
         )
         .unwrap();
+        // The plugin sends one finding, then waits for cancel: the finding must
+        // reach the channel while the run goes on, not wait in a batch for
+        // the run's answer.
         let started = Instant::now();
         while !out.messages().iter().any(|m| m["method"] == "finding") {
             assert!(
                 started.elapsed() < Duration::from_secs(5),
-                "the run never started"
+                "no finding while the run goes on"
             );
             std::thread::sleep(Duration::from_millis(2));
         }
+        assert!(!out.messages().iter().any(|m| m["id"] == 2));
         tx.send(
             r#"{"jsonrpc":"2.0","method":"cancel","params":{"reason":"timeout"}}"#.to_owned()
                 + "\n",

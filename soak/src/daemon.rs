@@ -121,12 +121,15 @@ impl Home {
             .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
         let uid_min = UID_BASE + (slot % 4096) * UIDS_PER_HOME;
         let config_path = dir.path().join("secflow.toml");
+        // The default grace (2 s) between `shutdown` and a kill: on a loaded
+        // 2-core host a well-behaved plugin can take more than half a second
+        // to be scheduled and exit, and this is about leaks, not timing.
         let text = format!(
             "[plugins]\nmanifest_dirs = [\"plugins\"]\n\
              [storage]\npath = \"{database}\"\n\
              [api]\nsocket = \"api.sock\"\n\
              [sandbox]\nwork_root = \"var/runs\"\nuid_min = {uid_min}\nuid_count = {UIDS_PER_HOME}\n\
-             [limits]\ncancel_grace_ms = 500\n{extra}"
+             [limits]\ncancel_grace_ms = 2000\n{extra}"
         );
         std::fs::write(&config_path, text).map_err(io_error("cannot write", &config_path))?;
         Ok(Home {

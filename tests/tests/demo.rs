@@ -72,29 +72,12 @@ fn the_demo_finds_cve_2021_41773_with_its_cvss_and_kev_date_and_exits_0() {
 /// Installs the shipped nuclei and analytics plugins and cve-mapper on the
 /// NVD fixtures into `bed`.
 fn install_web_pipeline(bed: &TestBed) {
-    let data = workspace_root().join("tests/fixtures/nvd");
     bed.install(Install {
         sandbox: json!({"network": true, "filesystem": "readonly", "timeout_seconds": 120}),
         config_schema: json!({"concurrency": {"type": "integer", "default": 16}}),
         ..Install::new("nuclei", workspace_bin("secflow-nuclei"))
     });
-    bed.install(Install {
-        category: "enricher",
-        config_schema: json!({
-            "data_dir": {"type": "string", "default": data.display().to_string()},
-            "sources": {"type": "array", "default": ["nvd"]},
-            "cache_dir": {"type": "string", "default": ""}
-        }),
-        sandbox: json!({"network": false, "filesystem": "readonly", "timeout_seconds": 120,
-            "read_paths": [data.display().to_string()]}),
-        ..Install::new("cve-mapper", workspace_bin("secflow-cve-mapper"))
-    });
-    bed.install(Install {
-        category: "analytics",
-        config_schema: json!({"top_targets": {"type": "integer", "default": 10}}),
-        sandbox: json!({"network": false, "filesystem": "tmp", "timeout_seconds": 60}),
-        ..Install::new("analytics", workspace_bin("secflow-analytics"))
-    });
+    bed.install_nvd_enricher_and_analytics();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -33,12 +33,18 @@ fn binaries() -> Binaries {
     }
 }
 
+/// Each test here loads the 2-core machine on its own (a daemon, hundreds
+/// of runs, deadlines and grace periods measured in wall time): one at a time,
+/// so that a test's outcome does not depend on what its neighbours do.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Whether this host can run sandboxed plugins (and mount a tmpfs); outside
 /// CI a host that cannot makes the test skip, printing why; in CI it must.
-fn root() -> bool {
+/// Holds the caller's turn (see `ONE_AT_A_TIME`) while it runs.
+fn root() -> Option<std::sync::MutexGuard<'static, ()>> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        return true;
+        return Some(ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner()));
     }
     let reason = "the reliability tests need root (per-run uids, namespaces, tmpfs mounts)";
     assert!(
@@ -46,7 +52,7 @@ fn root() -> bool {
         "{reason}, and CI must run them"
     );
     eprintln!("skipping: {reason}");
-    false
+    None
 }
 
 fn detector_schema() -> Value {
@@ -83,9 +89,9 @@ fn execute(rpc: &mut Rpc, count: u64) -> Value {
 
 #[test]
 fn a_short_soak_serves_every_run_as_its_plugin_deserves_and_leaves_nothing_behind() {
-    if !root() {
+    let Some(_turn) = root() else {
         return;
-    }
+    };
     let report = soak::run(&SoakPlan::short(), &binaries()).expect("the soak runs");
     let summary = report.to_json();
     eprintln!("{summary:#}");
@@ -110,9 +116,9 @@ fn a_short_soak_serves_every_run_as_its_plugin_deserves_and_leaves_nothing_behin
 
 #[test]
 fn sigkill_at_random_moments_loses_no_acknowledged_finding_and_leaves_no_plugin() {
-    if !root() {
+    let Some(_turn) = root() else {
         return;
-    }
+    };
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -179,9 +185,9 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_disk_fails_runs_as_storage_full_while_the_api_serves_and_recovery_follows_space() {
-    if !root() {
+    let Some(_turn) = root() else {
         return;
-    }
+    };
     let home = home_with_detector("db/secflow.db");
     let tmpfs = Tmpfs::mount(&home.path().join("db"), "16m");
     let mut daemon = Daemon::start(&binaries().secflowd, &home).expect("secflowd starts");
@@ -339,9 +345,9 @@ fn a_database_locked_by_another_process_stops_the_daemon_at_start_naming_the_fil
 
 #[test]
 fn clients_that_never_read_or_stall_mid_line_do_not_hold_up_other_clients() {
-    if !root() {
+    let Some(_turn) = root() else {
         return;
-    }
+    };
     let home = home_with_detector("var/secflow.db");
     let mut daemon = Daemon::start(&binaries().secflowd, &home).expect("secflowd starts");
     let mut good = daemon.rpc().unwrap();

@@ -68,7 +68,6 @@ impl Drop for LiveDaemon {
 /// The shipped detectors for both kinds of target, cve-mapper on the NVD
 /// fixtures (with a persistent cache directory for its index) and analytics.
 fn install_pipeline(bed: &TestBed) {
-    let data = workspace_root().join("tests/fixtures/nvd");
     bed.install(Install {
         sandbox: json!({"network": true, "filesystem": "readonly", "timeout_seconds": 120}),
         config_schema: json!({"concurrency": {"type": "integer", "default": 16}}),
@@ -83,23 +82,7 @@ fn install_pipeline(bed: &TestBed) {
         sandbox: json!({"network": true, "filesystem": "readonly", "timeout_seconds": 120}),
         ..Install::new("service-scan", workspace_bin("secflow-service-scan"))
     });
-    bed.install(Install {
-        category: "enricher",
-        config_schema: json!({
-            "data_dir": {"type": "string", "default": data.display().to_string()},
-            "sources": {"type": "array", "default": ["nvd"]},
-            "cache_dir": {"type": "string", "default": ""}
-        }),
-        sandbox: json!({"network": false, "filesystem": "readonly", "timeout_seconds": 120,
-            "read_paths": [data.display().to_string()]}),
-        ..Install::new("cve-mapper", workspace_bin("secflow-cve-mapper"))
-    });
-    bed.install(Install {
-        category: "analytics",
-        config_schema: json!({"top_targets": {"type": "integer", "default": 10}}),
-        sandbox: json!({"network": false, "filesystem": "tmp", "timeout_seconds": 60}),
-        ..Install::new("analytics", workspace_bin("secflow-analytics"))
-    });
+    bed.install_nvd_enricher_and_analytics();
 }
 
 fn json_of(output: &Output) -> Value {

@@ -56,7 +56,7 @@ pub fn drive(program: &Path, args: &[String]) -> Result<(), BenchError> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(io("spawning"))?;
-    let mut stdin = child
+    let stdin = child
         .stdin
         .take()
         .ok_or_else(|| BenchError::Setup("the child has no stdin pipe".into()))?;
@@ -64,7 +64,32 @@ pub fn drive(program: &Path, args: &[String]) -> Result<(), BenchError> {
         .stdout
         .take()
         .ok_or_else(|| BenchError::Setup("the child has no stdout pipe".into()))?;
-    let mut lines = BufReader::new(stdout);
+    converse(
+        &program.display().to_string(),
+        stdin,
+        BufReader::new(stdout),
+    )?;
+    let status = child.wait().map_err(io("reaping"))?;
+    if !status.success() {
+        return Err(BenchError::Plugin(format!(
+            "{} exited with {status}",
+            program.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The session itself, over any pair of pipes: initialize, run, shutdown,
+/// each answered; then end of input (`stdin` is dropped).
+pub fn converse(
+    who: &str,
+    mut stdin: impl Write,
+    mut lines: impl BufRead,
+) -> Result<(), BenchError> {
+    let io = |what: &str| {
+        let what = format!("{what} {who}");
+        move |source| BenchError::Io { what, source }
+    };
     let initialize = json!({"protocol_version": 1, "run_id": "bench",
         "plugin": {"name": TRIVIAL, "version": "1.0.0"}, "config": {"count": 0},
         "context": {"workdir": "/tmp", "deadline_ms": 10000, "network": false},
@@ -84,8 +109,7 @@ pub fn drive(program: &Path, args: &[String]) -> Result<(), BenchError> {
             line.clear();
             if lines.read_line(&mut line).map_err(io("reading from"))? == 0 {
                 return Err(BenchError::Plugin(format!(
-                    "{} closed stdout before answering {method}",
-                    program.display()
+                    "{who} closed stdout before answering {method}"
                 )));
             }
             let answer: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
@@ -95,13 +119,6 @@ pub fn drive(program: &Path, args: &[String]) -> Result<(), BenchError> {
         }
     }
     drop(stdin);
-    let status = child.wait().map_err(io("reaping"))?;
-    if !status.success() {
-        return Err(BenchError::Plugin(format!(
-            "{} exited with {status}",
-            program.display()
-        )));
-    }
     Ok(())
 }
 

@@ -1,20 +1,31 @@
 //! Section 1, spawn: a trivial plugin (the SDK fixture detector, no finding)
 //! through spawn → initialize → run → shutdown → reaped, one run at a time,
-//! four ways: unsandboxed (a bare `Command`, the floor), the full sandbox
-//! through the embedded supervisor's public API (`Supervisor::execute`, which
-//! also verifies the code hash and stores the run), `bwrap --unshare-all
-//! --die-with-parent` around the same binary, and `runs.execute` through the
-//! daemon's socket (API + sandbox + storage).
+//! five ways: unsandboxed (a bare `Command`, the floor); the full sandbox
+//! around the same hand-driven session (the supervisor's plan, run dir, uid
+//! and `PreparedSandbox::launch` — the sandbox's own cost, the figure the
+//! targets are about); `bwrap --unshare-all --die-with-parent` around the same
+//! binary; the full sandbox through the embedded supervisor's public API
+//! (`Supervisor::execute`, which also verifies the code hash, runs the
+//! protocol through the runner's tasks and stores the run); and `runs.execute`
+//! through the daemon's socket (API + sandbox + storage).
 
+use std::fs::File;
+use std::io::BufReader;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use secflow_supervisor::config::Config;
+use secflow_supervisor::manifest::VerifiedPlugin;
+use secflow_supervisor::registry::Registry;
 use secflow_supervisor::runner::RunRequest;
+use secflow_supervisor::sandbox::{
+    self, block_all_signals, pipe, ChildStdio, Host, Layer, SandboxPlan, UidPool,
+};
 use secflow_supervisor::Supervisor;
 use serde_json::json;
 
-use super::{bwrap_args, drive, expect_succeeded, TRIVIAL};
+use super::{bwrap_args, converse, drive, expect_succeeded, TRIVIAL};
 use crate::daemon::Daemon;
 use crate::home::{BenchHome, HomeSettings};
 use crate::report::{Bound, Figure};
@@ -42,8 +53,11 @@ pub fn run(bins: &Bins, runs: usize) -> Result<Vec<Figure>, BenchError> {
     eprintln!("[1 spawn] unsandboxed, {runs} runs");
     let plain = time(runs, || drive(trivial, &[]))?;
 
+    eprintln!("[1 spawn] full sandbox, same session driver, {runs} runs");
+    let sandboxed = sandbox_only(trivial, runs)?;
+
     eprintln!("[1 spawn] full sandbox (Supervisor::execute), {runs} runs");
-    let sandboxed = embedded(trivial, runs)?;
+    let embedded = embedded(trivial, runs)?;
 
     eprintln!("[1 spawn] bwrap, {runs} runs");
     let bwrap = time(runs, || drive(&bins.bwrap, &bwrap_args(trivial)))?;
@@ -73,6 +87,13 @@ pub fn run(bins: &Bins, runs: usize) -> Result<Vec<Figure>, BenchError> {
             .target(Bound::AtMost(0.35)),
         Figure::new(SECTION, "full sandbox p99", sandboxed.p99_ms(), "ms")
             .against("bwrap p99", bwrap.p99_ms()),
+        Figure::new(
+            SECTION,
+            "Supervisor::execute median",
+            embedded.median_ms(),
+            "ms",
+        )
+        .against("bwrap", bwrap_ms),
         Figure::new(
             SECTION,
             "daemon runs.execute median",
@@ -133,4 +154,135 @@ fn embedded(trivial: &Path, runs: usize) -> Result<Samples, BenchError> {
         }
         Ok(Samples::new(samples))
     })
+}
+
+/// The full sandbox around the same hand-driven session as the unsandboxed
+/// row: the supervisor's own plan, admission, uid lease, run dir and launch,
+/// with the run dir removed after each run — without the code-hash check,
+/// the runner's tasks and storage that `Supervisor::execute` adds.
+fn sandbox_only(trivial: &Path, runs: usize) -> Result<Samples, BenchError> {
+    let home = BenchHome::new(&HomeSettings::default())?;
+    home.install(TRIVIAL, trivial)?;
+    let setup = |what: &str| {
+        let what = what.to_string();
+        move |e: String| BenchError::Setup(format!("{what}: {e}"))
+    };
+    let config =
+        Config::load(&home.config_path).map_err(|e| setup("bench config")(e.to_string()))?;
+    let registry = Registry::discover(&config, &[]);
+    let plugin = registry
+        .get(TRIVIAL)
+        .and_then(|entry| entry.plugin.clone())
+        .ok_or_else(|| BenchError::Setup(format!("{TRIVIAL} is not active in the bench home")))?;
+    let host = Host::probe();
+    let plan =
+        sandbox::plan(&plugin, &config).map_err(|e| setup("the sandbox plan")(e.to_string()))?;
+    let (layers, _) = plan
+        .admit(&host, &[])
+        .map_err(|e| setup("this host cannot give the full sandbox")(e.to_string()))?;
+    let uids = UidPool::new(config.sandbox.uid_min, config.sandbox.uid_count);
+    let run = Launcher {
+        plugin: &plugin,
+        plan: &plan,
+        layers: &layers,
+        host: &host,
+        uids: &uids,
+        config: &config,
+    };
+    // Launches come from one thread that blocks every signal, as the
+    // runner's spawner thread does.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                block_all_signals();
+                time(runs, || run.once())
+            })
+            .join()
+            .map_err(|_| BenchError::Setup("the launch thread panicked".into()))?
+    })
+}
+
+struct Launcher<'a> {
+    plugin: &'a VerifiedPlugin,
+    plan: &'a SandboxPlan,
+    layers: &'a [Layer],
+    host: &'a Host,
+    uids: &'a UidPool,
+    config: &'a Config,
+}
+
+impl Launcher<'_> {
+    fn once(&self) -> Result<(), BenchError> {
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |source| BenchError::Io { what, source }
+        };
+        let lease = self
+            .uids
+            .lease()
+            .ok_or_else(|| BenchError::Setup("no sandbox uid is free".into()))?;
+        let uid = lease.uid();
+        let run_id = format!("bench-{}", secflow_supervisor::runner::new_run_id());
+        let run_dir =
+            sandbox::create_run_dir(&self.config.sandbox.work_root, &run_id, Some((uid, uid)))
+                .map_err(io("creating the run dir"))?;
+        let entrypoint = &self.plugin.entrypoint;
+        let exec = File::open(entrypoint).map_err(io("opening the plugin"))?;
+        let prepared = self
+            .plan
+            .prepare(
+                self.host,
+                self.layers,
+                exec,
+                entrypoint,
+                &run_dir,
+                Some(uid),
+            )
+            .map_err(io("preparing the sandbox"))?;
+        let (stdin_read, stdin_write) = pipe().map_err(io("making a pipe"))?;
+        let (stdout_read, stdout_write) = pipe().map_err(io("making a pipe"))?;
+        let null = File::options()
+            .write(true)
+            .open("/dev/null")
+            .map_err(io("opening /dev/null"))?;
+        let launched = prepared
+            .launch(ChildStdio {
+                stdin: stdin_read,
+                stdout: stdout_write,
+                stderr: OwnedFd::from(null),
+            })
+            .map_err(|e| {
+                BenchError::Plugin(format!(
+                    "the sandbox could not {}: {}",
+                    e.step.unwrap_or("start"),
+                    e.error
+                ))
+            })?;
+        let talked = converse(
+            "the sandboxed plugin",
+            File::from(stdin_write),
+            BufReader::new(File::from(stdout_read)),
+        );
+        let mut status = 0;
+        // SAFETY: reaping our own child (the run's init) with a stack out-pointer.
+        unsafe { libc::waitpid(launched.pid, &mut status, 0) };
+        let report = launched
+            .exit_report
+            .as_ref()
+            .and_then(sandbox::read_exit_report);
+        drop(launched);
+        sandbox::remove_run_dir(&run_dir).map_err(io("removing the run dir"))?;
+        drop(lease);
+        talked?;
+        match report {
+            Some(report)
+                if libc::WIFEXITED(report.status) && libc::WEXITSTATUS(report.status) == 0 =>
+            {
+                Ok(())
+            }
+            other => Err(BenchError::Plugin(format!(
+                "the sandboxed plugin did not exit 0: {other:?}"
+            ))),
+        }
+    }
 }

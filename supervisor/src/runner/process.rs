@@ -7,13 +7,15 @@
 //! unreaped. Signals go through the pidfd.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Mutex, OnceLock};
 
 use tokio::io::unix::AsyncFd;
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 
-use crate::sandbox::{ChildStacks, ChildStdio, LaunchError, Launched, PreparedSandbox};
+use crate::sandbox::{
+    block_all_signals, pipe, ChildStacks, ChildStdio, LaunchError, Launched, PreparedSandbox,
+};
 
 /// A running plugin and its three pipes.
 #[derive(Debug)]
@@ -113,16 +115,6 @@ fn launch(sandbox: &PreparedSandbox) -> Result<Launch, LaunchError> {
     Ok((launched, stdin_write, stdout_read, stderr_read))
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two fds into the array we own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both fds are fresh and owned by nothing else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 type SpawnJob = Box<dyn FnOnce() + Send>;
 
 /// Runs `job` on the spawner thread and returns its result.
@@ -153,17 +145,6 @@ async fn on_spawner<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static)
     result
         .await
         .map_err(|_| io::Error::other("the spawner thread dropped a spawn"))
-}
-
-/// Blocks every signal on the calling thread: the process's signals go to
-/// other threads, and children cloned here start with all blocked.
-fn block_all_signals() {
-    // SAFETY: a full set on the stack; pthread_sigmask on this thread only.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-    }
 }
 
 impl PluginProcess {

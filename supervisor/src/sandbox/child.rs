@@ -1099,3 +1099,27 @@ pub unsafe fn pidfd_kill(pidfd: &OwnedFd) {
         )
     };
 }
+
+/// A pipe, both ends close-on-exec (the children arrange their own copies).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds are fresh and owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Blocks every signal on the calling thread, as `PreparedSandbox::launch`
+/// requires of its caller: the process's signals go to other threads, and
+/// children cloned here start with all blocked, so no handler of the caller's
+/// ever runs in them.
+pub fn block_all_signals() {
+    // SAFETY: a full set on the stack; pthread_sigmask on this thread only.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    }
+}

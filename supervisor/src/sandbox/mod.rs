@@ -39,8 +39,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use child::{
-    create_run_dir, pidfd_kill, read_exit_report, remove_run_dir, ChildStacks, ChildStdio,
-    ExitReport, LaunchError, Launched, PreparedSandbox, RunDir,
+    block_all_signals, create_run_dir, pidfd_kill, pipe, read_exit_report, remove_run_dir,
+    ChildStacks, ChildStdio, ExitReport, LaunchError, Launched, PreparedSandbox, RunDir,
 };
 pub use host::{Host, HostReport};
 pub use state::{prepare_state_dir, StateError};

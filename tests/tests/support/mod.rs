@@ -103,6 +103,29 @@ pub fn init_tracing() {
 }
 
 impl TestBed {
+    /// The scan pipeline's last two stages: cve-mapper (enricher) over the
+    /// NVD records in tests/fixtures/nvd, and the analytics plugin.
+    pub fn install_nvd_enricher_and_analytics(&self) {
+        let data = workspace_root().join("tests/fixtures/nvd");
+        self.install(Install {
+            category: "enricher",
+            config_schema: json!({
+                "data_dir": {"type": "string", "default": data.display().to_string()},
+                "sources": {"type": "array", "default": ["nvd"]},
+                "cache_dir": {"type": "string", "default": ""}
+            }),
+            sandbox: json!({"network": false, "filesystem": "readonly", "timeout_seconds": 120,
+                "read_paths": [data.display().to_string()]}),
+            ..Install::new("cve-mapper", workspace_bin("secflow-cve-mapper"))
+        });
+        self.install(Install {
+            category: "analytics",
+            config_schema: json!({"top_targets": {"type": "integer", "default": 10}}),
+            sandbox: json!({"network": false, "filesystem": "tmp", "timeout_seconds": 60}),
+            ..Install::new("analytics", workspace_bin("secflow-analytics"))
+        });
+    }
+
     pub fn new() -> TestBed {
         TestBed::with_config("")
     }
