@@ -488,8 +488,12 @@ impl State<'_> {
 }
 
 /// The members of a protocol line, borrowed from it: enough to tell a
-/// `finding` notification without building a tree of its envelope.
+/// `finding` notification without building a tree of its envelope. Unknown
+/// members are refused (the line then takes the general path): serde would
+/// skip them without the checks a parse into `Value` makes (number range,
+/// surrogates), and the fast path must never accept what that parse rejects.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawMessage<'a> {
     #[serde(borrow)]
     jsonrpc: Cow<'a, str>,
@@ -505,8 +509,10 @@ struct RawMessage<'a> {
     error: Option<&'a RawValue>,
 }
 
-/// `finding` params with the finding kept as the plugin's text.
+/// `finding` params with the finding kept as the plugin's text (unknown
+/// members refused, as in [`RawMessage`]).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawFindingParams<'a> {
     seq: u64,
     #[serde(borrow)]
@@ -533,7 +539,28 @@ pub fn fast_finding(line: &[u8]) -> Option<(u64, Value, String)> {
     let params: RawFindingParams<'_> = serde_json::from_str(raw.params?.get()).ok()?;
     let text = params.finding.get();
     let finding: Value = serde_json::from_str(text).ok()?;
+    // The finding was parsed on its own, so serde_json's nesting limit counted
+    // from the finding, not from the line as in the general path: a finding
+    // nested deeper than the envelope leaves room for goes that way instead.
+    if nests_deeper_than(&finding, FAST_FINDING_MAX_DEPTH) {
+        return None;
+    }
     Some((params.seq, finding, text.to_string()))
+}
+
+/// Deepest finding the fast path takes, counting the finding object as 1: well
+/// within serde_json's 128 levels minus the two of the envelope (the message
+/// and its params), and far beyond any finding seen in practice.
+const FAST_FINDING_MAX_DEPTH: usize = 64;
+
+/// Whether `value` has more than `levels` levels of arrays and objects.
+fn nests_deeper_than(value: &Value, levels: usize) -> bool {
+    let deeper = |child: &Value| nests_deeper_than(child, levels - 1);
+    match value {
+        Value::Array(items) => levels == 0 || items.iter().any(deeper),
+        Value::Object(fields) => levels == 0 || fields.values().any(deeper),
+        _ => false,
+    }
 }
 
 /// A line of the plugin's stdout that the session acts on.
@@ -583,4 +610,138 @@ pub fn finding_params(params: Value) -> Result<FindingParams, serde_json::Error>
 /// Whether a JSON-RPC error answer to `run` means "cancelled as asked".
 pub fn is_cancel_answer(error: &RpcError) -> bool {
     error.code == code::CANCELLED
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the general path makes of `line`: the `finding` notification's seq
+    /// and finding, or `None` for anything else (including every violation).
+    fn slow_finding(line: &[u8]) -> Option<(u64, Value)> {
+        match decode_line(line) {
+            Ok(PluginLine::Notification(message))
+                if message.method.as_deref() == Some(method::FINDING) =>
+            {
+                let params = finding_params(message.params.unwrap_or(Value::Null)).ok()?;
+                Some((params.seq, params.finding))
+            }
+            _ => None,
+        }
+    }
+
+    fn nested(depth: usize) -> String {
+        format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    fn lines() -> Vec<String> {
+        let doc = r#"{"finding_schema_version":"1.0.0","rule_id":"r","title":"t","severity":"high","target":"x"}"#;
+        let mut lines = vec![
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#" {{ "params" : {{ "finding" : {doc} , "seq" : 2 }} , "method":"finding", "jsonrpc":"2.0" }} "#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"find\u0069ng","params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":null,"method":"finding","params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"finding","params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","result":null,"params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","error":{{}},"params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","error":{{"code":1,"message":"m"}},"params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"1.0","method":"finding","params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"progress","params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","params":{{"seq":1.0,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","params":{{"seq":-1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","params":{{"seq":1,"seq":2,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","method":"finding","params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","params":{{"seq":1,"finding":{doc},"x":1e400}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","x":1e400,"params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","x":"\ud800","params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            r#"{"jsonrpc":"2.0","method":"finding","params":{"seq":1,"finding":{"raw":1e400}}}"#
+                .to_string(),
+            r#"{"jsonrpc":"2.0","method":"finding","params":{"seq":1,"finding":null}}"#.to_string(),
+            r#"{"jsonrpc":"2.0","method":"finding","params":{"seq":1}}"#.to_string(),
+            r#"{"jsonrpc":"2.0","method":"finding","params":null}"#.to_string(),
+            r#"{"jsonrpc":"2.0","method":"finding","params":[1,{}]}"#.to_string(),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","params":{{"seq":1,"finding":{doc}}}}} x"#
+            ),
+            format!(r#"{{"jsonrpc":"2.0","method":"finding","params":{{"seq":1,"finding":{doc}}}"#),
+        ];
+        // Around serde_json's nesting limit, counted from the line or from the finding.
+        for depth in [120, 124, 125, 126, 127, 128, 130] {
+            lines.push(format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","params":{{"seq":1,"finding":{{"raw":{}}}}}}}"#,
+                nested(depth)
+            ));
+            lines.push(format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","x":{},"params":{{"seq":1,"finding":{doc}}}}}"#,
+                nested(depth)
+            ));
+        }
+        lines
+    }
+
+    #[test]
+    fn the_fast_finding_reader_accepts_exactly_what_the_general_path_accepts() {
+        for line in lines() {
+            let fast = fast_finding(line.as_bytes());
+            let slow = slow_finding(line.as_bytes());
+            match (&fast, &slow) {
+                (Some((seq, finding, text)), Some((slow_seq, slow_finding))) => {
+                    assert_eq!(seq, slow_seq, "{line}");
+                    assert_eq!(finding, slow_finding, "{line}");
+                    let reread: Value = serde_json::from_str(text).unwrap();
+                    assert_eq!(&reread, finding, "{line}");
+                }
+                // Not read fast: the general path decides (and may accept).
+                (None, _) => {}
+                (Some(_), None) => {
+                    panic!("the fast path accepted what the general path rejects: {line}")
+                }
+            }
+        }
+        // The plain notification is read on the fast path, and so is a finding
+        // as deep as the fast path allows.
+        assert!(fast_finding(lines()[0].as_bytes()).is_some());
+        let deep = format!(
+            r#"{{"jsonrpc":"2.0","method":"finding","params":{{"seq":1,"finding":{{"raw":{}}}}}}}"#,
+            nested(FAST_FINDING_MAX_DEPTH - 1)
+        );
+        assert!(fast_finding(deep.as_bytes()).is_some());
+        let deeper = deep.replacen("[1]", "[[1]]", 1);
+        assert!(fast_finding(deeper.as_bytes()).is_none());
+        assert!(slow_finding(deeper.as_bytes()).is_some());
+    }
 }

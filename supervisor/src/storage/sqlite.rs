@@ -1710,41 +1710,129 @@ mod tests {
         );
     }
 
+    /// Every row of `table`, each value rendered as text, in a stable order.
+    fn dump(conn: &Connection, table: &str) -> Vec<Vec<String>> {
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
+            .unwrap();
+        let columns = stmt.column_count();
+        stmt.query_map([], |row| {
+            (0..columns)
+                .map(|i| row.get_ref(i).map(|v| format!("{v:?}")))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    /// The tables of schema version 1, but `finding_observations` (a view now).
+    const VERSION_1_TABLES: [&str; 5] = ["plugins", "runs", "findings", "telemetry", "audit"];
+
     #[tokio::test(flavor = "multi_thread")]
     async fn a_version_1_database_keeps_every_run_s_findings_after_the_migration() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secflow.db");
-        {
+        let observed = [
+            ("run-1", 1),
+            ("run-1", 2),
+            ("run-2", 3),
+            ("run-2", 1),
+            ("run-3", 2),
+        ];
+        let before = {
             let mut conn = Connection::open(&path).unwrap();
             let tx = conn.transaction().unwrap();
             tx.execute_batch(MIGRATIONS[0]).unwrap();
             tx.pragma_update(None, "user_version", 1).unwrap();
-            let doc = r#"{"finding_schema_version":"1.0.0","rule_id":"r","title":"t","severity":"high","target":"x"}"#;
-            for (id, fp, run) in [
-                (1, "fp-1", "run-1"),
-                (2, "fp-2", "run-1"),
-                (3, "fp-3", "run-2"),
+            // run-1 and run-2 are detector runs (run-2 died while running: the
+            // next daemon marks it interrupted), run-3 an enricher.
+            for (run, plugin, category, status, findings) in [
+                ("run-1", "detector", "detector", "succeeded", 2),
+                ("run-2", "detector", "detector", "running", 0),
+                ("run-3", "enricher", "enricher", "succeeded", 1),
+            ] {
+                tx.execute(
+                    "INSERT INTO runs (run_id, plugin, plugin_version, category, status, partial, \
+                     started_at, duration_ms, cpu_ms, memory_mb, findings, findings_rejected, \
+                     outputs, stderr_tail) VALUES (?1, ?2, '1.0.0', ?3, ?4, 0, \
+                     '2026-01-01T00:00:00Z', 5, 1, 2, ?5, 0, '{}', '')",
+                    params![run, plugin, category, status, findings],
+                )
+                .unwrap();
+            }
+            let doc = |fp: &str| {
+                format!(
+                    r#"{{"finding_schema_version":"1.0.0","rule_id":"r","title":"{fp}","severity":"high","target":"x"}}"#
+                )
+            };
+            for (id, fp, run, occurrences, enrichment) in [
+                (1, "fp-1", "run-1", 2, "{}"),
+                (2, "fp-2", "run-1", 1, r#"{"enricher":{"note":"n"}}"#),
+                (3, "fp-3", "run-2", 1, "{}"),
             ] {
                 tx.execute(
                     "INSERT INTO findings (id, fingerprint, run_id, plugin_name, plugin_version, \
                      rule_id, title, severity, severity_rank, target, first_seen, last_seen, \
-                     occurrences, document) VALUES (?1, ?2, ?3, 'detector', '1.0.0', 'r', 't', \
-                     'high', 4, 'x', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', 1, ?4)",
-                    params![id, fp, run, doc],
+                     occurrences, document, enrichment) VALUES (?1, ?2, ?3, 'detector', '1.0.0', \
+                     'r', ?2, 'high', 4, 'x', '2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z', ?4, \
+                     ?5, ?6)",
+                    params![id, fp, run, occurrences, doc(fp), enrichment],
                 )
                 .unwrap();
             }
-            // run-2 saw fp-1 again; every run observed what it first reported.
-            for (run, id) in [("run-1", 1), ("run-1", 2), ("run-2", 3), ("run-2", 1)] {
+            for (run, id) in observed {
                 tx.execute(
                     "INSERT INTO finding_observations (run_id, finding_id) VALUES (?1, ?2)",
                     params![run, id],
                 )
                 .unwrap();
             }
+            tx.execute(
+                "INSERT INTO telemetry (event, plugin, version, run_id, duration_ms, cpu_ms, \
+                 memory_mb, findings_processed, success, timestamp) VALUES \
+                 ('run', 'detector', '1.0.0', 'run-1', 5, 1, 2, 2, 1, '2026-01-01T00:00:00Z')",
+                [],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO audit (timestamp, event, security, plugin, run_id, message, details) \
+                 VALUES ('2026-01-01T00:00:00Z', 'run_started', 0, 'detector', 'run-1', 'm', '{}')",
+                [],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO plugins (name, version, code_hash, revoked, changed_at) \
+                 VALUES ('old', '0.1.0', 'h', 1, '2026-01-01T00:00:00Z')",
+                [],
+            )
+            .unwrap();
             tx.commit().unwrap();
-        }
+            VERSION_1_TABLES.map(|table| dump(&conn, table))
+        };
+
         let store = SqliteStore::open(&path, 8, 8).unwrap();
+        {
+            let reader = store.reader();
+            let version: i64 = reader
+                .pragma_query_value(None, "user_version", |row| row.get(0))
+                .unwrap();
+            assert_eq!(version, SCHEMA_VERSION);
+            // Every row of every table is as it was.
+            assert_eq!(VERSION_1_TABLES.map(|table| dump(&reader, table)), before);
+            let mut view: Vec<(String, i64)> = reader
+                .prepare("SELECT run_id, finding_id FROM finding_observations")
+                .unwrap()
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            view.sort();
+            let mut table: Vec<(String, i64)> =
+                observed.iter().map(|(r, i)| (r.to_string(), *i)).collect();
+            table.sort();
+            assert_eq!(view, table, "the view lists what the table held");
+        }
         let ids = |run: &str| {
             all_findings(
                 &store,
@@ -1759,18 +1847,32 @@ mod tests {
         };
         assert_eq!(ids("run-1"), vec![1, 2]);
         assert_eq!(ids("run-2"), vec![1, 3]);
-        let reader = store.reader();
-        let observations: i64 = reader
-            .query_row("SELECT count(*) FROM finding_observations", [], |row| {
-                row.get(0)
-            })
-            .unwrap();
-        assert_eq!(observations, 4, "the view lists what the table held");
-        let version: i64 = reader
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
-        drop(reader);
+        assert_eq!(ids("run-3"), vec![2], "what the enricher named");
+        let two = &all_findings(&store, FindingQuery::default())[1];
+        assert_eq!(two.finding["enrichment"]["enricher"]["note"], "n");
+
+        // The interrupted run is counted from what it was seen to report.
+        assert_eq!(store.mark_interrupted().unwrap(), 1);
+        let run_2 = store.run("run-2").unwrap().unwrap();
+        assert_eq!((run_2.status, run_2.findings), (RunStatus::Failed, 2));
+
+        // New runs go on from the migrated rows: one sees fp-2 again.
+        detector_run(
+            &store,
+            "run-4",
+            vec![
+                finding("fp-2", Severity::High),
+                finding("fp-4", Severity::Low),
+            ],
+        )
+        .await;
+        assert_eq!(ids("run-4"), vec![2, 4]);
+        assert_eq!(ids("run-1"), vec![1, 2]);
+        let all = all_findings(&store, FindingQuery::default());
+        assert_eq!(
+            all.iter().map(|f| f.occurrences).collect::<Vec<_>>(),
+            [2, 2, 1, 1]
+        );
         store.shutdown().unwrap();
     }
 

@@ -39,9 +39,8 @@ SELECT run_id, min(id), max(id) FROM findings GROUP BY run_id;
 DROP TABLE finding_observations;
 DROP INDEX findings_by_severity;
 
+-- Every finding's first run is its own `run_id`: the view needs no range.
 CREATE VIEW finding_observations (run_id, finding_id) AS
-SELECT f.run_id, f.id
-FROM run_finding_ranges r JOIN findings f
-    ON f.id BETWEEN r.first_id AND r.last_id AND f.run_id = r.run_id
+SELECT run_id, id FROM findings
 UNION ALL
 SELECT run_id, finding_id FROM finding_sightings;
