@@ -470,9 +470,17 @@ impl State<'_> {
                 self.outcome.accepted += 1;
                 let fingerprint = crate::finding::fingerprint(&self.spec.name, &finding);
                 let severity = crate::finding::severity(&finding);
-                self.batch.push(match text {
-                    Some(text) => NewFinding::with_json(fingerprint, severity, finding, text),
-                    None => NewFinding::new(fingerprint, severity, finding),
+                // Only an enricher's findings are merged field by field; the
+                // others are stored as text and columns, and their tree is
+                // freed here rather than on the writer thread.
+                self.batch.push(match (self.spec.category, text) {
+                    (Category::Enricher, Some(text)) => {
+                        NewFinding::with_json(fingerprint, severity, finding, text)
+                    }
+                    (Category::Enricher, None) => NewFinding::new(fingerprint, severity, finding),
+                    (Category::Detector | Category::Analytics, text) => {
+                        NewFinding::detected(fingerprint, severity, finding, text)
+                    }
                 });
             }
             Err(violations) => {
@@ -487,22 +495,23 @@ impl State<'_> {
     }
 }
 
-/// The members of a protocol line, borrowed from it: enough to tell a
-/// `finding` notification without building a tree of its envelope. Unknown
-/// members are refused (the line then takes the general path): serde would
-/// skip them without the checks a parse into `Value` makes (number range,
-/// surrogates), and the fast path must never accept what that parse rejects.
+/// A `finding` notification, borrowed from its line: its envelope and params
+/// are read in one pass, without building a tree of them. Unknown members are
+/// refused (the line then takes the general path): serde would skip them
+/// without the checks a parse into `Value` makes (number range, surrogates),
+/// and the fast path must never accept what that parse rejects. Any other
+/// message fails to read as this and takes the general path too.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawMessage<'a> {
+struct RawFinding<'a> {
     #[serde(borrow)]
     jsonrpc: Cow<'a, str>,
     #[serde(default, borrow)]
     id: Option<&'a RawValue>,
     #[serde(default, borrow)]
     method: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    params: Option<&'a RawValue>,
+    #[serde(borrow)]
+    params: RawFindingParams<'a>,
     #[serde(default, borrow)]
     result: Option<&'a RawValue>,
     #[serde(default, borrow)]
@@ -510,7 +519,7 @@ struct RawMessage<'a> {
 }
 
 /// `finding` params with the finding kept as the plugin's text (unknown
-/// members refused, as in [`RawMessage`]).
+/// members refused, as in [`RawFinding`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFindingParams<'a> {
@@ -525,7 +534,7 @@ struct RawFindingParams<'a> {
 /// line: those go through [`decode_line`] and [`finding_params`], which give
 /// the exact verdict and error, so this path only ever accepts what they accept.
 pub fn fast_finding(line: &[u8]) -> Option<(u64, Value, String)> {
-    let raw: RawMessage<'_> = serde_json::from_slice(line).ok()?;
+    let raw: RawFinding<'_> = serde_json::from_slice(line).ok()?;
     let kind = MessageKind::of(
         &raw.jsonrpc,
         raw.method.is_some(),
@@ -536,8 +545,7 @@ pub fn fast_finding(line: &[u8]) -> Option<(u64, Value, String)> {
     if kind != MessageKind::Notification || raw.method.as_deref() != Some(method::FINDING) {
         return None;
     }
-    let params: RawFindingParams<'_> = serde_json::from_str(raw.params?.get()).ok()?;
-    let text = params.finding.get();
+    let text = raw.params.finding.get();
     let finding: Value = serde_json::from_str(text).ok()?;
     // The finding was parsed on its own, so serde_json's nesting limit counted
     // from the finding, not from the line as in the general path: a finding
@@ -545,7 +553,7 @@ pub fn fast_finding(line: &[u8]) -> Option<(u64, Value, String)> {
     if nests_deeper_than(&finding, FAST_FINDING_MAX_DEPTH) {
         return None;
     }
-    Some((params.seq, finding, text.to_string()))
+    Some((raw.params.seq, finding, text.to_string()))
 }
 
 /// Deepest finding the fast path takes, counting the finding object as 1: well

@@ -75,25 +75,26 @@ pub struct NewFinding {
     /// The plugin's own `fingerprint`, or the computed one (see `finding::fingerprint`).
     pub fingerprint: String,
     pub severity: Severity,
-    /// The finding document as the plugin sent it (schema-valid).
+    /// The document's `rule_id`, `title` and `target`: the columns stored
+    /// beside its text.
+    pub rule_id: String,
+    pub title: String,
+    pub target: String,
+    /// The finding document as the plugin sent it (schema-valid), for the
+    /// findings the writer merges field by field (an enricher's). `Null` for a
+    /// finding made with [`NewFinding::detected`]: its tree is freed by the
+    /// session that built it, not by the one writer thread every run's
+    /// findings go through.
     pub document: Value,
     /// `document` as JSON text: the plugin's own text, or serialized by the
-    /// session that received it, so that the one writer thread, which every
-    /// run's findings go through, only binds it.
+    /// session that received it, so that the writer only binds it.
     pub document_json: String,
 }
 
 impl NewFinding {
     /// A finding to store, with its document serialized once here.
     pub fn new(fingerprint: String, severity: Severity, document: Value) -> NewFinding {
-        // Serializing a `Value` cannot fail: its keys are strings.
-        let document_json = document.to_string();
-        NewFinding {
-            fingerprint,
-            severity,
-            document,
-            document_json,
-        }
+        NewFinding::build(fingerprint, severity, document, None, true)
     }
 
     /// A finding to store whose compact JSON text is already at hand (the
@@ -104,9 +105,44 @@ impl NewFinding {
         document: Value,
         document_json: String,
     ) -> NewFinding {
+        NewFinding::build(fingerprint, severity, document, Some(document_json), true)
+    }
+
+    /// A detector's (or analytics plugin's) finding: stored as text and
+    /// columns only, so `document` is taken apart and dropped here.
+    pub fn detected(
+        fingerprint: String,
+        severity: Severity,
+        document: Value,
+        document_json: Option<String>,
+    ) -> NewFinding {
+        NewFinding::build(fingerprint, severity, document, document_json, false)
+    }
+
+    fn build(
+        fingerprint: String,
+        severity: Severity,
+        mut document: Value,
+        document_json: Option<String>,
+        keep_document: bool,
+    ) -> NewFinding {
+        // Serializing a `Value` cannot fail: its keys are strings.
+        let document_json = document_json.unwrap_or_else(|| document.to_string());
+        let mut column = |key: &str| match document.get_mut(key) {
+            Some(Value::String(text)) if keep_document => text.clone(),
+            Some(Value::String(text)) => std::mem::take(text),
+            _ => String::new(),
+        };
+        let (rule_id, title, target) = (column("rule_id"), column("title"), column("target"));
+        if !keep_document {
+            document = Value::Null;
+        }
         NewFinding {
             fingerprint,
             severity,
+            rule_id,
+            title,
+            target,
             document,
             document_json,
         }

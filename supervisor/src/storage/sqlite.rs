@@ -690,7 +690,6 @@ fn store_findings(
     let mut update = tx.prepare_cached(UPDATE_SEEN_AGAIN)?;
     let mut inserted_ids: Option<(i64, i64)> = None;
     for f in findings {
-        let text = |key: &str| f.document.get(key).and_then(Value::as_str).unwrap_or("");
         // Serialized by the session; bound as text without a copy.
         let document = ToSqlOutput::Borrowed(ValueRef::Text(f.document_json.as_bytes()));
         let rank = severity_rank(f.severity);
@@ -699,11 +698,11 @@ fn store_findings(
             run_id,
             plugin,
             plugin_version,
-            text("rule_id"),
-            text("title"),
+            f.rule_id,
+            f.title,
             f.severity.as_str(),
             rank,
-            text("target"),
+            f.target,
             now,
             document,
         ])?;
@@ -715,9 +714,9 @@ fn store_findings(
                 params![
                     f.fingerprint,
                     now,
-                    text("rule_id"),
-                    text("title"),
-                    text("target"),
+                    f.rule_id,
+                    f.title,
+                    f.target,
                     document,
                     f.severity.as_str(),
                     rank,
@@ -1872,6 +1871,37 @@ mod tests {
         assert_eq!(
             all.iter().map(|f| f.occurrences).collect::<Vec<_>>(),
             [2, 2, 1, 1]
+        );
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_detected_finding_is_stored_from_its_text_and_columns_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let text = r#"{"finding_schema_version":"1.0.0", "rule_id":"r-1","title":"T\u00e9","severity":"low","target":"http://t/","raw":{"n":[1,2]}}"#;
+        let document: Value = serde_json::from_str(text).unwrap();
+        let new = NewFinding::detected(
+            "fp".to_string(),
+            Severity::Low,
+            document.clone(),
+            Some(text.to_string()),
+        );
+        assert_eq!(new.document, Value::Null, "the tree stays with the session");
+        assert_eq!((new.rule_id.as_str(), new.title.as_str()), ("r-1", "Té"));
+        detector_run(&store, "run-1", vec![new]).await;
+        let stored = &all_findings(&store, FindingQuery::default())[0];
+        assert_eq!(stored.finding["raw"], document["raw"]);
+        assert_eq!(stored.finding["title"], "Té");
+        let columns: (String, String, String) = store
+            .reader()
+            .query_row("SELECT rule_id, title, target FROM findings", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(
+            columns,
+            ("r-1".to_string(), "Té".to_string(), "http://t/".to_string())
         );
         store.shutdown().unwrap();
     }
