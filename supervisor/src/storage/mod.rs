@@ -74,6 +74,8 @@ pub(crate) fn sqlite_error_kind(e: &rusqlite::Error) -> ErrorKind {
 pub struct NewFinding {
     /// The plugin's own `fingerprint`, or the computed one (see `finding::fingerprint`).
     pub fingerprint: String,
+    /// [`fingerprint_key`] of `fingerprint`, computed by the session.
+    pub fingerprint_key: i64,
     pub severity: Severity,
     /// The document's `rule_id`, `title` and `target`: the columns stored
     /// beside its text.
@@ -138,6 +140,7 @@ impl NewFinding {
             document = Value::Null;
         }
         NewFinding {
+            fingerprint_key: fingerprint_key(&fingerprint),
             fingerprint,
             severity,
             rule_id,
@@ -147,6 +150,17 @@ impl NewFinding {
             document_json,
         }
     }
+}
+
+/// The key findings are looked up by: the first 64 bits of the SHA-256 of the
+/// fingerprint (plugin fingerprints are any text; a hash spreads them evenly).
+/// Two fingerprints may share a key; lookups compare the text too.
+pub fn fingerprint_key(fingerprint: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(fingerprint.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
 }
 
 /// Write operations, in the order the writer applies them.

@@ -29,7 +29,8 @@ use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{
-    params, params_from_iter, Connection, OpenFlags, Row, Transaction, TransactionBehavior,
+    params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row, Transaction,
+    TransactionBehavior,
 };
 use secflow_plugin_sdk::protocol::{Category, Severity};
 use serde_json::{Map, Value};
@@ -296,11 +297,28 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StorageError> {
             return Ok(());
         };
         tx.execute_batch(step).map_err(open_error)?;
+        if version + 1 == 2 {
+            fill_fingerprint_keys(&tx).map_err(open_error)?;
+        }
         tx.pragma_update(None, "user_version", version + 1)
             .map_err(open_error)?;
         tx.commit().map_err(open_error)?;
         tracing::info!(path = %path.display(), version = version + 1, "database schema migrated");
     }
+}
+
+/// Computes the `fingerprint_key` of every finding migrated to schema version
+/// 2 (SQLite has no SHA-256 of its own; the script sets them to 0).
+fn fill_fingerprint_keys(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
+    let mut select = tx.prepare("SELECT id, fingerprint FROM findings")?;
+    let mut update = tx.prepare("UPDATE findings SET fingerprint_key = ?2 WHERE id = ?1")?;
+    let mut rows = select.query([])?;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let fingerprint: String = row.get(1)?;
+        update.execute(params![id, crate::storage::fingerprint_key(&fingerprint)])?;
+    }
+    Ok(())
 }
 
 /// What the writer counted for a run that has not finished yet.
@@ -638,20 +656,21 @@ fn upsert_run(tx: &Transaction<'_>, r: &RunRecord) -> Result<(), rusqlite::Error
     Ok(())
 }
 
-/// A new finding is one statement: the insert. One seen before costs a second
-/// statement (the update), found by the insert doing nothing. (An upsert with
-/// `RETURNING` would be one statement, but SQLite builds a temporary result
-/// table and a statement journal for it on every row, which costs more.)
+/// The finding stored under a fingerprint, if any: by its key, then its text.
+const SELECT_BY_FINGERPRINT: &str =
+    "SELECT id, run_id FROM findings WHERE fingerprint_key = ?1 AND fingerprint = ?2";
+
+/// A new finding: the writer looked its fingerprint up first (the writer is
+/// the only one inserting findings, so the fingerprint stays unique).
 const INSERT_FINDING: &str = "\
-INSERT INTO findings (fingerprint, run_id, plugin_name, plugin_version, rule_id, title,
-    severity, severity_rank, target, first_seen, last_seen, occurrences, document)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, 1, ?11)
-ON CONFLICT (fingerprint) DO NOTHING";
+INSERT INTO findings (fingerprint, fingerprint_key, run_id, plugin_name, plugin_version,
+    rule_id, title, severity, severity_rank, target, first_seen, last_seen, occurrences,
+    document)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, 1, ?12)";
 
 /// Seen again: count it, keep the newest document; what enrichers merged lives
 /// in its own columns, and the effective severity never drops below what they
-/// raised it to. Returns the run that first reported it: a sighting is only
-/// recorded for another run.
+/// raised it to.
 const UPDATE_SEEN_AGAIN: &str = "\
 UPDATE findings SET
     occurrences = occurrences + 1,
@@ -662,8 +681,7 @@ UPDATE findings SET
     document = ?6,
     severity = CASE WHEN ?8 >= enriched_severity_rank THEN ?7 ELSE enriched_severity END,
     severity_rank = max(?8, enriched_severity_rank)
-WHERE fingerprint = ?1
-RETURNING id, run_id";
+WHERE id = ?1";
 
 /// A run reported a finding that another run first reported.
 const INSERT_SIGHTING: &str =
@@ -686,6 +704,7 @@ fn store_findings(
     findings: &[NewFinding],
     now: &str,
 ) -> Result<(), rusqlite::Error> {
+    let mut select = tx.prepare_cached(SELECT_BY_FINGERPRINT)?;
     let mut insert = tx.prepare_cached(INSERT_FINDING)?;
     let mut update = tx.prepare_cached(UPDATE_SEEN_AGAIN)?;
     let mut inserted_ids: Option<(i64, i64)> = None;
@@ -693,26 +712,34 @@ fn store_findings(
         // Serialized by the session; bound as text without a copy.
         let document = ToSqlOutput::Borrowed(ValueRef::Text(f.document_json.as_bytes()));
         let rank = severity_rank(f.severity);
-        let inserted = insert.execute(params![
-            f.fingerprint,
-            run_id,
-            plugin,
-            plugin_version,
-            f.rule_id,
-            f.title,
-            f.severity.as_str(),
-            rank,
-            f.target,
-            now,
-            document,
-        ])?;
-        if inserted == 1 {
-            let id = tx.last_insert_rowid();
-            inserted_ids = Some(inserted_ids.map_or((id, id), |(lo, hi)| (lo.min(id), hi.max(id))));
-        } else {
-            let (id, first_run): (i64, String) = update.query_row(
-                params![
+        let stored: Option<(i64, String)> = select
+            .query_row(params![f.fingerprint_key, f.fingerprint], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        match stored {
+            None => {
+                insert.execute(params![
                     f.fingerprint,
+                    f.fingerprint_key,
+                    run_id,
+                    plugin,
+                    plugin_version,
+                    f.rule_id,
+                    f.title,
+                    f.severity.as_str(),
+                    rank,
+                    f.target,
+                    now,
+                    document,
+                ])?;
+                let id = tx.last_insert_rowid();
+                inserted_ids =
+                    Some(inserted_ids.map_or((id, id), |(lo, hi)| (lo.min(id), hi.max(id))));
+            }
+            Some((id, first_run)) => {
+                update.execute(params![
+                    id,
                     now,
                     f.rule_id,
                     f.title,
@@ -720,12 +747,12 @@ fn store_findings(
                     document,
                     f.severity.as_str(),
                     rank,
-                ],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )?;
-            if first_run != run_id {
-                tx.prepare_cached(INSERT_SIGHTING)?
-                    .execute(params![run_id, id])?;
+                ])?;
+                // A sighting is only recorded for a run other than the first.
+                if first_run != run_id {
+                    tx.prepare_cached(INSERT_SIGHTING)?
+                        .execute(params![run_id, id])?;
+                }
             }
         }
     }
@@ -738,7 +765,7 @@ fn store_findings(
 
 const SELECT_ENRICHABLE: &str = "\
 SELECT id, enrichment, enrichment_vulnerabilities, enriched_severity_rank
-FROM findings WHERE fingerprint = ?1";
+FROM findings WHERE fingerprint_key = ?1 AND fingerprint = ?2";
 
 const UPDATE_ENRICHMENT: &str = "\
 UPDATE findings SET
@@ -763,7 +790,7 @@ fn merge_enrichments(
     let mut observe_one = tx.prepare_cached(INSERT_SIGHTING)?;
     let (mut accepted, mut rejected) = (0, 0);
     for f in findings {
-        let mut rows = select.query([&f.fingerprint])?;
+        let mut rows = select.query(params![f.fingerprint_key, f.fingerprint])?;
         let Some(row) = rows.next()? else {
             tracing::warn!(
                 run_id,
@@ -1709,10 +1736,20 @@ mod tests {
         );
     }
 
-    /// Every row of `table`, each value rendered as text, in a stable order.
+    /// Every row of `table` (its version 1 columns), each value rendered as
+    /// text, in a stable order.
     fn dump(conn: &Connection, table: &str) -> Vec<Vec<String>> {
+        // Version 2 added `fingerprint_key` to findings; the rest is as it was.
+        let columns = match table {
+            "findings" => {
+                "id, fingerprint, run_id, plugin_name, plugin_version, rule_id, title, \
+                 severity, severity_rank, target, first_seen, last_seen, occurrences, document, \
+                 enrichment, enrichment_vulnerabilities, enriched_severity, enriched_severity_rank"
+            }
+            _ => "*",
+        };
         let mut stmt = conn
-            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
+            .prepare(&format!("SELECT {columns} FROM {table} ORDER BY 1, 2"))
             .unwrap();
         let columns = stmt.column_count();
         stmt.query_map([], |row| {
@@ -1831,6 +1868,17 @@ mod tests {
                 observed.iter().map(|(r, i)| (r.to_string(), *i)).collect();
             table.sort();
             assert_eq!(view, table, "the view lists what the table held");
+            let keys: Vec<(String, i64)> = reader
+                .prepare("SELECT fingerprint, fingerprint_key FROM findings")
+                .unwrap()
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(keys.len(), 3);
+            for (fingerprint, key) in keys {
+                assert_eq!(key, crate::storage::fingerprint_key(&fingerprint));
+            }
         }
         let ids = |run: &str| {
             all_findings(
@@ -1903,6 +1951,25 @@ mod tests {
             columns,
             ("r-1".to_string(), "Té".to_string(), "http://t/".to_string())
         );
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn fingerprints_sharing_a_lookup_key_stay_distinct_findings() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let colliding = |fingerprint: &str| NewFinding {
+            fingerprint_key: 7,
+            ..finding(fingerprint, Severity::Low)
+        };
+        detector_run(&store, "run-1", vec![colliding("fp-a"), colliding("fp-b")]).await;
+        detector_run(&store, "run-2", vec![colliding("fp-b")]).await;
+        let all = all_findings(&store, FindingQuery::default());
+        let seen: Vec<(&str, u64)> = all
+            .iter()
+            .map(|f| (f.fingerprint.as_str(), f.occurrences))
+            .collect();
+        assert_eq!(seen, [("fp-a", 1), ("fp-b", 2)]);
         store.shutdown().unwrap();
     }
 

@@ -15,6 +15,14 @@
 -- * `findings_by_severity` is dropped: no query needs it. The severity filter
 --   of the findings query walks findings in id order and stops at its page,
 --   and the index could not give that order anyway.
+-- * Findings are found by `fingerprint_key` (64 bits of the SHA-256 of the
+--   fingerprint), not by a unique index on the fingerprint text: a new
+--   finding's index entry lands at a random place, so every transaction
+--   rewrites index pages all over the index, and a 64-bit key makes that
+--   index several times smaller than one of 64-character texts. The writer,
+--   the only one that inserts findings, looks the key and the text up before
+--   inserting, which keeps fingerprints unique. The supervisor fills the keys
+--   of the migrated rows right after this script (`fill_fingerprint_keys`).
 
 CREATE TABLE finding_sightings (
     run_id      TEXT NOT NULL,
@@ -37,7 +45,40 @@ INSERT INTO run_finding_ranges (run_id, first_id, last_id)
 SELECT run_id, min(id), max(id) FROM findings GROUP BY run_id;
 
 DROP TABLE finding_observations;
-DROP INDEX findings_by_severity;
+
+CREATE TABLE findings_v2 (
+    id                          INTEGER PRIMARY KEY,
+    fingerprint                 TEXT NOT NULL,
+    fingerprint_key             INTEGER NOT NULL,
+    run_id                      TEXT NOT NULL,
+    plugin_name                 TEXT NOT NULL,
+    plugin_version              TEXT NOT NULL,
+    rule_id                     TEXT NOT NULL,
+    title                       TEXT NOT NULL,
+    severity                    TEXT NOT NULL,
+    severity_rank               INTEGER NOT NULL,
+    target                      TEXT NOT NULL,
+    first_seen                  TEXT NOT NULL,
+    last_seen                   TEXT NOT NULL,
+    occurrences                 INTEGER NOT NULL,
+    document                    TEXT NOT NULL,
+    enrichment                  TEXT NOT NULL DEFAULT '{}',
+    enrichment_vulnerabilities  TEXT NOT NULL DEFAULT '[]',
+    enriched_severity           TEXT,
+    enriched_severity_rank      INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO findings_v2 (id, fingerprint, fingerprint_key, run_id, plugin_name,
+    plugin_version, rule_id, title, severity, severity_rank, target, first_seen,
+    last_seen, occurrences, document, enrichment, enrichment_vulnerabilities,
+    enriched_severity, enriched_severity_rank)
+SELECT id, fingerprint, 0, run_id, plugin_name, plugin_version, rule_id, title,
+    severity, severity_rank, target, first_seen, last_seen, occurrences, document,
+    enrichment, enrichment_vulnerabilities, enriched_severity, enriched_severity_rank
+FROM findings ORDER BY id;
+DROP TABLE findings;
+ALTER TABLE findings_v2 RENAME TO findings;
+CREATE INDEX findings_by_plugin ON findings (plugin_name, id);
+CREATE INDEX findings_by_fingerprint_key ON findings (fingerprint_key);
 
 -- Every finding's first run is its own `run_id`: the view needs no range.
 CREATE VIEW finding_observations (run_id, finding_id) AS
