@@ -1,7 +1,9 @@
 //! Fuzzes what a plugin writes on stdout, through the supervisor's own path:
 //! the bounded line reader (`runner::spawn_stdout_reader`), then the line
 //! decoder (`runner::decode_line`), then the typed params the session reads
-//! (`runner::finding_params`, checked against serde's reading of the same).
+//! (`runner::finding_params`, checked against serde's reading of the same),
+//! and the session's fast path for findings (`runner::fast_finding`), checked
+//! against the decoder.
 //! The plugin side's framing (`secflow_plugin_sdk::framing`) reads the same
 //! bytes too.
 //!
@@ -21,7 +23,7 @@ use secflow_plugin_sdk::protocol::{
     method, FindingParams, InitializeResult, LogParams, ProgressParams, RunResult,
 };
 use secflow_supervisor::runner::{
-    decode_line, finding_params, spawn_stdout_reader, PluginLine, StdoutEvent,
+    decode_line, fast_finding, finding_params, spawn_stdout_reader, PluginLine, StdoutEvent,
 };
 use serde_json::Value;
 
@@ -136,6 +138,19 @@ fn model_sdk(data: &[u8]) -> Vec<Event> {
 
 /// Decodes one line as the session does and checks what it must guarantee.
 fn check_line(line: &[u8]) {
+    // The session tries its fast path first: it may leave any line to the
+    // general path, but a finding it reads must be exactly what that path reads.
+    if let Some((seq, finding, text)) = fast_finding(line) {
+        let Ok(PluginLine::Notification(message)) = decode_line(line) else {
+            panic!("the fast path read a finding from a line the decoder refuses");
+        };
+        assert_eq!(message.method.as_deref(), Some(method::FINDING));
+        let params = finding_params(message.params.unwrap_or(Value::Null))
+            .expect("the fast path read params the general path refuses");
+        assert_eq!((params.seq, &params.finding), (seq, &finding));
+        let reread: Value = serde_json::from_str(&text).expect("the finding's text parses");
+        assert_eq!(reread, finding);
+    }
     let decoded = match decode_line(line) {
         Ok(decoded) => decoded,
         Err(violation) => {

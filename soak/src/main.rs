@@ -113,8 +113,12 @@ fn main() -> ExitCode {
         );
         match soak::run(&args.soak_plan, &bins) {
             Ok(report) => {
-                let fds_flat = report.samples.first().map(|s| s.usage.fds)
-                    == report.samples.last().map(|s| s.usage.fds);
+                // Flat: no more open after the last run than before the first
+                // (the first sample may catch a start-up file still open).
+                let fds_flat = match (report.samples.first(), report.samples.last()) {
+                    (Some(start), Some(end)) => end.usage.fds <= start.usage.fds,
+                    _ => false,
+                };
                 let ok = report.unexpected_count == 0
                     && report.leftovers.is_empty()
                     && report.integrity == "ok"

@@ -114,7 +114,14 @@ fn a_short_soak_serves_every_run_as_its_plugin_deserves_and_leaves_nothing_behin
         report.samples[0].usage,
         report.samples.last().expect("an end sample").usage,
     );
-    assert_eq!(start.fds, end.fds, "open fds are flat: {summary}");
+    // Flat: a leak shows as more fds after the last run than before the
+    // first; the first sample may still catch a start-up file open.
+    assert!(
+        end.fds <= start.fds,
+        "open fds are flat ({} before, {} after): {summary}",
+        start.fds,
+        end.fds
+    );
 }
 
 #[test]

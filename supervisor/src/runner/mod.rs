@@ -12,7 +12,7 @@ mod verified;
 
 // The pure decoders of what a plugin writes, reachable for the fuzz targets.
 #[doc(hidden)]
-pub use session::{decode_line, finding_params, PluginLine};
+pub use session::{decode_line, fast_finding, finding_params, PluginLine};
 #[doc(hidden)]
 pub use streams::{spawn_stdout_reader, StdoutEvent};
 
@@ -459,7 +459,7 @@ impl Runner {
         };
         let to_plugin = spawn_stdin_writer(child.stdin.take());
         let from_plugin = match child.stdout.take() {
-            Some(stdout) => streams::spawn_stdout_reader(
+            Some(stdout) => streams::spawn_stdout_batches(
                 stdout,
                 limits.max_message_bytes as usize,
                 plan.limits.max_output_mb.saturating_mul(1 << 20),

@@ -6,12 +6,15 @@
 //! the plugin does, the loop ends in bounded time: at the deadline it sends
 //! `cancel`, and after the grace period it kills the process group.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use secflow_plugin_sdk::protocol::{
     self, code, method, Category, FindingParams, InitializeResult, LogLevel, LogParams, Message,
     MessageKind, ProgressParams, RpcError, RunResult,
 };
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -86,7 +89,7 @@ pub async fn drive(
     inputs: Map<String, Value>,
     process: &PluginProcess,
     to_plugin: mpsc::Sender<String>,
-    mut from_plugin: mpsc::Receiver<StdoutEvent>,
+    mut from_plugin: mpsc::Receiver<Vec<StdoutEvent>>,
     mut cancel: watch::Receiver<bool>,
     store: &StoreWriter,
 ) -> SessionOutcome {
@@ -113,36 +116,51 @@ pub async fn drive(
     let mut cancel_open = true;
     loop {
         tokio::select! {
-            event = from_plugin.recv() => {
-                let stop = match event {
-                    Some(StdoutEvent::Line(line)) => {
-                        let step = state.on_line(&line);
-                        if !from_plugin.is_empty() && state.batch.len() < FINDING_BATCH {
-                            // More is waiting: keep batching before touching storage.
-                        } else {
-                            state.flush().await;
+            events = from_plugin.recv() => {
+                // One message carries every line the reader found buffered: the
+                // lines are taken in order, and the first that ends the session
+                // leaves the rest unread.
+                let events = events.unwrap_or_else(|| vec![StdoutEvent::Eof]);
+                let mut stop = false;
+                for event in events {
+                    let step = match event {
+                        StdoutEvent::Line(line) => {
+                            let step = state.on_line(&line);
+                            if state.batch.len() >= FINDING_BATCH {
+                                state.flush().await;
+                            }
+                            step
                         }
-                        step
+                        StdoutEvent::TooLong { limit } => state.fatal(
+                            ErrorKind::ProtocolViolation,
+                            format!("the plugin sent a line longer than max_message_bytes ({limit} bytes)"),
+                        ),
+                        StdoutEvent::OutputLimit { limit } => state.fatal(
+                            ErrorKind::OutputLimit,
+                            format!("the plugin's output passed sandbox.max_output_mb ({} MiB)", limit >> 20),
+                        ),
+                        StdoutEvent::Failed(e) => state.fatal(
+                            ErrorKind::ProtocolViolation,
+                            format!("reading the plugin's stdout failed: {e}"),
+                        ),
+                        StdoutEvent::Eof => Step::Eof,
+                    };
+                    match step {
+                        Step::Continue => {}
+                        Step::ShutdownSent | Step::Closed => kill_at = Some(Instant::now() + spec.grace),
+                        Step::Eof | Step::Fatal => {
+                            stop = true;
+                            break;
+                        }
                     }
-                    Some(StdoutEvent::TooLong { limit }) => state.fatal(
-                        ErrorKind::ProtocolViolation,
-                        format!("the plugin sent a line longer than max_message_bytes ({limit} bytes)"),
-                    ),
-                    Some(StdoutEvent::OutputLimit { limit }) => state.fatal(
-                        ErrorKind::OutputLimit,
-                        format!("the plugin's output passed sandbox.max_output_mb ({} MiB)", limit >> 20),
-                    ),
-                    Some(StdoutEvent::Failed(e)) => state.fatal(
-                        ErrorKind::ProtocolViolation,
-                        format!("reading the plugin's stdout failed: {e}"),
-                    ),
-                    Some(StdoutEvent::Eof) | None => Step::Eof,
-                };
-                match stop {
-                    Step::Continue => {}
-                    Step::ShutdownSent => kill_at = Some(Instant::now() + spec.grace),
-                    Step::Closed => kill_at = Some(Instant::now() + spec.grace),
-                    Step::Eof | Step::Fatal => break,
+                }
+                if stop {
+                    break;
+                }
+                if from_plugin.is_empty() {
+                    // Nothing more is waiting: what was batched goes to storage
+                    // now rather than waiting for a full batch.
+                    state.flush().await;
                 }
             }
             _ = tokio::time::sleep_until(spec.deadline), if state.outcome.ending.is_none() && state.phase == Phase::Running => {
@@ -254,6 +272,11 @@ impl State<'_> {
     }
 
     fn on_line(&mut self, line: &[u8]) -> Step {
+        if self.phase == Phase::Running {
+            if let Some((seq, finding, text)) = fast_finding(line) {
+                return self.on_finding(seq, finding, Some(text));
+            }
+        }
         match decode_line(line) {
             Ok(PluginLine::Response(message)) => self.on_response(message),
             Ok(PluginLine::Notification(message)) => self.on_notification(message),
@@ -372,7 +395,13 @@ impl State<'_> {
         let method = message.method.as_deref().unwrap_or_default();
         let params = message.params.unwrap_or(Value::Null);
         match method {
-            method::FINDING if self.phase == Phase::Running => self.on_finding(params),
+            method::FINDING if self.phase == Phase::Running => match finding_params(params) {
+                Ok(FindingParams { seq, finding }) => self.on_finding(seq, finding, None),
+                Err(e) => self.fatal(
+                    ErrorKind::ProtocolViolation,
+                    format!("malformed finding notification: {e}"),
+                ),
+            },
             method::FINDING => self.fatal(
                 ErrorKind::ProtocolViolation,
                 "the plugin sent a finding while no run was pending".to_string(),
@@ -414,16 +443,9 @@ impl State<'_> {
         }
     }
 
-    fn on_finding(&mut self, params: Value) -> Step {
-        let FindingParams { seq, finding } = match finding_params(params) {
-            Ok(p) => p,
-            Err(e) => {
-                return self.fatal(
-                    ErrorKind::ProtocolViolation,
-                    format!("malformed finding notification: {e}"),
-                )
-            }
-        };
+    /// `text` is the finding as the plugin wrote it, when the line was read on
+    /// the fast path; it is stored as is instead of serializing `finding` again.
+    fn on_finding(&mut self, seq: u64, finding: Value, text: Option<String>) -> Step {
         if seq != self.next_seq {
             return self.fatal(
                 ErrorKind::ProtocolViolation,
@@ -446,11 +468,20 @@ impl State<'_> {
         match crate::schema::validate_finding(&finding) {
             Ok(()) => {
                 self.outcome.accepted += 1;
-                self.batch.push(NewFinding::new(
-                    crate::finding::fingerprint(&self.spec.name, &finding),
-                    crate::finding::severity(&finding),
-                    finding,
-                ));
+                let fingerprint = crate::finding::fingerprint(&self.spec.name, &finding);
+                let severity = crate::finding::severity(&finding);
+                // Only an enricher's findings are merged field by field; the
+                // others are stored as text and columns, and their tree is
+                // freed here rather than on the writer thread.
+                self.batch.push(match (self.spec.category, text) {
+                    (Category::Enricher, Some(text)) => {
+                        NewFinding::with_json(fingerprint, severity, finding, text)
+                    }
+                    (Category::Enricher, None) => NewFinding::new(fingerprint, severity, finding),
+                    (Category::Detector | Category::Analytics, text) => {
+                        NewFinding::detected(fingerprint, severity, finding, text)
+                    }
+                });
             }
             Err(violations) => {
                 self.outcome.rejected += 1;
@@ -461,6 +492,82 @@ impl State<'_> {
             }
         }
         Step::Continue
+    }
+}
+
+/// A `finding` notification, borrowed from its line: its envelope and params
+/// are read in one pass, without building a tree of them. Unknown members are
+/// refused (the line then takes the general path): serde would skip them
+/// without the checks a parse into `Value` makes (number range, surrogates),
+/// and the fast path must never accept what that parse rejects. Any other
+/// message fails to read as this and takes the general path too.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFinding<'a> {
+    #[serde(borrow)]
+    jsonrpc: Cow<'a, str>,
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    params: RawFindingParams<'a>,
+    #[serde(default, borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    error: Option<&'a RawValue>,
+}
+
+/// `finding` params with the finding kept as the plugin's text (unknown
+/// members refused, as in [`RawFinding`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFindingParams<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    finding: &'a RawValue,
+}
+
+/// The hot path of a streaming plugin: a well-formed `finding` notification
+/// read in one pass, giving its `seq`, the parsed finding and the finding's own
+/// text (stored as is). `None` for anything else, including every malformed
+/// line: those go through [`decode_line`] and [`finding_params`], which give
+/// the exact verdict and error, so this path only ever accepts what they accept.
+pub fn fast_finding(line: &[u8]) -> Option<(u64, Value, String)> {
+    let raw: RawFinding<'_> = serde_json::from_slice(line).ok()?;
+    let kind = MessageKind::of(
+        &raw.jsonrpc,
+        raw.method.is_some(),
+        raw.id.is_some(),
+        raw.result.is_some(),
+        raw.error.is_some(),
+    );
+    if kind != MessageKind::Notification || raw.method.as_deref() != Some(method::FINDING) {
+        return None;
+    }
+    let text = raw.params.finding.get();
+    let finding: Value = serde_json::from_str(text).ok()?;
+    // The finding was parsed on its own, so serde_json's nesting limit counted
+    // from the finding, not from the line as in the general path: a finding
+    // nested deeper than the envelope leaves room for goes that way instead.
+    if nests_deeper_than(&finding, FAST_FINDING_MAX_DEPTH) {
+        return None;
+    }
+    Some((raw.params.seq, finding, text.to_string()))
+}
+
+/// Deepest finding the fast path takes, counting the finding object as 1: well
+/// within serde_json's 128 levels minus the two of the envelope (the message
+/// and its params), and far beyond any finding seen in practice.
+const FAST_FINDING_MAX_DEPTH: usize = 64;
+
+/// Whether `value` has more than `levels` levels of arrays and objects.
+fn nests_deeper_than(value: &Value, levels: usize) -> bool {
+    let deeper = |child: &Value| nests_deeper_than(child, levels - 1);
+    match value {
+        Value::Array(items) => levels == 0 || items.iter().any(deeper),
+        Value::Object(fields) => levels == 0 || fields.values().any(deeper),
+        _ => false,
     }
 }
 
@@ -511,4 +618,138 @@ pub fn finding_params(params: Value) -> Result<FindingParams, serde_json::Error>
 /// Whether a JSON-RPC error answer to `run` means "cancelled as asked".
 pub fn is_cancel_answer(error: &RpcError) -> bool {
     error.code == code::CANCELLED
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the general path makes of `line`: the `finding` notification's seq
+    /// and finding, or `None` for anything else (including every violation).
+    fn slow_finding(line: &[u8]) -> Option<(u64, Value)> {
+        match decode_line(line) {
+            Ok(PluginLine::Notification(message))
+                if message.method.as_deref() == Some(method::FINDING) =>
+            {
+                let params = finding_params(message.params.unwrap_or(Value::Null)).ok()?;
+                Some((params.seq, params.finding))
+            }
+            _ => None,
+        }
+    }
+
+    fn nested(depth: usize) -> String {
+        format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    fn lines() -> Vec<String> {
+        let doc = r#"{"finding_schema_version":"1.0.0","rule_id":"r","title":"t","severity":"high","target":"x"}"#;
+        let mut lines = vec![
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#" {{ "params" : {{ "finding" : {doc} , "seq" : 2 }} , "method":"finding", "jsonrpc":"2.0" }} "#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"find\u0069ng","params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":null,"method":"finding","params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"finding","params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","result":null,"params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","error":{{}},"params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","error":{{"code":1,"message":"m"}},"params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"1.0","method":"finding","params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"progress","params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","params":{{"seq":1.0,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","params":{{"seq":-1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","params":{{"seq":1,"seq":2,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","method":"finding","params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","params":{{"seq":1,"finding":{doc},"x":1e400}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","x":1e400,"params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","x":"\ud800","params":{{"seq":1,"finding":{doc}}}}}"#
+            ),
+            r#"{"jsonrpc":"2.0","method":"finding","params":{"seq":1,"finding":{"raw":1e400}}}"#
+                .to_string(),
+            r#"{"jsonrpc":"2.0","method":"finding","params":{"seq":1,"finding":null}}"#.to_string(),
+            r#"{"jsonrpc":"2.0","method":"finding","params":{"seq":1}}"#.to_string(),
+            r#"{"jsonrpc":"2.0","method":"finding","params":null}"#.to_string(),
+            r#"{"jsonrpc":"2.0","method":"finding","params":[1,{}]}"#.to_string(),
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","params":{{"seq":1,"finding":{doc}}}}} x"#
+            ),
+            format!(r#"{{"jsonrpc":"2.0","method":"finding","params":{{"seq":1,"finding":{doc}}}"#),
+        ];
+        // Around serde_json's nesting limit, counted from the line or from the finding.
+        for depth in [120, 124, 125, 126, 127, 128, 130] {
+            lines.push(format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","params":{{"seq":1,"finding":{{"raw":{}}}}}}}"#,
+                nested(depth)
+            ));
+            lines.push(format!(
+                r#"{{"jsonrpc":"2.0","method":"finding","x":{},"params":{{"seq":1,"finding":{doc}}}}}"#,
+                nested(depth)
+            ));
+        }
+        lines
+    }
+
+    #[test]
+    fn the_fast_finding_reader_accepts_exactly_what_the_general_path_accepts() {
+        for line in lines() {
+            let fast = fast_finding(line.as_bytes());
+            let slow = slow_finding(line.as_bytes());
+            match (&fast, &slow) {
+                (Some((seq, finding, text)), Some((slow_seq, slow_finding))) => {
+                    assert_eq!(seq, slow_seq, "{line}");
+                    assert_eq!(finding, slow_finding, "{line}");
+                    let reread: Value = serde_json::from_str(text).unwrap();
+                    assert_eq!(&reread, finding, "{line}");
+                }
+                // Not read fast: the general path decides (and may accept).
+                (None, _) => {}
+                (Some(_), None) => {
+                    panic!("the fast path accepted what the general path rejects: {line}")
+                }
+            }
+        }
+        // The plain notification is read on the fast path, and so is a finding
+        // as deep as the fast path allows.
+        assert!(fast_finding(lines()[0].as_bytes()).is_some());
+        let deep = format!(
+            r#"{{"jsonrpc":"2.0","method":"finding","params":{{"seq":1,"finding":{{"raw":{}}}}}}}"#,
+            nested(FAST_FINDING_MAX_DEPTH - 1)
+        );
+        assert!(fast_finding(deep.as_bytes()).is_some());
+        let deeper = deep.replacen("[1]", "[[1]]", 1);
+        assert!(fast_finding(deeper.as_bytes()).is_none());
+        assert!(slow_finding(deeper.as_bytes()).is_some());
+    }
 }

@@ -24,7 +24,8 @@ pub enum StdoutEvent {
     Failed(std::io::Error),
 }
 
-/// Reads protocol lines from `stdout` until EOF, an error or a bound is hit.
+/// Reads protocol lines from `stdout` until EOF, an error or a bound is hit,
+/// one event per message.
 pub fn spawn_stdout_reader<R>(
     stdout: R,
     max_line: usize,
@@ -36,24 +37,9 @@ where
     // A small queue: the session applies back-pressure to the plugin through it.
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
-        let mut reader = BufReader::with_capacity(64 << 10, stdout);
-        let mut total: u64 = 0;
+        let mut reader = Reader::new(stdout, max_line, max_output_bytes);
         loop {
-            let event = match read_bounded_line(&mut reader, max_line).await {
-                Ok(BoundedLine::Line(line)) => {
-                    total += line.len() as u64 + 1;
-                    if total > max_output_bytes {
-                        StdoutEvent::OutputLimit {
-                            limit: max_output_bytes,
-                        }
-                    } else {
-                        StdoutEvent::Line(line)
-                    }
-                }
-                Ok(BoundedLine::TooLong) => StdoutEvent::TooLong { limit: max_line },
-                Ok(BoundedLine::Eof) => StdoutEvent::Eof,
-                Err(e) => StdoutEvent::Failed(e),
-            };
+            let event = reader.next().await;
             let last = !matches!(event, StdoutEvent::Line(_));
             if tx.send(event).await.is_err() || last {
                 return;
@@ -61,6 +47,91 @@ where
         }
     });
     rx
+}
+
+/// Most lines in one message of [`spawn_stdout_batches`].
+pub const MAX_BATCH_LINES: usize = 256;
+
+/// Like [`spawn_stdout_reader`], but each message carries, in order, every
+/// complete line already buffered (at most [`MAX_BATCH_LINES`]): a plugin
+/// streaming thousands of findings a second costs the session one channel
+/// message per buffer read, not per line. The last event of the stream (EOF,
+/// a bound, an error) ends its message.
+pub fn spawn_stdout_batches<R>(
+    stdout: R,
+    max_line: usize,
+    max_output_bytes: u64,
+) -> mpsc::Receiver<Vec<StdoutEvent>>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    // A message holds at most a buffer's worth of lines (plus the one being
+    // completed), so the queue bounds memory to a few MiB and still applies
+    // back-pressure to the plugin.
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut reader = Reader::new(stdout, max_line, max_output_bytes);
+        loop {
+            let mut events = Vec::with_capacity(16);
+            let mut last;
+            loop {
+                let event = reader.next().await;
+                last = !matches!(event, StdoutEvent::Line(_));
+                events.push(event);
+                if last || events.len() >= MAX_BATCH_LINES || !reader.has_buffered_line() {
+                    break;
+                }
+            }
+            if tx.send(events).await.is_err() || last {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The line reader both senders share: bounded lines, bounded total output.
+struct Reader<R> {
+    reader: BufReader<R>,
+    max_line: usize,
+    max_output_bytes: u64,
+    total: u64,
+}
+
+impl<R: AsyncRead + Unpin> Reader<R> {
+    fn new(stdout: R, max_line: usize, max_output_bytes: u64) -> Reader<R> {
+        Reader {
+            reader: BufReader::with_capacity(64 << 10, stdout),
+            max_line,
+            max_output_bytes,
+            total: 0,
+        }
+    }
+
+    async fn next(&mut self) -> StdoutEvent {
+        match read_bounded_line(&mut self.reader, self.max_line).await {
+            Ok(BoundedLine::Line(line)) => {
+                self.total += line.len() as u64 + 1;
+                if self.total > self.max_output_bytes {
+                    StdoutEvent::OutputLimit {
+                        limit: self.max_output_bytes,
+                    }
+                } else {
+                    StdoutEvent::Line(line)
+                }
+            }
+            Ok(BoundedLine::TooLong) => StdoutEvent::TooLong {
+                limit: self.max_line,
+            },
+            Ok(BoundedLine::Eof) => StdoutEvent::Eof,
+            Err(e) => StdoutEvent::Failed(e),
+        }
+    }
+
+    /// Whether a whole line is in the buffer, so reading it will not wait.
+    fn has_buffered_line(&self) -> bool {
+        memchr(b'\n', self.reader.buffer()).is_some()
+    }
 }
 
 enum BoundedLine {
@@ -167,6 +238,74 @@ mod tests {
         assert_eq!(
             events(b"ok\n0123456789abc\nnever\n", 10, 1000).await,
             ["line:ok", "too_long"]
+        );
+    }
+
+    async fn batches(input: &'static [u8], max_line: usize, max_total: u64) -> Vec<Vec<String>> {
+        let mut rx = spawn_stdout_batches(input, max_line, max_total);
+        let mut out = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            out.push(
+                batch
+                    .into_iter()
+                    .map(|e| match e {
+                        StdoutEvent::Line(l) => format!("line:{}", String::from_utf8_lossy(&l)),
+                        StdoutEvent::TooLong { .. } => "too_long".into(),
+                        StdoutEvent::OutputLimit { .. } => "output_limit".into(),
+                        StdoutEvent::Eof => "eof".into(),
+                        StdoutEvent::Failed(e) => format!("failed:{e}"),
+                    })
+                    .collect(),
+            );
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn buffered_lines_travel_together_in_order_and_the_end_closes_the_stream() {
+        let got = batches(b"a\nbb\nccc", 10, 1000).await;
+        let flat: Vec<&str> = got.iter().flatten().map(String::as_str).collect();
+        assert_eq!(flat, ["line:a", "line:bb", "line:ccc", "eof"]);
+        // Everything was buffered at once: far fewer messages than lines.
+        assert!(got.len() < 4, "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_never_holds_more_than_its_line_limit() {
+        let input: &'static [u8] = Box::leak(
+            "x\n"
+                .repeat(MAX_BATCH_LINES * 2 + 1)
+                .into_bytes()
+                .into_boxed_slice(),
+        );
+        let got = batches(input, 10, 1 << 20).await;
+        assert!(
+            got.iter().all(|b| b.len() <= MAX_BATCH_LINES),
+            "{:?}",
+            got.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        let lines = got
+            .iter()
+            .flatten()
+            .filter(|e| e.starts_with("line:"))
+            .count();
+        assert_eq!(lines, MAX_BATCH_LINES * 2 + 1);
+        assert_eq!(
+            got.last().and_then(|b| b.last()).map(String::as_str),
+            Some("eof")
+        );
+    }
+
+    #[tokio::test]
+    async fn batched_lines_keep_the_line_and_output_bounds() {
+        let flat = |b: Vec<Vec<String>>| b.into_iter().flatten().collect::<Vec<_>>();
+        assert_eq!(
+            flat(batches(b"ok\n0123456789abc\nnever\n", 10, 1000).await),
+            ["line:ok", "too_long"]
+        );
+        assert_eq!(
+            flat(batches(b"aaaa\nbbbb\ncccc\n", 10, 12).await),
+            ["line:aaaa", "line:bbbb", "output_limit"]
         );
     }
 

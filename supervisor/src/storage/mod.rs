@@ -74,27 +74,93 @@ pub(crate) fn sqlite_error_kind(e: &rusqlite::Error) -> ErrorKind {
 pub struct NewFinding {
     /// The plugin's own `fingerprint`, or the computed one (see `finding::fingerprint`).
     pub fingerprint: String,
+    /// [`fingerprint_key`] of `fingerprint`, computed by the session.
+    pub fingerprint_key: i64,
     pub severity: Severity,
-    /// The finding document as the plugin sent it (schema-valid).
+    /// The document's `rule_id`, `title` and `target`: the columns stored
+    /// beside its text.
+    pub rule_id: String,
+    pub title: String,
+    pub target: String,
+    /// The finding document as the plugin sent it (schema-valid), for the
+    /// findings the writer merges field by field (an enricher's). `Null` for a
+    /// finding made with [`NewFinding::detected`]: its tree is freed by the
+    /// session that built it, not by the one writer thread every run's
+    /// findings go through.
     pub document: Value,
-    /// `document` as compact JSON text: serialized by the session that
-    /// received it, so that the one writer thread, which every run's findings
-    /// go through, only binds it.
+    /// `document` as JSON text: the plugin's own text, or serialized by the
+    /// session that received it, so that the writer only binds it.
     pub document_json: String,
 }
 
 impl NewFinding {
     /// A finding to store, with its document serialized once here.
     pub fn new(fingerprint: String, severity: Severity, document: Value) -> NewFinding {
+        NewFinding::build(fingerprint, severity, document, None, true)
+    }
+
+    /// A finding to store whose compact JSON text is already at hand (the
+    /// plugin's own text of `document`, read on the session's fast path).
+    pub fn with_json(
+        fingerprint: String,
+        severity: Severity,
+        document: Value,
+        document_json: String,
+    ) -> NewFinding {
+        NewFinding::build(fingerprint, severity, document, Some(document_json), true)
+    }
+
+    /// A detector's (or analytics plugin's) finding: stored as text and
+    /// columns only, so `document` is taken apart and dropped here.
+    pub fn detected(
+        fingerprint: String,
+        severity: Severity,
+        document: Value,
+        document_json: Option<String>,
+    ) -> NewFinding {
+        NewFinding::build(fingerprint, severity, document, document_json, false)
+    }
+
+    fn build(
+        fingerprint: String,
+        severity: Severity,
+        mut document: Value,
+        document_json: Option<String>,
+        keep_document: bool,
+    ) -> NewFinding {
         // Serializing a `Value` cannot fail: its keys are strings.
-        let document_json = document.to_string();
+        let document_json = document_json.unwrap_or_else(|| document.to_string());
+        let mut column = |key: &str| match document.get_mut(key) {
+            Some(Value::String(text)) if keep_document => text.clone(),
+            Some(Value::String(text)) => std::mem::take(text),
+            _ => String::new(),
+        };
+        let (rule_id, title, target) = (column("rule_id"), column("title"), column("target"));
+        if !keep_document {
+            document = Value::Null;
+        }
         NewFinding {
+            fingerprint_key: fingerprint_key(&fingerprint),
             fingerprint,
             severity,
+            rule_id,
+            title,
+            target,
             document,
             document_json,
         }
     }
+}
+
+/// The key findings are looked up by: the first 64 bits of the SHA-256 of the
+/// fingerprint (plugin fingerprints are any text; a hash spreads them evenly).
+/// Two fingerprints may share a key; lookups compare the text too.
+pub fn fingerprint_key(fingerprint: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(fingerprint.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
 }
 
 /// Write operations, in the order the writer applies them.

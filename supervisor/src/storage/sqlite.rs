@@ -29,7 +29,8 @@ use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{
-    params, params_from_iter, Connection, OpenFlags, Row, Transaction, TransactionBehavior,
+    params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row, Transaction,
+    TransactionBehavior,
 };
 use secflow_plugin_sdk::protocol::{Category, Severity};
 use serde_json::{Map, Value};
@@ -45,7 +46,10 @@ use crate::config::StorageConfig;
 use crate::record::{ErrorKind, RunError, RunRecord, RunStatus};
 
 /// Schema steps: `MIGRATIONS[i]` takes a database from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[include_str!("migrations/001_initial.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_initial.sql"),
+    include_str!("migrations/002_first_observation_in_row.sql"),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -297,11 +301,28 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StorageError> {
             return Ok(());
         };
         tx.execute_batch(step).map_err(open_error)?;
+        if version + 1 == 2 {
+            fill_fingerprint_keys(&tx).map_err(open_error)?;
+        }
         tx.pragma_update(None, "user_version", version + 1)
             .map_err(open_error)?;
         tx.commit().map_err(open_error)?;
         tracing::info!(path = %path.display(), version = version + 1, "database schema migrated");
     }
+}
+
+/// Computes the `fingerprint_key` of every finding migrated to schema version
+/// 2 (SQLite has no SHA-256 of its own; the script sets them to 0).
+fn fill_fingerprint_keys(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
+    let mut select = tx.prepare("SELECT id, fingerprint FROM findings")?;
+    let mut update = tx.prepare("UPDATE findings SET fingerprint_key = ?2 WHERE id = ?1")?;
+    let mut rows = select.query([])?;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let fingerprint: String = row.get(1)?;
+        update.execute(params![id, crate::storage::fingerprint_key(&fingerprint)])?;
+    }
+    Ok(())
 }
 
 /// What the writer counted for a run that has not finished yet.
@@ -639,15 +660,17 @@ fn upsert_run(tx: &Transaction<'_>, r: &RunRecord) -> Result<(), rusqlite::Error
     Ok(())
 }
 
-/// A new finding is one statement: the insert. One seen before costs a second
-/// statement (the update), found by the insert doing nothing. (An upsert with
-/// `RETURNING` would be one statement, but SQLite builds a temporary result
-/// table and a statement journal for it on every row, which costs more.)
+/// The finding stored under a fingerprint, if any: by its key, then its text.
+const SELECT_BY_FINGERPRINT: &str =
+    "SELECT id, run_id FROM findings WHERE fingerprint_key = ?1 AND fingerprint = ?2";
+
+/// A new finding: the writer looked its fingerprint up first (the writer is
+/// the only one inserting findings, so the fingerprint stays unique).
 const INSERT_FINDING: &str = "\
-INSERT INTO findings (fingerprint, run_id, plugin_name, plugin_version, rule_id, title,
-    severity, severity_rank, target, first_seen, last_seen, occurrences, document)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, 1, ?11)
-ON CONFLICT (fingerprint) DO NOTHING";
+INSERT INTO findings (fingerprint, fingerprint_key, run_id, plugin_name, plugin_version,
+    rule_id, title, severity, severity_rank, target, first_seen, last_seen, occurrences,
+    document)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, 1, ?12)";
 
 /// Seen again: count it, keep the newest document; what enrichers merged lives
 /// in its own columns, and the effective severity never drops below what they
@@ -662,53 +685,20 @@ UPDATE findings SET
     document = ?6,
     severity = CASE WHEN ?8 >= enriched_severity_rank THEN ?7 ELSE enriched_severity END,
     severity_rank = max(?8, enriched_severity_rank)
-WHERE fingerprint = ?1
-RETURNING id";
+WHERE id = ?1";
 
-const INSERT_OBSERVATION: &str =
-    "INSERT OR IGNORE INTO finding_observations (run_id, finding_id) VALUES (?1, ?2)";
+/// A run reported a finding that another run first reported.
+const INSERT_SIGHTING: &str =
+    "INSERT OR IGNORE INTO finding_sightings (run_id, finding_id) VALUES (?1, ?2)";
 
-/// Observations are written this many per statement (the statement overhead
-/// would otherwise be half the cost of storing a new finding).
-const OBSERVATIONS_PER_STATEMENT: usize = 64;
-
-/// `INSERT OR IGNORE ... VALUES (?1, ?2), (?1, ?3), ...` for
-/// [`OBSERVATIONS_PER_STATEMENT`] findings of one run.
-fn insert_observations_sql() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
-        let rows: Vec<String> = (0..OBSERVATIONS_PER_STATEMENT)
-            .map(|i| format!("(?1, ?{})", i + 2))
-            .collect();
-        format!(
-            "INSERT OR IGNORE INTO finding_observations (run_id, finding_id) VALUES {}",
-            rows.join(", ")
-        )
-    })
-}
-
-/// Records that `run_id` reported each finding of `ids`.
-fn observe(tx: &Transaction<'_>, run_id: &str, ids: &[i64]) -> Result<(), rusqlite::Error> {
-    let mut chunks = ids.chunks_exact(OBSERVATIONS_PER_STATEMENT);
-    if chunks.len() > 0 {
-        let mut many = tx.prepare_cached(insert_observations_sql())?;
-        for chunk in &mut chunks {
-            many.raw_bind_parameter(1, run_id)?;
-            for (i, id) in chunk.iter().enumerate() {
-                many.raw_bind_parameter(i + 2, id)?;
-            }
-            many.raw_execute()?;
-        }
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut one = tx.prepare_cached(INSERT_OBSERVATION)?;
-        for id in rest {
-            one.execute(params![run_id, id])?;
-        }
-    }
-    Ok(())
-}
+/// Widens the id range of the findings a run first reported (one statement per
+/// batch: the range is how queries find those findings without a per-finding
+/// observation row or index entry).
+const WIDEN_RUN_RANGE: &str = "\
+INSERT INTO run_finding_ranges (run_id, first_id, last_id) VALUES (?1, ?2, ?3)
+ON CONFLICT (run_id) DO UPDATE SET
+    first_id = min(first_id, excluded.first_id),
+    last_id = max(last_id, excluded.last_id)";
 
 fn store_findings(
     tx: &Transaction<'_>,
@@ -718,52 +708,68 @@ fn store_findings(
     findings: &[NewFinding],
     now: &str,
 ) -> Result<(), rusqlite::Error> {
+    let mut select = tx.prepare_cached(SELECT_BY_FINGERPRINT)?;
     let mut insert = tx.prepare_cached(INSERT_FINDING)?;
     let mut update = tx.prepare_cached(UPDATE_SEEN_AGAIN)?;
-    let mut ids = Vec::with_capacity(findings.len());
+    let mut inserted_ids: Option<(i64, i64)> = None;
     for f in findings {
-        let text = |key: &str| f.document.get(key).and_then(Value::as_str).unwrap_or("");
         // Serialized by the session; bound as text without a copy.
         let document = ToSqlOutput::Borrowed(ValueRef::Text(f.document_json.as_bytes()));
         let rank = severity_rank(f.severity);
-        let inserted = insert.execute(params![
-            f.fingerprint,
-            run_id,
-            plugin,
-            plugin_version,
-            text("rule_id"),
-            text("title"),
-            f.severity.as_str(),
-            rank,
-            text("target"),
-            now,
-            document,
-        ])?;
-        let id: i64 = if inserted == 1 {
-            tx.last_insert_rowid()
-        } else {
-            update.query_row(
-                params![
+        let stored: Option<(i64, String)> = select
+            .query_row(params![f.fingerprint_key, f.fingerprint], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        match stored {
+            None => {
+                insert.execute(params![
                     f.fingerprint,
+                    f.fingerprint_key,
+                    run_id,
+                    plugin,
+                    plugin_version,
+                    f.rule_id,
+                    f.title,
+                    f.severity.as_str(),
+                    rank,
+                    f.target,
                     now,
-                    text("rule_id"),
-                    text("title"),
-                    text("target"),
+                    document,
+                ])?;
+                let id = tx.last_insert_rowid();
+                inserted_ids =
+                    Some(inserted_ids.map_or((id, id), |(lo, hi)| (lo.min(id), hi.max(id))));
+            }
+            Some((id, first_run)) => {
+                update.execute(params![
+                    id,
+                    now,
+                    f.rule_id,
+                    f.title,
+                    f.target,
                     document,
                     f.severity.as_str(),
                     rank,
-                ],
-                |row| row.get(0),
-            )?
-        };
-        ids.push(id);
+                ])?;
+                // A sighting is only recorded for a run other than the first.
+                if first_run != run_id {
+                    tx.prepare_cached(INSERT_SIGHTING)?
+                        .execute(params![run_id, id])?;
+                }
+            }
+        }
     }
-    observe(tx, run_id, &ids)
+    if let Some((first, last)) = inserted_ids {
+        tx.prepare_cached(WIDEN_RUN_RANGE)?
+            .execute(params![run_id, first, last])?;
+    }
+    Ok(())
 }
 
 const SELECT_ENRICHABLE: &str = "\
 SELECT id, enrichment, enrichment_vulnerabilities, enriched_severity_rank
-FROM findings WHERE fingerprint = ?1";
+FROM findings WHERE fingerprint_key = ?1 AND fingerprint = ?2";
 
 const UPDATE_ENRICHMENT: &str = "\
 UPDATE findings SET
@@ -785,10 +791,10 @@ fn merge_enrichments(
 ) -> Result<(u64, u64), rusqlite::Error> {
     let mut select = tx.prepare_cached(SELECT_ENRICHABLE)?;
     let mut update = tx.prepare_cached(UPDATE_ENRICHMENT)?;
-    let mut observe_one = tx.prepare_cached(INSERT_OBSERVATION)?;
+    let mut observe_one = tx.prepare_cached(INSERT_SIGHTING)?;
     let (mut accepted, mut rejected) = (0, 0);
     for f in findings {
-        let mut rows = select.query([&f.fingerprint])?;
+        let mut rows = select.query(params![f.fingerprint_key, f.fingerprint])?;
         let Some(row) = rows.next()? else {
             tracing::warn!(
                 run_id,
@@ -1001,6 +1007,14 @@ fn read_run(row: &Row<'_>) -> Result<RunRecord, StorageError> {
     })
 }
 
+/// How many findings the run in `runs.run_id` reported (first seen or seen
+/// again), as a correlated subquery: its id range, then its sightings.
+const OBSERVED_BY_RUN: &str = "((SELECT count(*) FROM findings f \
+    WHERE f.id BETWEEN (SELECT first_id FROM run_finding_ranges r WHERE r.run_id = runs.run_id) \
+    AND (SELECT last_id FROM run_finding_ranges r WHERE r.run_id = runs.run_id) \
+    AND f.run_id = runs.run_id) \
+    + (SELECT count(*) FROM finding_sightings s WHERE s.run_id = runs.run_id))";
+
 const FINDING_COLUMNS: &str = "f.id, f.run_id, f.plugin_name, f.plugin_version, f.fingerprint, \
     f.first_seen, f.last_seen, f.occurrences, f.severity, f.document, f.enrichment, \
     f.enrichment_vulnerabilities";
@@ -1169,34 +1183,52 @@ impl StoragePort for SqliteStore {
     }
 
     fn findings(&self, query: &FindingQuery) -> Result<FindingPage, StorageError> {
+        // Numbered parameters: a run's query repeats the filters in both arms.
         let mut args = Vec::new();
-        let mut sql = match &query.run_id {
-            Some(run_id) => {
-                args.push(SqlValue::Text(run_id.clone()));
-                format!(
-                    "SELECT {FINDING_COLUMNS} FROM finding_observations o \
-                     JOIN findings f ON f.id = o.finding_id WHERE o.run_id = ?"
-                )
-            }
-            None => format!("SELECT {FINDING_COLUMNS} FROM findings f WHERE 1 = 1"),
+        let mut arg = |value: SqlValue| {
+            args.push(value);
+            format!("?{}", args.len())
         };
-        filter(
-            &mut sql,
-            &mut args,
-            "f.plugin_name",
-            query.plugin.as_deref(),
-        );
+        let mut filters = String::new();
+        if let Some(plugin) = &query.plugin {
+            filters.push_str(&format!(
+                " AND f.plugin_name = {}",
+                arg(SqlValue::Text(plugin.clone()))
+            ));
+        }
         if let Some(min) = query.min_severity {
-            sql.push_str(" AND f.severity_rank >= ?");
-            args.push(SqlValue::Integer(severity_rank(min)));
+            filters.push_str(&format!(
+                " AND f.severity_rank >= {}",
+                arg(SqlValue::Integer(severity_rank(min)))
+            ));
         }
         if let Some(after) = query.after {
-            sql.push_str(" AND f.id > ?");
-            args.push(SqlValue::Integer(after));
+            filters.push_str(&format!(" AND f.id > {}", arg(SqlValue::Integer(after))));
         }
         let limit = page_limit(query.limit, DEFAULT_FINDINGS_LIMIT);
-        sql.push_str(" ORDER BY f.id LIMIT ?");
-        args.push(SqlValue::Integer(limit.into()));
+        let limit_arg = arg(SqlValue::Integer(limit.into()));
+        let sql = match &query.run_id {
+            // What the run first reported (a rowid range of `findings`), then
+            // what it saw again or enriched (`finding_sightings`); both arms
+            // come in id order, so the page is a merge that stops at its limit.
+            Some(run_id) => {
+                let run = arg(SqlValue::Text(run_id.clone()));
+                format!(
+                    "SELECT {FINDING_COLUMNS} FROM findings f \
+                     WHERE f.id BETWEEN (SELECT first_id FROM run_finding_ranges WHERE run_id = {run}) \
+                     AND (SELECT last_id FROM run_finding_ranges WHERE run_id = {run}) \
+                     AND f.run_id = {run}{filters} \
+                     UNION ALL \
+                     SELECT {FINDING_COLUMNS} FROM finding_sightings o \
+                     JOIN findings f ON f.id = o.finding_id WHERE o.run_id = {run}{filters} \
+                     ORDER BY 1 LIMIT {limit_arg}"
+                )
+            }
+            None => format!(
+                "SELECT {FINDING_COLUMNS} FROM findings f WHERE 1 = 1{filters} \
+                 ORDER BY f.id LIMIT {limit_arg}"
+            ),
+        };
         let findings = query_all(&self.reader(), &sql, args, read_finding)?;
         let next = if findings.len() == limit as usize {
             findings.last().map(|f| f.id)
@@ -1266,23 +1298,19 @@ impl StoragePort for SqliteStore {
         let error = serde_json::to_string(&error)
             .map_err(|e| StorageError::Malformed(format!("interrupted run error: {e}")))?;
         let now = clock::now_rfc3339();
-        let changed = self
-            .reader()
-            .prepare_cached(
-                "UPDATE runs SET
+        let sql = format!(
+            "UPDATE runs SET
                 status = 'failed',
-                findings = max(findings, (SELECT count(*) FROM finding_observations o
-                                          WHERE o.run_id = runs.run_id)),
-                partial = max(findings, (SELECT count(*) FROM finding_observations o
-                                         WHERE o.run_id = runs.run_id)) > 0,
+                findings = max(findings, {OBSERVED_BY_RUN}),
+                partial = max(findings, {OBSERVED_BY_RUN}) > 0,
                 error = ?1,
                 finished_at = ?2,
                 duration_ms = coalesce(
                     CAST(max(0, (julianday(?2) - julianday(started_at)) * 86400000) AS INTEGER),
                     duration_ms)
-             WHERE status = 'running'",
-            )?
-            .execute(params![error, now])?;
+             WHERE status = 'running'"
+        );
+        let changed = self.reader().prepare(&sql)?.execute(params![error, now])?;
         Ok(changed as u64)
     }
 }
@@ -1724,6 +1752,276 @@ mod tests {
             err.to_string().contains(&path.display().to_string()),
             "{err}"
         );
+    }
+
+    /// Every row of `table` (its version 1 columns), each value rendered as
+    /// text, in a stable order.
+    fn dump(conn: &Connection, table: &str) -> Vec<Vec<String>> {
+        // Version 2 added `fingerprint_key` to findings; the rest is as it was.
+        let columns = match table {
+            "findings" => {
+                "id, fingerprint, run_id, plugin_name, plugin_version, rule_id, title, \
+                 severity, severity_rank, target, first_seen, last_seen, occurrences, document, \
+                 enrichment, enrichment_vulnerabilities, enriched_severity, enriched_severity_rank"
+            }
+            _ => "*",
+        };
+        let mut stmt = conn
+            .prepare(&format!("SELECT {columns} FROM {table} ORDER BY 1, 2"))
+            .unwrap();
+        let columns = stmt.column_count();
+        stmt.query_map([], |row| {
+            (0..columns)
+                .map(|i| row.get_ref(i).map(|v| format!("{v:?}")))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    /// The tables of schema version 1, but `finding_observations` (a view now).
+    const VERSION_1_TABLES: [&str; 5] = ["plugins", "runs", "findings", "telemetry", "audit"];
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_version_1_database_keeps_every_run_s_findings_after_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secflow.db");
+        let observed = [
+            ("run-1", 1),
+            ("run-1", 2),
+            ("run-2", 3),
+            ("run-2", 1),
+            ("run-3", 2),
+        ];
+        let before = {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(MIGRATIONS[0]).unwrap();
+            tx.pragma_update(None, "user_version", 1).unwrap();
+            // run-1 and run-2 are detector runs (run-2 died while running: the
+            // next daemon marks it interrupted), run-3 an enricher.
+            for (run, plugin, category, status, findings) in [
+                ("run-1", "detector", "detector", "succeeded", 2),
+                ("run-2", "detector", "detector", "running", 0),
+                ("run-3", "enricher", "enricher", "succeeded", 1),
+            ] {
+                tx.execute(
+                    "INSERT INTO runs (run_id, plugin, plugin_version, category, status, partial, \
+                     started_at, duration_ms, cpu_ms, memory_mb, findings, findings_rejected, \
+                     outputs, stderr_tail) VALUES (?1, ?2, '1.0.0', ?3, ?4, 0, \
+                     '2026-01-01T00:00:00Z', 5, 1, 2, ?5, 0, '{}', '')",
+                    params![run, plugin, category, status, findings],
+                )
+                .unwrap();
+            }
+            let doc = |fp: &str| {
+                format!(
+                    r#"{{"finding_schema_version":"1.0.0","rule_id":"r","title":"{fp}","severity":"high","target":"x"}}"#
+                )
+            };
+            for (id, fp, run, occurrences, enrichment) in [
+                (1, "fp-1", "run-1", 2, "{}"),
+                (2, "fp-2", "run-1", 1, r#"{"enricher":{"note":"n"}}"#),
+                (3, "fp-3", "run-2", 1, "{}"),
+            ] {
+                tx.execute(
+                    "INSERT INTO findings (id, fingerprint, run_id, plugin_name, plugin_version, \
+                     rule_id, title, severity, severity_rank, target, first_seen, last_seen, \
+                     occurrences, document, enrichment) VALUES (?1, ?2, ?3, 'detector', '1.0.0', \
+                     'r', ?2, 'high', 4, 'x', '2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z', ?4, \
+                     ?5, ?6)",
+                    params![id, fp, run, occurrences, doc(fp), enrichment],
+                )
+                .unwrap();
+            }
+            for (run, id) in observed {
+                tx.execute(
+                    "INSERT INTO finding_observations (run_id, finding_id) VALUES (?1, ?2)",
+                    params![run, id],
+                )
+                .unwrap();
+            }
+            tx.execute(
+                "INSERT INTO telemetry (event, plugin, version, run_id, duration_ms, cpu_ms, \
+                 memory_mb, findings_processed, success, timestamp) VALUES \
+                 ('run', 'detector', '1.0.0', 'run-1', 5, 1, 2, 2, 1, '2026-01-01T00:00:00Z')",
+                [],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO audit (timestamp, event, security, plugin, run_id, message, details) \
+                 VALUES ('2026-01-01T00:00:00Z', 'run_started', 0, 'detector', 'run-1', 'm', '{}')",
+                [],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO plugins (name, version, code_hash, revoked, changed_at) \
+                 VALUES ('old', '0.1.0', 'h', 1, '2026-01-01T00:00:00Z')",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+            VERSION_1_TABLES.map(|table| dump(&conn, table))
+        };
+
+        let store = SqliteStore::open(&test_config(&path, 8, 8)).unwrap();
+        {
+            let reader = store.reader();
+            let version: i64 = reader
+                .pragma_query_value(None, "user_version", |row| row.get(0))
+                .unwrap();
+            assert_eq!(version, SCHEMA_VERSION);
+            // Every row of every table is as it was.
+            assert_eq!(VERSION_1_TABLES.map(|table| dump(&reader, table)), before);
+            let mut view: Vec<(String, i64)> = reader
+                .prepare("SELECT run_id, finding_id FROM finding_observations")
+                .unwrap()
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            view.sort();
+            let mut table: Vec<(String, i64)> =
+                observed.iter().map(|(r, i)| (r.to_string(), *i)).collect();
+            table.sort();
+            assert_eq!(view, table, "the view lists what the table held");
+            let keys: Vec<(String, i64)> = reader
+                .prepare("SELECT fingerprint, fingerprint_key FROM findings")
+                .unwrap()
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(keys.len(), 3);
+            for (fingerprint, key) in keys {
+                assert_eq!(key, crate::storage::fingerprint_key(&fingerprint));
+            }
+        }
+        let ids = |run: &str| {
+            all_findings(
+                &store,
+                FindingQuery {
+                    run_id: Some(run.to_string()),
+                    ..FindingQuery::default()
+                },
+            )
+            .iter()
+            .map(|f| f.id)
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(ids("run-1"), vec![1, 2]);
+        assert_eq!(ids("run-2"), vec![1, 3]);
+        assert_eq!(ids("run-3"), vec![2], "what the enricher named");
+        let two = &all_findings(&store, FindingQuery::default())[1];
+        assert_eq!(two.finding["enrichment"]["enricher"]["note"], "n");
+
+        // The interrupted run is counted from what it was seen to report.
+        assert_eq!(store.mark_interrupted().unwrap(), 1);
+        let run_2 = store.run("run-2").unwrap().unwrap();
+        assert_eq!((run_2.status, run_2.findings), (RunStatus::Failed, 2));
+
+        // New runs go on from the migrated rows: one sees fp-2 again.
+        detector_run(
+            &store,
+            "run-4",
+            vec![
+                finding("fp-2", Severity::High),
+                finding("fp-4", Severity::Low),
+            ],
+        )
+        .await;
+        assert_eq!(ids("run-4"), vec![2, 4]);
+        assert_eq!(ids("run-1"), vec![1, 2]);
+        let all = all_findings(&store, FindingQuery::default());
+        assert_eq!(
+            all.iter().map(|f| f.occurrences).collect::<Vec<_>>(),
+            [2, 2, 1, 1]
+        );
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_detected_finding_is_stored_from_its_text_and_columns_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let text = r#"{"finding_schema_version":"1.0.0", "rule_id":"r-1","title":"T\u00e9","severity":"low","target":"http://t/","raw":{"n":[1,2]}}"#;
+        let document: Value = serde_json::from_str(text).unwrap();
+        let new = NewFinding::detected(
+            "fp".to_string(),
+            Severity::Low,
+            document.clone(),
+            Some(text.to_string()),
+        );
+        assert_eq!(new.document, Value::Null, "the tree stays with the session");
+        assert_eq!((new.rule_id.as_str(), new.title.as_str()), ("r-1", "Té"));
+        detector_run(&store, "run-1", vec![new]).await;
+        let stored = &all_findings(&store, FindingQuery::default())[0];
+        assert_eq!(stored.finding["raw"], document["raw"]);
+        assert_eq!(stored.finding["title"], "Té");
+        let columns: (String, String, String) = store
+            .reader()
+            .query_row("SELECT rule_id, title, target FROM findings", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(
+            columns,
+            ("r-1".to_string(), "Té".to_string(), "http://t/".to_string())
+        );
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn fingerprints_sharing_a_lookup_key_stay_distinct_findings() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let colliding = |fingerprint: &str| NewFinding {
+            fingerprint_key: 7,
+            ..finding(fingerprint, Severity::Low)
+        };
+        detector_run(&store, "run-1", vec![colliding("fp-a"), colliding("fp-b")]).await;
+        detector_run(&store, "run-2", vec![colliding("fp-b")]).await;
+        let all = all_findings(&store, FindingQuery::default());
+        let seen: Vec<(&str, u64)> = all
+            .iter()
+            .map(|f| (f.fingerprint.as_str(), f.occurrences))
+            .collect();
+        assert_eq!(seen, [("fp-a", 1), ("fp-b", 2)]);
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_run_s_findings_page_in_id_order_across_first_seen_and_seen_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let batch = |range: std::ops::Range<u32>| {
+            range
+                .map(|i| finding(&format!("fp-{i}"), Severity::Medium))
+                .collect::<Vec<_>>()
+        };
+        detector_run(&store, "run-1", batch(0..300)).await;
+        // run-2 sees half of run-1's findings again, interleaved with new ones.
+        let mut second = batch(150..450);
+        second.reverse();
+        detector_run(&store, "run-2", second).await;
+        let listed = all_findings(
+            &store,
+            FindingQuery {
+                run_id: Some("run-2".to_string()),
+                limit: Some(7),
+                ..FindingQuery::default()
+            },
+        );
+        let ids: Vec<i64> = listed.iter().map(|f| f.id).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(ids, sorted, "each finding once, in id order");
+        assert_eq!(ids.len(), 300);
+        let again = listed.iter().filter(|f| f.occurrences == 2).count();
+        assert_eq!(again, 150);
+        store.shutdown().unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread")]
