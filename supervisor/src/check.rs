@@ -487,14 +487,18 @@ impl Subject<'_> {
         };
         let uid = lease.as_ref().map(sandbox::UidLease::uid);
         let run_id = format!("check-{label}-{}", crate::runner::new_run_id());
-        let run_dir =
-            sandbox::create_run_dir(&self.config.sandbox.work_root, &run_id, uid.map(|u| (u, u)))
-                .map_err(|e| {
-                format!(
-                    "cannot create a work dir under {}: {e}",
-                    self.config.sandbox.work_root.display()
-                )
-            })?;
+        let run_dir = sandbox::create_run_dir(
+            &self.config.sandbox.work_root,
+            &run_id,
+            uid.map(|u| (u, u)),
+            sandbox::WorkDirIn::for_layers(&self.layers),
+        )
+        .map_err(|e| {
+            format!(
+                "cannot create a work dir under {}: {e}",
+                self.config.sandbox.work_root.display()
+            )
+        })?;
         if let Some(state) = &self.plan.state_dir {
             if let Err(e) = sandbox::prepare_state_dir(state, uid.map(|u| (u, u))) {
                 let _ = sandbox::remove_run_dir(&run_dir);

@@ -183,6 +183,11 @@ pub struct SandboxConfig {
     pub uid_count: u32,
     /// Size of each run's private `/tmp` (a tmpfs), MiB.
     pub tmp_size_mb: u64,
+    /// Size of each run's work dir, MiB. With a mount namespace the work dir
+    /// is a tmpfs of its own in the run's namespace (memory, bounded by
+    /// this), which vanishes with the run; without one it is a directory
+    /// under `work_root`, bounded per file by `max_output_mb`.
+    pub work_size_mb: u64,
     /// Parent of the persistent per-plugin state dirs (`sandbox.state` in a
     /// manifest): `<state_root>/<plugin name>`, kept across runs.
     pub state_root: PathBuf,
@@ -199,6 +204,7 @@ impl Default for SandboxConfig {
             uid_min: 2_000_000_000,
             uid_count: 1024,
             tmp_size_mb: 64,
+            work_size_mb: 256,
             state_root: PathBuf::from("var/state"),
             allow_degraded: Vec::new(),
         }
@@ -485,6 +491,9 @@ impl Config {
         }
         if l.max_message_bytes < 1024 {
             return Err("limits.max_message_bytes must be at least 1024".into());
+        }
+        if self.sandbox.tmp_size_mb == 0 || self.sandbox.work_size_mb == 0 {
+            return Err("sandbox.tmp_size_mb and sandbox.work_size_mb must be at least 1".into());
         }
         if self.storage.queue_capacity == 0 || self.storage.batch_size == 0 {
             return Err("storage.queue_capacity and storage.batch_size must be at least 1".into());

@@ -597,6 +597,10 @@ impl Supervisor {
     }
 }
 
+/// How long a held database lock is waited for before it counts as another
+/// supervisor's (see `DatabaseOwner::claim`).
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// An exclusive lock on `<database>.lock`: the daemon and an embedded
 /// supervisor (`--local`) must not both run plugins and mark each other's runs
 /// interrupted. Released when the supervisor is dropped (or its process dies).
@@ -624,16 +628,27 @@ impl DatabaseOwner {
             .open(&path)
             .map_err(lock_error)?;
         use std::os::fd::AsRawFd;
-        // SAFETY: flock on a descriptor we own; the lock lives as long as the file.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        // A flock belongs to the open file, and a run's init starts with a
+        // copy of its supervisor's descriptors until it closes them, a moment
+        // later: a lock just released can still be held that long (seen when
+        // one process closes a supervisor and opens another while a third
+        // runs plugins). Only a lock held past this grace is another owner.
+        let grace = std::time::Instant::now() + LOCK_GRACE;
+        loop {
+            // SAFETY: flock on a descriptor we own; the lock lives as long as the file.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(DatabaseOwner { _file: file });
+            }
             let error = std::io::Error::last_os_error();
-            return Err(match error.raw_os_error() {
-                Some(libc::EWOULDBLOCK) => SupervisorError::DatabaseBusy {
+            if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(lock_error(error));
+            }
+            if std::time::Instant::now() >= grace {
+                return Err(SupervisorError::DatabaseBusy {
                     path: database.to_path_buf(),
-                },
-                _ => lock_error(error),
-            });
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        Ok(DatabaseOwner { _file: file })
     }
 }

@@ -77,6 +77,17 @@ fn attack(name: &str, config: &Map<String, Value>) -> Map<String, Value> {
                 results.insert(t.clone(), outcome(r));
             }
         }
+        "fill" => {
+            // `mb` MiB into each target, 1 MiB at a time; the outcome is the
+            // first error or ok.
+            let mb = config.get("mb").and_then(Value::as_u64).unwrap_or(64);
+            let chunk = vec![0u8; 1 << 20];
+            for t in &targets {
+                let r = std::fs::File::create(t)
+                    .and_then(|mut f| (0..mb).try_for_each(|_| f.write_all(&chunk)));
+                results.insert(t.clone(), outcome(r));
+            }
+        }
         "unix_connect" => {
             for t in &targets {
                 results.insert(

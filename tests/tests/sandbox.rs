@@ -289,6 +289,43 @@ async fn writes_land_only_in_the_work_dir_and_tmp() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_work_dir_is_bounded_by_work_size_mb_and_never_touches_the_host() {
+    if !sandbox_available() {
+        return;
+    }
+    // The work dir is a tmpfs in the run's own mount namespace, owned by the
+    // run's uid: filling it past sandbox.work_size_mb fails with ENOSPC, what
+    // fits is writable, and the host's work root never holds any of it.
+    let bed = TestBed::with_sandbox_and_config("work_size_mb = 4\n", "");
+    install_hostile(&bed, "filler", default_sandbox());
+    let supervisor = bed.supervisor().await;
+    let fits = attack(
+        &supervisor,
+        "filler",
+        json!({"attack": "fill", "targets": ["fits"], "mb": 2}),
+    )
+    .await;
+    assert_eq!(fits.status, RunStatus::Succeeded, "{fits:?}");
+    assert_eq!(results(&fits)["fits"], "ok");
+    let overflow = attack(
+        &supervisor,
+        "filler",
+        json!({"attack": "fill", "targets": ["too-big"], "mb": 8}),
+    )
+    .await;
+    assert_eq!(overflow.status, RunStatus::Succeeded, "{overflow:?}");
+    let r = results(&overflow);
+    assert!(
+        r["too-big"]
+            .as_str()
+            .is_some_and(|e| e.contains("No space left on device")),
+        "{r:?}"
+    );
+    let left = leftover_run_dirs(&bed.path().join("var/runs"));
+    assert!(left.is_empty(), "nothing on the host: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn memory_past_the_limit_stops_the_plugin_as_memory_limit() {
     if !sandbox_available() {
         return;

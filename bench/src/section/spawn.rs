@@ -223,9 +223,13 @@ impl Launcher<'_> {
             .ok_or_else(|| BenchError::Setup("no sandbox uid is free".into()))?;
         let uid = lease.uid();
         let run_id = format!("bench-{}", secflow_supervisor::runner::new_run_id());
-        let run_dir =
-            sandbox::create_run_dir(&self.config.sandbox.work_root, &run_id, Some((uid, uid)))
-                .map_err(io("creating the run dir"))?;
+        let run_dir = sandbox::create_run_dir(
+            &self.config.sandbox.work_root,
+            &run_id,
+            Some((uid, uid)),
+            sandbox::WorkDirIn::for_layers(self.layers),
+        )
+        .map_err(io("creating the run dir"))?;
         let entrypoint = &self.plugin.entrypoint;
         let exec = File::open(entrypoint).map_err(io("opening the plugin"))?;
         let prepared = self

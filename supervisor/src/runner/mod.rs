@@ -311,6 +311,7 @@ impl Runner {
             &self.config.sandbox.work_root,
             &run_id,
             uid.map(|u| (u, u)),
+            sandbox::WorkDirIn::for_layers(&layers),
         ) {
             Ok(dir) => dir,
             Err(e) => {

@@ -41,19 +41,44 @@ use super::{Host, Layer, MountStep, SandboxPlan};
 /// leftover.
 pub const VIEW_MOUNT_POINT: &str = ".view";
 
+/// Where a run's work dir lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkDirIn {
+    /// A tmpfs of its own in the run's mount namespace (`MountStep::WorkTmpfs`):
+    /// nothing is made on the host, and it vanishes with the namespace.
+    Namespace,
+    /// A directory under `work_root` (a run without a mount namespace).
+    Host,
+}
+
+impl WorkDirIn {
+    /// Where a run with these applied layers keeps its work dir.
+    pub fn for_layers(applied: &[Layer]) -> WorkDirIn {
+        if applied.contains(&Layer::MountNamespace) {
+            WorkDirIn::Namespace
+        } else {
+            WorkDirIn::Host
+        }
+    }
+}
+
 /// A run's directories: its private, writable work dir
-/// `<work_root>/<run_id>`, and the shared mount point its view is built on.
+/// `<work_root>/<run_id>` (a path in its view, and on the host only when
+/// `on_host`), and the shared mount point its view is built on.
 #[derive(Debug, Clone)]
 pub struct RunDir {
     pub work: PathBuf,
     pub root: PathBuf,
+    pub on_host: bool,
 }
 
-/// Creates a run's work dir, owned by the plugin's uid/gid.
+/// Makes what a run's directories need: the shared mount point, and with
+/// [`WorkDirIn::Host`] the work dir itself, owned by the plugin's uid/gid.
 pub fn create_run_dir(
     work_root: &Path,
     run_id: &str,
     owner: Option<(u32, u32)>,
+    place: WorkDirIn,
 ) -> io::Result<RunDir> {
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -67,15 +92,26 @@ pub fn create_run_dir(
         other => other?,
     }
     let work = work_root.join(run_id);
-    std::fs::DirBuilder::new().mode(0o700).create(&work)?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(&work, Some(uid), Some(gid))?;
+    let on_host = place == WorkDirIn::Host;
+    if on_host {
+        std::fs::DirBuilder::new().mode(0o700).create(&work)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&work, Some(uid), Some(gid))?;
+        }
     }
-    Ok(RunDir { work, root })
+    Ok(RunDir {
+        work,
+        root,
+        on_host,
+    })
 }
 
-/// Removes a run's work dir and everything the plugin left in it.
+/// Removes a run's work dir on the host and everything the plugin left in it
+/// (a work dir in the run's namespace went with it).
 pub fn remove_run_dir(run: &RunDir) -> io::Result<()> {
+    if !run.on_host {
+        return Ok(());
+    }
     match std::fs::remove_dir_all(&run.work) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
@@ -127,6 +163,10 @@ enum Step {
         remount: libc::c_ulong,
     },
     Tmpfs {
+        target: CString,
+        data: CString,
+    },
+    WorkTmpfs {
         target: CString,
         data: CString,
     },
@@ -207,7 +247,7 @@ impl SandboxPlan {
             .map(|(k, v)| cstring(format!("{k}={v}")))
             .collect::<io::Result<Vec<_>>>()?;
         let mount = if has(Layer::MountNamespace) {
-            let view = self.view(&run.work);
+            let view = self.view(&run.work, uid);
             let steps = view
                 .steps
                 .iter()
@@ -290,6 +330,17 @@ fn prepare_step(step: &MountStep, root: &Path) -> io::Result<Step> {
         } => Step::Tmpfs {
             target: under(root, path)?,
             data: cstring(format!("size={size_mb}m,mode={mode:o}"))?,
+        },
+        MountStep::WorkTmpfs {
+            path,
+            size_mb,
+            owner,
+        } => Step::WorkTmpfs {
+            target: under(root, path)?,
+            data: cstring(match owner {
+                Some(id) => format!("size={size_mb}m,mode=700,uid={id},gid={id}"),
+                None => format!("size={size_mb}m,mode=700"),
+            })?,
         },
         MountStep::Hide(p) => Step::Hide(under(root, p)?),
         MountStep::Proc(p) => Step::Proc(under(root, p)?),
@@ -878,6 +929,13 @@ unsafe fn apply_step(step: &Step) -> libc::c_int {
                 target.as_ptr(),
                 c"tmpfs".as_ptr(),
                 libc::MS_NOSUID | libc::MS_NODEV,
+                data.as_ptr().cast(),
+            ),
+            Step::WorkTmpfs { target, data } => libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 data.as_ptr().cast(),
             ),
             Step::Hide(target) => libc::mount(

@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 pub use child::{
     block_all_signals, create_run_dir, pidfd_kill, pipe, read_exit_report, read_setup_report,
     remove_run_dir, ChildMemory, ChildStdio, ExitReport, LaunchError, Launched, PreparedSandbox,
-    RunDir, VIEW_MOUNT_POINT,
+    RunDir, WorkDirIn, VIEW_MOUNT_POINT,
 };
 pub use host::{Host, HostReport};
 pub use state::{prepare_state_dir, StateError};
@@ -122,6 +122,8 @@ pub struct SandboxPlan {
     pub limits: RunLimits,
     /// Size of the private `/tmp`, MiB.
     pub tmp_size_mb: u64,
+    /// Size of the work dir's tmpfs (with a mount namespace), MiB.
+    pub work_size_mb: u64,
     /// `PATH` as the plugin sees it.
     pub search_path: Vec<PathBuf>,
     /// Supervisor-private paths to hide if they fall inside a visible tree.
@@ -188,6 +190,7 @@ pub fn plan(plugin: &VerifiedPlugin, config: &Config) -> Result<SandboxPlan, Pla
             .then(|| config.sandbox.state_root.join(&plugin.manifest.name)),
         limits: plugin.limits,
         tmp_size_mb: config.sandbox.tmp_size_mb,
+        work_size_mb: config.sandbox.work_size_mb,
         search_path: config.plugins.search_path.clone(),
         hidden,
         layers,
@@ -244,8 +247,8 @@ impl SandboxPlan {
     }
 
     /// The filesystem view of this plan for a run whose work dir is `workdir`.
-    pub fn view(&self, workdir: &Path) -> View {
-        view::build(self, workdir)
+    pub fn view(&self, workdir: &Path, owner: Option<u32>) -> View {
+        view::build(self, workdir, owner)
     }
 }
 
@@ -289,6 +292,7 @@ mod tests {
             state_dir: None,
             limits: LimitsConfig::default().defaults(),
             tmp_size_mb: 16,
+            work_size_mb: 32,
             search_path: Vec::new(),
             hidden: Vec::new(),
             layers: Layer::ALL

@@ -54,6 +54,13 @@ pub enum MountStep {
         size_mb: u64,
         mode: u32,
     },
+    /// The run's work dir: a fresh tmpfs, mode 0700, owned by the run's uid
+    /// and gid, nothing executable in it.
+    WorkTmpfs {
+        path: PathBuf,
+        size_mb: u64,
+        owner: Option<u32>,
+    },
     /// An empty read-only tmpfs over a supervisor-private path.
     Hide(PathBuf),
     /// A procfs for the run's PID namespace.
@@ -74,8 +81,8 @@ pub struct View {
     pub steps: Vec<MountStep>,
 }
 
-/// Builds the view for `plan` with `workdir` writable.
-pub fn build(plan: &SandboxPlan, workdir: &Path) -> View {
+/// Builds the view for `plan` with `workdir` writable, owned by `owner`.
+pub fn build(plan: &SandboxPlan, workdir: &Path, owner: Option<u32>) -> View {
     let mut view = ViewBuilder::default();
     let system = match plan.filesystem {
         FilesystemMode::Readonly => READONLY_SYSTEM,
@@ -105,7 +112,15 @@ pub fn build(plan: &SandboxPlan, workdir: &Path) -> View {
         view.bind(path, false, false);
         sources.push(path.clone());
     }
-    view.bind(workdir, true, false);
+    // The work dir exists only in the run's namespace: a tmpfs there costs
+    // no disk metadata to create and remove (a directory per run on ext4 was
+    // about 0.35 ms of every run) and nothing of it can outlive the run.
+    view.dirs_for(workdir);
+    view.steps.push(MountStep::WorkTmpfs {
+        path: workdir.to_path_buf(),
+        size_mb: plan.work_size_mb,
+        owner,
+    });
     // Before the hides below: were the state root inside a visible tree, its
     // cover would hide this too, and writes fail rather than leak.
     if let Some(state) = &plan.state_dir {
@@ -219,6 +234,7 @@ mod tests {
             state_dir: None,
             limits: LimitsConfig::default().defaults(),
             tmp_size_mb: 16,
+            work_size_mb: 32,
             search_path: vec!["/usr/bin".into()],
             hidden,
             layers: Layer::ALL.to_vec(),
@@ -238,25 +254,31 @@ mod tests {
 
     #[test]
     fn only_the_allowlist_is_visible_and_only_the_work_dir_is_writable() {
+        // The work dir is its own tmpfs owned by the run's uid; no host path
+        // is bound writable.
         let plugin = tempfile::tempdir().unwrap();
         let work = tempfile::tempdir().unwrap();
         let view = build(
             &plan(FilesystemMode::Readonly, plugin.path(), vec![]),
             work.path(),
+            Some(2_000_000_007),
         );
         let binds = binds(&view);
         assert!(binds.contains(&(PathBuf::from("/usr"), false)));
         assert!(binds.contains(&(PathBuf::from("/etc"), false)));
         assert!(binds.contains(&(plugin.path().to_path_buf(), false)));
-        assert!(binds.contains(&(work.path().to_path_buf(), true)));
+        assert!(view.steps.contains(&MountStep::WorkTmpfs {
+            path: work.path().to_path_buf(),
+            size_mb: 32,
+            owner: Some(2_000_000_007),
+        }));
         let writable: Vec<_> = binds
             .iter()
             .filter(|(p, w)| *w && !p.starts_with("/dev"))
             .collect();
-        assert_eq!(
-            writable.len(),
-            1,
-            "only the work dir is a writable bind: {writable:?}"
+        assert!(
+            writable.is_empty(),
+            "no host path is writable: {writable:?}"
         );
         for absent in ["/root", "/home", "/run", "/var", "/sys"] {
             assert!(
@@ -274,6 +296,7 @@ mod tests {
         let view = build(
             &plan(FilesystemMode::Tmp, plugin.path(), vec![]),
             work.path(),
+            Some(2_000_000_007),
         );
         assert!(!binds(&view).iter().any(|(p, _)| p.starts_with("/etc")));
     }
@@ -291,6 +314,7 @@ mod tests {
                 vec![secret.clone(), "/nowhere/else".into()],
             ),
             work.path(),
+            Some(2_000_000_007),
         );
         let bind_at = view
             .steps
@@ -317,6 +341,7 @@ mod tests {
         let view = build(
             &plan(FilesystemMode::Readonly, plugin.path(), vec![]),
             work.path(),
+            Some(2_000_000_007),
         );
         let mut made: BTreeSet<PathBuf> = BTreeSet::new();
         for step in &view.steps {
@@ -341,6 +366,7 @@ mod tests {
                     }
                 }
                 MountStep::Tmpfs { path, .. }
+                | MountStep::WorkTmpfs { path, .. }
                 | MountStep::Proc(path)
                 | MountStep::DevTmpfs(path) => path.clone(),
                 MountStep::Device { path, .. } => path.parent().unwrap().to_path_buf(),

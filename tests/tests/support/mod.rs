@@ -133,6 +133,12 @@ impl TestBed {
     /// A home whose config has `extra` TOML appended (sections must not repeat
     /// the ones written here).
     pub fn with_config(extra: &str) -> TestBed {
+        TestBed::with_sandbox_and_config("", extra)
+    }
+
+    /// A home whose `[sandbox]` section gets `sandbox_keys` too, and whose
+    /// config has `extra` appended.
+    pub fn with_sandbox_and_config(sandbox_keys: &str, extra: &str) -> TestBed {
         init_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
@@ -140,7 +146,7 @@ impl TestBed {
         let text = format!(
             "[plugins]\nmanifest_dirs = [\"plugins\"]\n\
              [storage]\npath = \"var/secflow.db\"\n\
-             [sandbox]\nwork_root = \"var/runs\"\n\
+             [sandbox]\nwork_root = \"var/runs\"\n{sandbox_keys}\
              [limits]\ncancel_grace_ms = 500\n{extra}"
         );
         std::fs::write(&config_path, text).unwrap();
