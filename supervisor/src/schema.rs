@@ -414,6 +414,26 @@ mod tests {
 
     /// Findings around the hot shape: valid ones, and one invalid variant per
     /// bound the fast path checks (and some it leaves to the schema).
+    /// `base` with the member at `pointer` set to `value`.
+    fn edited(base: &Value, pointer: &str, value: Value) -> Value {
+        let mut doc = base.clone();
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        doc.pointer_mut(parent)
+            .unwrap()
+            .as_object_mut()
+            .unwrap()
+            .insert(key.to_string(), value);
+        doc
+    }
+
+    /// `base` with `keys` members in its evidence.
+    fn crowded(base: &Value, keys: usize) -> Value {
+        let evidence = (0..keys).map(|i| (format!("k{i}"), json!(i))).collect();
+        let mut doc = base.clone();
+        doc["evidence"] = Value::Object(evidence);
+        doc
+    }
+
     fn corpus() -> Vec<Value> {
         let base = json!({
             "finding_schema_version": "1.0.0", "rule_id": "bench.exposed-file",
@@ -485,23 +505,8 @@ mod tests {
             ("/occurrences", json!(0)),
             ("/first_seen", json!("yesterday")),
         ];
-        for (pointer, value) in edits {
-            let mut doc = base.clone();
-            let (parent, key) = pointer.rsplit_once('/').unwrap();
-            doc.pointer_mut(parent)
-                .unwrap()
-                .as_object_mut()
-                .unwrap()
-                .insert(key.to_string(), value);
-            corpus.push(doc);
-        }
-        let mut evidence = serde_json::Map::new();
-        for i in 0..65 {
-            evidence.insert(format!("k{i}"), json!(i));
-        }
-        let mut crowded = base.clone();
-        crowded["evidence"] = Value::Object(evidence);
-        corpus.push(crowded);
+        corpus.extend(edits.into_iter().map(|(p, v)| edited(&base, p, v)));
+        corpus.push(crowded(&base, 65));
         for field in [
             "finding_schema_version",
             "rule_id",
@@ -611,23 +616,8 @@ mod tests {
             ("/raw", json!("text")),
             ("/raw", json!([1, -2.5, true, {"a": null}])),
         ];
-        for (pointer, value) in edits {
-            let mut doc = full.clone();
-            let (parent, key) = pointer.rsplit_once('/').unwrap();
-            doc.pointer_mut(parent)
-                .unwrap()
-                .as_object_mut()
-                .unwrap()
-                .insert(key.to_string(), value);
-            shapes.push(doc);
-        }
-        let mut evidence = serde_json::Map::new();
-        for i in 0..64 {
-            evidence.insert(format!("k{i}"), json!(i));
-        }
-        let mut crowded = full;
-        crowded["evidence"] = Value::Object(evidence);
-        shapes.push(crowded);
+        shapes.extend(edits.into_iter().map(|(p, v)| edited(&full, p, v)));
+        shapes.push(crowded(&full, 64));
         shapes
     }
 
