@@ -183,6 +183,42 @@ fn attack(name: &str, config: &Map<String, Value>) -> Map<String, Value> {
             std::thread::sleep(Duration::from_millis(100));
             results.insert("escaped".into(), json!("child started"));
         }
+        "orphan_syscall" => {
+            // A grandchild, orphaned (its parent exits first), makes a
+            // forbidden syscall; the plugin waits until it is gone, then ends
+            // cleanly. Only the run's init sees how the orphan died.
+            let mut fds = [0; 2];
+            // SAFETY: fork/pipe/read/write/kill/_exit with stack buffers; the
+            // forked children only make raw syscalls before they end.
+            let gone = unsafe {
+                libc::pipe(fds.as_mut_ptr());
+                let child = libc::fork();
+                if child == 0 {
+                    let grandchild = libc::fork();
+                    if grandchild == 0 {
+                        // Until the parent has exited and we are the init's.
+                        while libc::getppid() != 1 {
+                            libc::usleep(1000);
+                        }
+                        libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0);
+                        libc::_exit(0);
+                    }
+                    libc::write(fds[1], (&grandchild as *const libc::pid_t).cast(), 4);
+                    libc::_exit(0);
+                }
+                libc::waitpid(child, std::ptr::null_mut(), 0);
+                let mut grandchild: libc::pid_t = 0;
+                libc::read(fds[0], (&mut grandchild as *mut libc::pid_t).cast(), 4);
+                // Reaped by the init: the pid no longer exists.
+                let mut waited = 0;
+                while grandchild > 0 && libc::kill(grandchild, 0) == 0 && waited < 10_000 {
+                    libc::usleep(1000);
+                    waited += 1;
+                }
+                grandchild > 0 && libc::kill(grandchild, 0) != 0
+            };
+            results.insert("orphan_gone".into(), json!(gone));
+        }
         "syscall" => {
             for t in &targets {
                 // SAFETY: each is a raw syscall with harmless or invalid arguments;

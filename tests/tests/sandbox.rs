@@ -516,6 +516,41 @@ async fn forbidden_syscalls_are_violations_that_revoke_the_plugin() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_orphan_killed_by_seccomp_makes_the_run_a_violation_that_revokes_the_plugin() {
+    if !sandbox_available() {
+        return;
+    }
+    // The plugin itself behaves; a process it started and orphaned makes a
+    // forbidden syscall. The run's init reaps that orphan and reports it.
+    let (bed, record) = attack_once(
+        "orphaner",
+        default_sandbox(),
+        json!({"attack": "orphan_syscall"}),
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Violated, "{record:?}");
+    let error = record.error.as_ref().unwrap();
+    assert_eq!(error.kind, ErrorKind::SandboxViolation);
+    assert!(error.message.contains("1 process(es)"), "{}", error.message);
+    assert_eq!(
+        record.exit_code,
+        Some(0),
+        "the plugin itself exited cleanly"
+    );
+    assert_eq!(results(&record)["orphan_gone"], true);
+    let supervisor = bed.supervisor().await;
+    let entry = supervisor
+        .plugins()
+        .into_iter()
+        .find(|e| e.name == "orphaner")
+        .unwrap();
+    assert_eq!(entry.status, PluginStatus::Revoked);
+    assert!(audit_events(&supervisor, "sandbox_violation")
+        .iter()
+        .any(|e| e.security && e.plugin.as_deref() == Some("orphaner")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_plugin_cannot_signal_the_supervisor() {
     if !sandbox_available() {
         return;

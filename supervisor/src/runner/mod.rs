@@ -612,6 +612,15 @@ fn conclude(
             Some(RunError::new(ErrorKind::SandboxViolation, message)),
         );
     }
+    if let Some(kills) = exit.map(|e| e.seccomp_kills).filter(|k| *k > 0) {
+        let message = format!(
+            "{kills} process(es) the plugin started made a forbidden system call and were killed by the seccomp filter (SIGSYS)"
+        );
+        return (
+            RunStatus::Violated,
+            Some(RunError::new(ErrorKind::SandboxViolation, message)),
+        );
+    }
     if let Some(error) = resource_limit(exit, limits, stderr_tail) {
         return (RunStatus::Failed, Some(error));
     }
@@ -771,6 +780,7 @@ mod tests {
             signal,
             cpu_ms: 0,
             memory_mb: 0,
+            seccomp_kills: 0,
         }
     }
 
@@ -852,6 +862,32 @@ mod tests {
         );
         assert_eq!(status, RunStatus::Failed);
         assert_eq!(error.unwrap().code, -32002);
+    }
+
+    #[test]
+    fn an_orphan_killed_by_seccomp_makes_a_clean_run_a_violation() {
+        let outcome = SessionOutcome {
+            run_answer: Some(Ok(RunResult::default())),
+            ..SessionOutcome::default()
+        };
+        let (status, error) = conclude(
+            &outcome,
+            Some(&ExitInfo {
+                seccomp_kills: 1,
+                ..exit(Some(0), None)
+            }),
+            Duration::ZERO,
+            &LIMITS,
+            "",
+        );
+        assert_eq!(status, RunStatus::Violated);
+        let error = error.unwrap();
+        assert_eq!(error.kind, ErrorKind::SandboxViolation);
+        assert!(
+            error.message.contains("process(es) the plugin started"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct ExitInfo {
     pub cpu_ms: u64,
     /// Peak resident set, MiB (rounded up).
     pub memory_mb: u64,
+    /// Orphans of the plugin the seccomp filter killed (see `ExitReport`).
+    pub seccomp_kills: u32,
 }
 
 /// Launches the plugin under `sandbox`.
@@ -242,6 +244,7 @@ impl PluginProcess {
         let ms = |tv: libc::timeval| tv.tv_sec as u64 * 1000 + tv.tv_usec as u64 / 1000;
         let mut cpu_ms = ms(usage.ru_utime) + ms(usage.ru_stime);
         let mut maxrss_kib = usage.ru_maxrss as u64;
+        let mut seccomp_kills = 0;
         if let Some(fd) = &self.reports {
             // The init has exited: both reports, if written, are in the pipe.
             if self.setup.is_none() {
@@ -252,6 +255,7 @@ impl PluginProcess {
                     status = report.status;
                     cpu_ms = report.cpu_us / 1000;
                     maxrss_kib = report.maxrss_kib;
+                    seccomp_kills = report.seccomp_kills;
                 }
                 // The init was killed (deadline, cancel): its own end is the
                 // run's. It ran in the supervisor's memory, so its peak RSS
@@ -264,6 +268,7 @@ impl PluginProcess {
             signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
             cpu_ms,
             memory_mb: maxrss_kib.div_ceil(1024),
+            seccomp_kills,
         };
         self.reaped = Some(info);
         Ok(info)

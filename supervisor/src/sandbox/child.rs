@@ -445,6 +445,10 @@ pub struct ExitReport {
     pub status: libc::c_int,
     pub cpu_us: u64,
     pub maxrss_kib: u64,
+    /// Processes other than the plugin that the init reaped dead of SIGSYS:
+    /// orphans of the plugin killed by the seccomp filter. (A child the
+    /// plugin reaps itself is seen by nothing outside the kernel's audit log.)
+    pub seccomp_kills: u32,
 }
 
 /// The first message on the report pipe: setup done (`step == SETUP_DONE`), or
@@ -1136,6 +1140,12 @@ unsafe fn reap_until(plugin: libc::pid_t) -> ! {
             if pid > 0 {
                 report.cpu_us += micros(usage.ru_utime) + micros(usage.ru_stime);
                 report.maxrss_kib = report.maxrss_kib.max(usage.ru_maxrss as u64);
+                if pid != plugin
+                    && libc::WIFSIGNALED(status)
+                    && libc::WTERMSIG(status) == libc::SIGSYS
+                {
+                    report.seccomp_kills += 1;
+                }
             }
             if pid == plugin {
                 report.status = status;
