@@ -149,13 +149,19 @@ impl Rpc {
     }
 
     /// A connection on which `system.health` was answered, if the daemon
-    /// takes one now.
+    /// takes one now. A daemon that refuses it may close it before the
+    /// request is written or read (EPIPE, ECONNRESET): that is "not now" too.
     fn answered(path: &Path) -> Option<Rpc> {
         let mut rpc = Rpc::try_connect(path).ok()?;
-        rpc.send("system.health", json!({}));
-        rpc.read()
-            .filter(|reply| reply.get("result").is_some())
-            .map(|_| rpc)
+        let line = json!({"jsonrpc": "2.0", "id": 0, "method": "system.health", "params": {}});
+        rpc.writer.write_all(format!("{line}\n").as_bytes()).ok()?;
+        let mut reply = String::new();
+        match rpc.reader.read_line(&mut reply) {
+            Ok(n) if n > 0 => {}
+            _ => return None,
+        }
+        let reply: Value = serde_json::from_str(&reply).ok()?;
+        reply.get("result").is_some().then_some(rpc)
     }
 
     fn connect(path: &Path) -> Rpc {
