@@ -164,10 +164,7 @@ enum Step {
     Tmpfs {
         target: CString,
         data: CString,
-    },
-    WorkTmpfs {
-        target: CString,
-        data: CString,
+        flags: libc::c_ulong,
     },
     Hide(CString),
     Proc(CString),
@@ -329,13 +326,16 @@ fn prepare_step(step: &MountStep, root: &Path) -> io::Result<Step> {
         } => Step::Tmpfs {
             target: under(root, path)?,
             data: cstring(format!("size={size_mb}m,mode={mode:o}"))?,
+            flags: libc::MS_NOSUID | libc::MS_NODEV,
         },
         MountStep::WorkTmpfs {
             path,
             size_mb,
             owner,
-        } => Step::WorkTmpfs {
+        } => Step::Tmpfs {
             target: under(root, path)?,
+            // Writable, so nothing in it is executable.
+            flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
             data: cstring(match owner {
                 Some(id) => format!("size={size_mb}m,mode=700,uid={id},gid={id}"),
                 None => format!("size={size_mb}m,mode=700"),
@@ -927,18 +927,15 @@ unsafe fn apply_step(step: &Step) -> libc::c_int {
                     std::ptr::null(),
                 )
             }
-            Step::Tmpfs { target, data } => libc::mount(
+            Step::Tmpfs {
+                target,
+                data,
+                flags,
+            } => libc::mount(
                 c"tmpfs".as_ptr(),
                 target.as_ptr(),
                 c"tmpfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                data.as_ptr().cast(),
-            ),
-            Step::WorkTmpfs { target, data } => libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                *flags,
                 data.as_ptr().cast(),
             ),
             Step::Hide(target) => libc::mount(
