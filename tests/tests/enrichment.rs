@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secflow_supervisor::record::RunStatus;
+use secflow_supervisor::Supervisor;
 use serde_json::{json, Map, Value};
 use support::*;
 
@@ -219,4 +220,84 @@ async fn cve_mapper_with_a_missing_data_dir_fails_naming_it() {
     assert_eq!(record.status, RunStatus::Failed, "{record:?}");
     let error = record.error.expect("an error");
     assert!(error.message.contains("no-such-vulndb"), "{error:?}");
+}
+
+/// One Apache 2.4.49 finding, as a detector would have stored it.
+fn apache_2_4_49_finding() -> Value {
+    json!({
+        "fingerprint": "apache-2.4.49-on-test-host",
+        "rule_id": "tech.apache-version",
+        "title": "Apache httpd 2.4.49",
+        "severity": "info",
+        "cpe": ["cpe:2.3:a:apache:http_server:2.4.49:*:*:*:*:*:*:*"],
+    })
+}
+
+async fn enrich_apache(supervisor: &Supervisor) -> Value {
+    let mut inputs = Map::new();
+    inputs.insert("findings".into(), json!([apache_2_4_49_finding()]));
+    let record = run_with(supervisor, "cve-mapper", json!({}), inputs, None).await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
+    Value::Object(record.outputs)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cve_mapper_keeps_its_index_in_its_state_dir_across_sandboxed_runs_and_rebuilds_it_when_a_record_changes(
+) {
+    if !root_or_skip("sandboxed state-dir runs") {
+        return;
+    }
+    let bed = TestBed::new();
+    let data = nvd_data(bed.path());
+    install_pipeline(&bed, &data);
+    // The same enricher, given the persistent state dir its shipped manifest asks for.
+    bed.install(Install {
+        category: "enricher",
+        config_schema: json!({
+            "data_dir": {"type": "string", "default": data.display().to_string()},
+            "sources": {"type": "array", "items": {"enum": ["nvd", "osv"]}, "default": ["nvd"]},
+            "cache_dir": {"type": "string", "default": ""}
+        }),
+        sandbox: json!({"network": false, "filesystem": "readonly", "timeout_seconds": 120,
+            "state": true, "read_paths": [data.display().to_string()]}),
+        ..Install::new("cve-mapper", workspace_bin("secflow-cve-mapper"))
+    });
+    let supervisor = bed.supervisor().await;
+    let state = supervisor.config().sandbox.state_root.join("cve-mapper");
+
+    let first = enrich_apache(&supervisor).await;
+    assert_eq!(first["index"]["built"], true, "{first}");
+    assert_eq!(first["index"]["records"], 35);
+    let before = first["vulnerabilities"].as_u64().unwrap();
+    assert!(
+        before >= 2,
+        "CVE-2021-41773 and CVE-2021-42013 at least: {first}"
+    );
+    let index_path = first["index"]["path"].as_str().unwrap().to_owned();
+    let kept: Vec<_> = std::fs::read_dir(&state)
+        .unwrap_or_else(|e| panic!("the state dir {} exists: {e}", state.display()))
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        kept.iter().any(|n| n.to_string_lossy().ends_with(".index")),
+        "the index outlives the run in {}: {kept:?} (the plugin saw {index_path})",
+        state.display()
+    );
+
+    // A later run (another uid, a fresh view) maps the kept index instead of
+    // building one.
+    let second = enrich_apache(&supervisor).await;
+    assert_eq!(second["index"]["built"], false, "{second}");
+    assert_eq!(second["vulnerabilities"], before, "{second}");
+
+    // NVD withdraws CVE-2021-42013's configurations: the next run notices the
+    // changed file, rebuilds, and no longer maps Apache 2.4.49 to it.
+    let record = data.join("CVE-2021-42013.json");
+    let mut cve: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    cve["configurations"] = json!([]);
+    std::fs::write(&record, serde_json::to_vec(&cve).unwrap()).unwrap();
+    let third = enrich_apache(&supervisor).await;
+    assert_eq!(third["index"]["built"], true, "{third}");
+    assert_eq!(third["index"]["records"], 35);
+    assert_eq!(third["vulnerabilities"], before - 1, "{third}");
 }

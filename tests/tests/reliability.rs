@@ -42,17 +42,8 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// CI a host that cannot makes the test skip, printing why; in CI it must.
 /// Holds the caller's turn (see `ONE_AT_A_TIME`) while it runs.
 fn root() -> Option<std::sync::MutexGuard<'static, ()>> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return Some(ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner()));
-    }
-    let reason = "the reliability tests need root (per-run uids, namespaces, tmpfs mounts)";
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{reason}, and CI must run them"
-    );
-    eprintln!("skipping: {reason}");
-    None
+    root_or_skip("the reliability tests (and their tmpfs mounts)")
+        .then(|| ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 fn detector_schema() -> Value {

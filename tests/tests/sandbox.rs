@@ -23,18 +23,7 @@ const DETECTOR: &str = env!("CARGO_BIN_EXE_fixture-detector");
 /// Whether this host can run the sandbox; outside CI a host that cannot makes
 /// the test skip (printing why); in CI it must.
 fn sandbox_available() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if root {
-        return true;
-    }
-    let reason = "the sandbox tests need root (per-run uids, namespaces, mounts)";
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{reason}, and CI must run them"
-    );
-    eprintln!("skipping: {reason}");
-    false
+    root_or_skip("the sandbox tests")
 }
 
 fn hostile_config() -> Value {

@@ -76,6 +76,23 @@ impl<'a> Install<'a> {
     }
 }
 
+/// Whether this process runs as root, which sandboxed runs need (per-run
+/// uids, namespaces, mounts). Outside CI a test that needs it may skip: this
+/// prints why (`needs` says what needs root). In CI it must run, so this fails.
+pub fn root_or_skip(needs: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let reason = format!("{needs} need root (per-run uids, namespaces, mounts)");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{reason}, and CI must run them"
+    );
+    eprintln!("skipping: {reason}");
+    false
+}
+
 /// Config knobs the fixture plugins read (each declared so it validates).
 pub fn fixture_config_schema() -> Value {
     let int = |d: u64| json!({"type": "integer", "minimum": 0, "default": d});
