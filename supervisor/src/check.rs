@@ -795,7 +795,10 @@ impl Subject<'_> {
             ),
             (true, Some(exit)) => found.problem(
                 CheckId::Shutdown,
-                format!("the plugin {} after shutdown", describe_exit(Some(&exit))),
+                format!(
+                    "the plugin {} after shutdown",
+                    exit.describe().unwrap_or_else(|| "ended".to_owned())
+                ),
             ),
             (true, None) => found.problem(
                 CheckId::Shutdown,
@@ -918,7 +921,10 @@ impl Subject<'_> {
             }) => found.settle(CheckId::Eof, Verdict::Pass, "exited with status 0"),
             Some(exit) => found.problem(
                 CheckId::Eof,
-                format!("the plugin {} at end of input", describe_exit(Some(&exit))),
+                format!(
+                    "the plugin {} at end of input",
+                    exit.describe().unwrap_or_else(|| "ended".to_owned())
+                ),
             ),
             None => found.problem(
                 CheckId::Eof,
@@ -942,19 +948,6 @@ enum RunAnswer {
 fn is_answer_to(message: &Message, id: u64) -> bool {
     message.kind() == MessageKind::Response
         && message.id.as_ref().and_then(Value::as_u64) == Some(id)
-}
-
-fn describe_exit(exit: Option<&ExitInfo>) -> String {
-    match exit {
-        Some(ExitInfo {
-            exit_code: Some(code),
-            ..
-        }) => format!("exited with status {code}"),
-        Some(ExitInfo {
-            signal: Some(sig), ..
-        }) => format!("was killed by signal {sig}"),
-        _ => "closed its stdout".to_string(),
-    }
 }
 
 fn quote(line: &[u8]) -> String {
@@ -1136,7 +1129,9 @@ impl Session {
         let exit = self
             .wait_exit(Instant::now() + Duration::from_millis(500))
             .await;
-        describe_exit(exit.as_ref())
+        exit.as_ref()
+            .and_then(ExitInfo::describe)
+            .unwrap_or_else(|| "closed its stdout".to_owned())
     }
 
     /// Kills what is left of the plugin, removes its work dir and returns

@@ -646,7 +646,9 @@ fn conclude(
     if let Some(fault) = &outcome.fault {
         return (RunStatus::Failed, Some(fault.clone()));
     }
-    let how = describe_exit(exit);
+    let how = exit
+        .and_then(ExitInfo::describe)
+        .unwrap_or_else(|| "ended".to_owned());
     match &outcome.run_answer {
         Some(Err(error)) => {
             let mut e = RunError::new(
@@ -726,19 +728,6 @@ fn resource_limit(
         return Some(RunError::new(ErrorKind::MemoryLimit, message));
     }
     None
-}
-
-fn describe_exit(exit: Option<&ExitInfo>) -> String {
-    match exit {
-        Some(ExitInfo {
-            exit_code: Some(code),
-            ..
-        }) => format!("exited with status {code}"),
-        Some(ExitInfo {
-            signal: Some(sig), ..
-        }) => format!("was killed by signal {sig}"),
-        _ => "ended".to_string(),
-    }
 }
 
 /// The plugin's stdin, fed from a queue by its own task; dropping every sender

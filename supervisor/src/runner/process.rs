@@ -49,6 +49,18 @@ pub struct ExitInfo {
     pub seccomp_kills: u32,
 }
 
+impl ExitInfo {
+    /// "exited with status N" or "was killed by signal N"; `None` when the
+    /// wait status said neither (the caller knows what else ended the run).
+    pub fn describe(&self) -> Option<String> {
+        match (self.exit_code, self.signal) {
+            (Some(code), _) => Some(format!("exited with status {code}")),
+            (None, Some(sig)) => Some(format!("was killed by signal {sig}")),
+            (None, None) => None,
+        }
+    }
+}
+
 /// Launches the plugin under `sandbox`.
 ///
 /// The launch happens on one long-lived thread (the spawner) that blocks every
