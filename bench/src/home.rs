@@ -22,6 +22,8 @@ pub struct HomeSettings {
     pub max_concurrent: usize,
     /// `limits.max_findings`.
     pub max_findings: u64,
+    /// `storage.read_connections`; `None` keeps the default.
+    pub read_connections: Option<usize>,
 }
 
 impl Default for HomeSettings {
@@ -29,6 +31,7 @@ impl Default for HomeSettings {
         HomeSettings {
             max_concurrent: 8,
             max_findings: 1_000_000,
+            read_connections: None,
         }
     }
 }
@@ -45,12 +48,17 @@ impl BenchHome {
         let config_path = dir.path().join("secflow.toml");
         let text = format!(
             "[plugins]\nmanifest_dirs = [\"plugins\"]\n\
-             [storage]\npath = \"var/secflow.db\"\n\
+             [storage]\npath = \"var/secflow.db\"\n{}\
              [sandbox]\nwork_root = \"var/runs\"\n\
              [api]\nsocket = \"api.sock\"\nmax_pending_requests = 1024\n\
              [runs]\nmax_concurrent = {}\nmax_queued = 100000\n\
              [limits]\nmax_findings = {}\n",
-            settings.max_concurrent, settings.max_findings
+            settings
+                .read_connections
+                .map(|n| format!("read_connections = {n}\n"))
+                .unwrap_or_default(),
+            settings.max_concurrent,
+            settings.max_findings
         );
         write(&config_path, text.as_bytes())?;
         Ok(BenchHome { dir, config_path })

@@ -66,6 +66,9 @@ impl Default for PluginsConfig {
 /// Largest `storage.cache_mib`.
 pub const MAX_CACHE_MIB: u32 = 4096;
 
+/// Largest `storage.read_connections`.
+pub const MAX_READ_CONNECTIONS: usize = 64;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
@@ -79,6 +82,9 @@ pub struct StorageConfig {
     /// grows and then stays: the daemon's steady memory. Misses are served
     /// by the kernel's page cache, so more only pays on very large databases.
     pub cache_mib: u32,
+    /// Most read connections, for queries answered side by side (opened on
+    /// demand, kept once opened; each has its own small page cache).
+    pub read_connections: usize,
 }
 
 impl Default for StorageConfig {
@@ -88,6 +94,7 @@ impl Default for StorageConfig {
             queue_capacity: 4096,
             batch_size: 2048,
             cache_mib: 8,
+            read_connections: 4,
         }
     }
 }
@@ -504,6 +511,12 @@ impl Config {
                 self.storage.cache_mib
             ));
         }
+        if !(1..=MAX_READ_CONNECTIONS).contains(&self.storage.read_connections) {
+            return Err(format!(
+                "storage.read_connections must be between 1 and {MAX_READ_CONNECTIONS}, not {}",
+                self.storage.read_connections
+            ));
+        }
         if self.runs.max_concurrent == 0 {
             return Err("runs.max_concurrent must be at least 1".into());
         }
@@ -610,6 +623,18 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("storage.cache_mib"), "{err}");
+            assert!(err.contains(&bad.to_string()), "{err}");
+        }
+    }
+
+    #[test]
+    fn read_connections_are_bounded_and_a_bad_count_names_the_key() {
+        assert_eq!(Config::default().storage.read_connections, 4);
+        for bad in [0, MAX_READ_CONNECTIONS + 1] {
+            let err = parse(&format!("[storage]\nread_connections = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("storage.read_connections"), "{err}");
             assert!(err.contains(&bad.to_string()), "{err}");
         }
     }

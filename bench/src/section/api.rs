@@ -2,7 +2,9 @@
 //! at 1, 16 and 64 concurrent clients, each its own connection sending one
 //! request after another; p50 and p99 of the round trip as a client sees it.
 //! The database holds findings from one streamed run first, so that a query
-//! reads real pages.
+//! reads real pages. `findings.query` at the most clients is measured again
+//! against a daemon limited to one read connection (`storage.read_connections
+//! = 1`), the anchor for the read pool.
 
 use std::sync::Barrier;
 use std::time::Instant;
@@ -22,8 +24,12 @@ const STORED_FINDINGS: u64 = 10_000;
 /// Untimed requests per client before the timed ones.
 const WARM_UP: usize = 20;
 
-pub fn run(bins: &Bins, requests: usize, levels: &[usize]) -> Result<Vec<Figure>, BenchError> {
-    let home = BenchHome::new(&HomeSettings::default())?;
+/// A daemon whose database holds [`STORED_FINDINGS`] findings.
+fn daemon_with_findings(
+    bins: &Bins,
+    settings: &HomeSettings,
+) -> Result<(BenchHome, Daemon), BenchError> {
+    let home = BenchHome::new(settings)?;
     home.install(STREAMER, &bins.streamer)?;
     let daemon = Daemon::start(&bins.secflowd, &home)?;
     let record = daemon.connect()?.call(
@@ -31,16 +37,39 @@ pub fn run(bins: &Bins, requests: usize, levels: &[usize]) -> Result<Vec<Figure>
         json!({"plugin": STREAMER, "config": {"count": STORED_FINDINGS}}),
     )?;
     expect_succeeded(&record)?;
+    Ok((home, daemon))
+}
 
-    let mut figures = Vec::new();
+pub fn run(bins: &Bins, requests: usize, levels: &[usize]) -> Result<Vec<Figure>, BenchError> {
     // A page of 100 findings is ~100 times the work of a health check.
+    let query_params = json!({"limit": 100});
+    let query_total = (requests / 10).max(WARM_UP);
+    let most_clients = levels.iter().copied().max().unwrap_or(1);
+
+    // The anchor first, on its own daemon: one read connection.
+    let anchor = {
+        let one = HomeSettings {
+            read_connections: Some(1),
+            ..HomeSettings::default()
+        };
+        let (_home, single) = daemon_with_findings(bins, &one)?;
+        eprintln!("[4 api] findings.query, {most_clients} clients, one read connection");
+        latency(
+            &single,
+            "findings.query",
+            &query_params,
+            most_clients,
+            query_total,
+        )?
+        .median_ms()
+            * 1e3
+    };
+
+    let (_home, daemon) = daemon_with_findings(bins, &HomeSettings::default())?;
+    let mut figures = Vec::new();
     let methods = [
         ("system.health", Value::Null, requests),
-        (
-            "findings.query",
-            json!({"limit": 100}),
-            (requests / 10).max(WARM_UP),
-        ),
+        ("findings.query", query_params, query_total),
     ];
     for (method, params, total) in methods {
         for &clients in levels {
@@ -55,6 +84,9 @@ pub fn run(bins: &Bins, requests: usize, levels: &[usize]) -> Result<Vec<Figure>
             let mut p50 = Figure::new(SECTION, measure("p50"), samples.median_ms() * 1e3, "µs");
             if method == "system.health" && clients == 1 {
                 p50 = p50.target(Bound::AtMost(100.0));
+            }
+            if method == "findings.query" && clients == most_clients {
+                p50 = p50.against("one read connection", anchor);
             }
             figures.push(p50);
             figures.push(Figure::new(

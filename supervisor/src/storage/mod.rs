@@ -7,6 +7,7 @@
 //! connections (WAL lets them run beside the writer). A fleet could put another
 //! implementation (PostgreSQL) behind the same trait.
 
+mod read_pool;
 mod sqlite;
 
 pub use sqlite::SqliteStore;

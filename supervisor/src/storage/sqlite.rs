@@ -1,5 +1,6 @@
 //! SQLite implementation of the storage port: one database file in WAL mode, one
-//! writer thread that owns the write connection, one read connection beside it.
+//! writer thread that owns the write connection, a few read connections beside
+//! it (`read_pool`).
 //!
 //! Writes arrive as [`WriteOp`]s on a bounded queue. The writer thread
 //! (`secflow-store-writer`) takes what is queued, up to `batch_size` operations,
@@ -23,19 +24,19 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{
-    params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row, Transaction,
-    TransactionBehavior,
+    params, params_from_iter, Connection, OptionalExtension, Row, Transaction, TransactionBehavior,
 };
 use secflow_plugin_sdk::protocol::{Category, Severity};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use super::read_pool::{ReadConnection, ReadPool};
 use super::{
     AuditEvent, AuditQuery, FindingPage, FindingQuery, FindingsBudget, NewFinding, PluginId,
     PluginState, RunQuery, StorageError, StoragePort, StoreWriter, StoredFinding, TelemetryEvent,
@@ -95,14 +96,14 @@ const STANDARD_FIELDS: &[&str] = &[
 
 const INTERRUPTED_MESSAGE: &str = "the supervisor stopped while this run was in flight";
 
-/// The SQLite store: the writer thread's queue plus a read connection.
+/// The SQLite store: the writer thread's queue plus the read connections.
 pub struct SqliteStore {
     path: PathBuf,
     tx: mpsc::Sender<WriteOp>,
     budget: FindingsBudget,
     closing: Arc<AtomicBool>,
     writer: Option<JoinHandle<Result<(), StorageError>>>,
-    reader: Mutex<Connection>,
+    readers: ReadPool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -128,6 +129,7 @@ impl SqliteStore {
             queue_capacity,
             batch_size,
             cache_mib,
+            read_connections,
         } = config;
         let (path, queue_capacity, batch_size) = (path.as_path(), *queue_capacity, *batch_size);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -161,12 +163,7 @@ impl SqliteStore {
             .map_err(open_error)?;
         migrate(&mut conn, path)?;
 
-        let reader = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(open_error)?;
-        configure(&reader).map_err(open_error)?;
+        let readers = ReadPool::open(path, *read_connections, configure)?;
 
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
         let closing = Arc::new(AtomicBool::new(false));
@@ -196,7 +193,7 @@ impl SqliteStore {
             budget,
             closing,
             writer: Some(handle),
-            reader: Mutex::new(reader),
+            readers,
         })
     }
 
@@ -227,11 +224,8 @@ impl SqliteStore {
         handle.join().map_err(|_| StorageError::WriterGone)?
     }
 
-    fn reader(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves the connection itself usable.
-        self.reader
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn reader(&self) -> Result<ReadConnection<'_>, StorageError> {
+        self.readers.get()
     }
 }
 
@@ -1157,7 +1151,7 @@ impl StoragePort for SqliteStore {
     fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StorageError> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?");
         let runs = query_all(
-            &self.reader(),
+            &*self.reader()?,
             &sql,
             vec![SqlValue::Text(run_id.to_string())],
             read_run,
@@ -1179,7 +1173,7 @@ impl StoragePort for SqliteStore {
         args.push(SqlValue::Integer(
             page_limit(query.limit, DEFAULT_RUNS_LIMIT).into(),
         ));
-        query_all(&self.reader(), &sql, args, read_run)
+        query_all(&*self.reader()?, &sql, args, read_run)
     }
 
     fn findings(&self, query: &FindingQuery) -> Result<FindingPage, StorageError> {
@@ -1229,7 +1223,7 @@ impl StoragePort for SqliteStore {
                  ORDER BY f.id LIMIT {limit_arg}"
             ),
         };
-        let findings = query_all(&self.reader(), &sql, args, read_finding)?;
+        let findings = query_all(&*self.reader()?, &sql, args, read_finding)?;
         let next = if findings.len() == limit as usize {
             findings.last().map(|f| f.id)
         } else {
@@ -1250,7 +1244,7 @@ impl StoragePort for SqliteStore {
         args.push(SqlValue::Integer(
             page_limit(query.limit, DEFAULT_EVENTS_LIMIT).into(),
         ));
-        query_all(&self.reader(), &sql, args, read_telemetry)
+        query_all(&*self.reader()?, &sql, args, read_telemetry)
     }
 
     fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StorageError> {
@@ -1265,12 +1259,12 @@ impl StoragePort for SqliteStore {
         args.push(SqlValue::Integer(
             page_limit(query.limit, DEFAULT_EVENTS_LIMIT).into(),
         ));
-        query_all(&self.reader(), &sql, args, read_audit)
+        query_all(&*self.reader()?, &sql, args, read_audit)
     }
 
     fn plugin_states(&self) -> Result<Vec<PluginState>, StorageError> {
         query_all(
-            &self.reader(),
+            &*self.reader()?,
             "SELECT name, version, code_hash, revoked, reason, changed_at, actor_uid \
              FROM plugins ORDER BY name, version, code_hash",
             Vec::new(),
@@ -1310,7 +1304,7 @@ impl StoragePort for SqliteStore {
                     duration_ms)
              WHERE status = 'running'"
         );
-        let changed = self.reader().prepare(&sql)?.execute(params![error, now])?;
+        let changed = self.reader()?.prepare(&sql)?.execute(params![error, now])?;
         Ok(changed as u64)
     }
 }
@@ -1721,6 +1715,7 @@ mod tests {
         assert_eq!(reopened.plugin_states().unwrap(), vec![revoked]);
         let version: i64 = reopened
             .reader()
+            .unwrap()
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
@@ -1867,7 +1862,7 @@ mod tests {
 
         let store = SqliteStore::open(&test_config(&path, 8, 8)).unwrap();
         {
-            let reader = store.reader();
+            let reader = store.reader().unwrap();
             let version: i64 = reader
                 .pragma_query_value(None, "user_version", |row| row.get(0))
                 .unwrap();
@@ -1961,6 +1956,7 @@ mod tests {
         assert_eq!(stored.finding["title"], "Té");
         let columns: (String, String, String) = store
             .reader()
+            .unwrap()
             .query_row("SELECT rule_id, title, target FROM findings", [], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })
