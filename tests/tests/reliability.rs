@@ -23,7 +23,7 @@ use secflow_soak::probe;
 use secflow_soak::soak::{self, SoakPlan};
 use secflow_soak::{Binaries, Daemon, Home, Rpc};
 use serde_json::{json, Value};
-use support::workspace_bin;
+use support::{root_or_skip, workspace_bin};
 
 fn binaries() -> Binaries {
     Binaries {

@@ -10,8 +10,9 @@
 //! process of the namespace; when the plugin ends it sends the plugin's wait
 //! status and the summed resource usage on the report pipe and exits, and the
 //! kernel kills everything left in the namespace: `setsid` and double forks
-//! included. Both carry `PR_SET_PDEATHSIG = SIGKILL`, tied to the
-//! supervisor's long-lived spawner thread.
+//! included. Both carry `PR_SET_PDEATHSIG = SIGKILL`, tied to the thread
+//! that launched them: a runtime worker, which lives as long as the
+//! supervisor's runtime (see `runner::process::spawn`).
 //!
 //! Copying the supervisor three times (fork, fork, fork) was most of a run's
 //! start-up cost, and the copies stayed alive for the whole run, so every page
@@ -1057,9 +1058,9 @@ extern "C" fn init_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the boxed ChildArgs, freed only after we are reaped.
     let args = unsafe { &*(arg as *const ChildArgs) };
     // SAFETY: prctl/setpgid on this process only. The death signal is tied to
-    // the spawner thread, which lives as long as the supervisor: if the whole
-    // supervisor died before it was armed, the report write below fails (the
-    // read end is gone) and we exit.
+    // the launching runtime worker, which lives as long as the supervisor's
+    // runtime: if the whole supervisor died before it was armed, the report
+    // write below fails (the read end is gone) and we exit.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         libc::setpgid(0, 0);
@@ -1248,15 +1249,23 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Blocks every signal on the calling thread, as `PreparedSandbox::launch`
-/// requires of its caller: the process's signals go to other threads, and
-/// children cloned here start with all blocked, so no handler of the caller's
-/// ever runs in them.
-pub fn block_all_signals() {
-    // SAFETY: a full set on the stack; pthread_sigmask on this thread only.
-    unsafe {
+/// Runs `launch` with every signal blocked on the calling thread, as
+/// `PreparedSandbox::launch` requires of its caller, then restores the
+/// thread's mask: children cloned meanwhile start with all blocked, so no
+/// handler of the caller's ever runs in them (they set their own mask), and
+/// the process's signals go to other threads for that moment.
+pub fn with_all_signals_blocked<T>(launch: impl FnOnce() -> T) -> T {
+    // SAFETY: full and saved sets on the stack; pthread_sigmask on this
+    // thread only, restored below before returning.
+    let saved = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut saved: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-    }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut saved);
+        saved
+    };
+    let result = launch();
+    // SAFETY: puts back the mask saved above, on the same thread.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
+    result
 }
