@@ -20,7 +20,7 @@ use secflow_supervisor::manifest::VerifiedPlugin;
 use secflow_supervisor::registry::Registry;
 use secflow_supervisor::runner::RunRequest;
 use secflow_supervisor::sandbox::{
-    self, pipe, with_all_signals_blocked, ChildStdio, Host, Layer, SandboxPlan, UidPool,
+    self, block_all_signals, pipe, ChildStdio, Host, Layer, SandboxPlan, UidPool,
 };
 use secflow_supervisor::Supervisor;
 use serde_json::json;
@@ -189,8 +189,17 @@ fn sandbox_only(trivial: &Path, runs: usize) -> Result<Samples, BenchError> {
         uids: &uids,
         config: &config,
     };
-    // Every signal blocked around each launch, as the runner does.
-    time(runs, || with_all_signals_blocked(|| run.once()))
+    // Launches come from one thread that blocks every signal, as the
+    // runner's spawner thread does.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                block_all_signals();
+                time(runs, || run.once())
+            })
+            .join()
+            .map_err(|_| BenchError::Setup("the launch thread panicked".into()))?
+    })
 }
 
 struct Launcher<'a> {

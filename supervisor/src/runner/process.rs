@@ -8,12 +8,13 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::{Mutex, OnceLock};
 
 use tokio::io::unix::AsyncFd;
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 
 use crate::sandbox::{
-    pipe, read_exit_report, read_setup_report, with_all_signals_blocked, ChildMemory, ChildStdio,
+    block_all_signals, pipe, read_exit_report, read_setup_report, ChildMemory, ChildStdio,
     LaunchError, Launched, PreparedSandbox,
 };
 
@@ -62,22 +63,25 @@ impl ExitInfo {
 
 /// Launches the plugin under `sandbox`.
 ///
-/// The launch happens right here, on the runtime worker running this task,
-/// with every signal blocked for its duration (the children start with all
-/// blocked, so no handler of the supervisor's ever runs in them). It only
-/// clones the run's init and returns, so it blocks the worker briefly. The
-/// children's `PR_SET_PDEATHSIG` fires when the thread that made them ends:
-/// a runtime worker lives as long as its runtime (the supervisor does not
-/// use `block_in_place`, which would retire one), so the runs end with the
-/// runtime, and not before. Handing the launch to a thread of its own cost
-/// two thread wake-ups per run and serialised the launches.
+/// The launch happens on one long-lived thread (the spawner) that blocks every
+/// signal: the children's `PR_SET_PDEATHSIG` fires when the thread that made
+/// them ends, so launching from a runtime worker that may be retired would kill
+/// healthy plugins; and the children start with every signal blocked, so no
+/// handler of the supervisor's ever runs in them. A run's init also shares
+/// the launching thread's errno slot (see `sandbox::child`), harmless only on
+/// a thread that does nothing but launch.
 ///
 /// With a PID namespace this resolves as soon as the run's init exists, before
 /// the plugin has executed: a setup failure surfaces as a plugin that never
 /// answers, and [`PluginProcess::setup_failure`] says which step failed once
 /// the process is reaped ([`PluginProcess::started`] waits for it instead).
 pub async fn spawn(sandbox: PreparedSandbox) -> Result<PluginProcess, LaunchError> {
-    let (launched, stdin, stdout, stderr) = with_all_signals_blocked(|| launch(sandbox))?;
+    // Should this task be dropped while waiting, the spawner drops the
+    // `Launched`, which kills and reaps the child.
+    let launched = on_spawner(move || launch(sandbox))
+        .await
+        .map_err(|error| LaunchError { step: None, error })??;
+    let (launched, stdin, stdout, stderr) = launched;
     let parent = |error: io::Error| LaunchError { step: None, error };
     let (pid, pidfd, reports, memory) = launched.into_parts();
     // SAFETY: the pidfd is a valid open descriptor owned by the AsyncFd for its
@@ -120,7 +124,7 @@ pub async fn spawn(sandbox: PreparedSandbox) -> Result<PluginProcess, LaunchErro
 
 type Launch = (Launched, OwnedFd, OwnedFd, OwnedFd);
 
-/// The plugin's pipes (parent ends returned), then the launch.
+/// On the spawner thread: the plugin's pipes (parent ends returned), then launch.
 fn launch(sandbox: PreparedSandbox) -> Result<Launch, LaunchError> {
     let parent = |error: io::Error| LaunchError { step: None, error };
     let (stdin_read, stdin_write) = pipe().map_err(parent)?;
@@ -132,6 +136,38 @@ fn launch(sandbox: PreparedSandbox) -> Result<Launch, LaunchError> {
         stderr: stderr_write,
     })?;
     Ok((launched, stdin_write, stdout_read, stderr_read))
+}
+
+type SpawnJob = Box<dyn FnOnce() + Send>;
+
+/// Runs `job` on the spawner thread and returns its result.
+async fn on_spawner<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+    static SPAWNER: OnceLock<Mutex<std::sync::mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("secflow-spawner".into())
+            .spawn(move || {
+                block_all_signals();
+                while let Ok(job) = rx.recv() {
+                    job();
+                }
+            })
+            .expect("the spawner thread starts");
+        Mutex::new(tx)
+    });
+    let (done, result) = tokio::sync::oneshot::channel();
+    let job: SpawnJob = Box::new(move || {
+        let _ = done.send(job());
+    });
+    spawner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send(job)
+        .map_err(|_| io::Error::other("the spawner thread has stopped"))?;
+    result
+        .await
+        .map_err(|_| io::Error::other("the spawner thread dropped a spawn"))
 }
 
 impl PluginProcess {

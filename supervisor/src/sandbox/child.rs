@@ -10,9 +10,8 @@
 //! process of the namespace; when the plugin ends it sends the plugin's wait
 //! status and the summed resource usage on the report pipe and exits, and the
 //! kernel kills everything left in the namespace: `setsid` and double forks
-//! included. Both carry `PR_SET_PDEATHSIG = SIGKILL`, tied to the thread
-//! that launched them: a runtime worker, which lives as long as the
-//! supervisor's runtime (see `runner::process::spawn`).
+//! included. Both carry `PR_SET_PDEATHSIG = SIGKILL`, tied to the
+//! supervisor's long-lived spawner thread.
 //!
 //! Copying the supervisor three times (fork, fork, fork) was most of a run's
 //! start-up cost, and the copies stayed alive for the whole run, so every page
@@ -965,9 +964,14 @@ unsafe fn apply_step(step: &Step) -> libc::c_int {
     }
 }
 
-/// This thread's errno. In a `CLONE_VM` child it is the spawner thread's slot,
-/// which is safe to use: that thread is blocked (on the report pipe, or
-/// suspended by `CLONE_VFORK`) while a child runs setup code.
+/// This thread's errno. A `CLONE_VM` child shares its creator's thread
+/// pointer, so this is the creator's slot. For the plugin child that is safe:
+/// its creator, the init, is suspended by `CLONE_VFORK`. The init shares the
+/// spawner thread's slot while the spawner goes on launching other runs; an
+/// init fails a syscall (and reads errno) only on a setup failure, so at worst
+/// the errno a setup failure reports, or one a concurrent launch reports, is
+/// the other's. This is why launches stay on the spawner thread rather than
+/// on runtime workers, whose I/O reads errno all the time.
 fn errno() -> i32 {
     // SAFETY: reading the calling thread's errno.
     unsafe { *libc::__errno_location() }
@@ -1058,9 +1062,9 @@ extern "C" fn init_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the boxed ChildArgs, freed only after we are reaped.
     let args = unsafe { &*(arg as *const ChildArgs) };
     // SAFETY: prctl/setpgid on this process only. The death signal is tied to
-    // the launching runtime worker, which lives as long as the supervisor's
-    // runtime: if the whole supervisor died before it was armed, the report
-    // write below fails (the read end is gone) and we exit.
+    // the spawner thread, which lives as long as the supervisor: if the whole
+    // supervisor died before it was armed, the report write below fails (the
+    // read end is gone) and we exit.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         libc::setpgid(0, 0);
@@ -1161,7 +1165,6 @@ unsafe fn reap_until(plugin: libc::pid_t) -> ! {
     }
 }
 
-/// Reads the init's setup report (blocking; the spawner thread waits here).
 /// Reads the init's setup report: blocks until the plugin has executed or the
 /// setup failed. Ok when the plugin runs; otherwise the failed step and its
 /// error, or that the init ended without a report (it was killed).
@@ -1249,23 +1252,15 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Runs `launch` with every signal blocked on the calling thread, as
-/// `PreparedSandbox::launch` requires of its caller, then restores the
-/// thread's mask: children cloned meanwhile start with all blocked, so no
-/// handler of the caller's ever runs in them (they set their own mask), and
-/// the process's signals go to other threads for that moment.
-pub fn with_all_signals_blocked<T>(launch: impl FnOnce() -> T) -> T {
-    // SAFETY: full and saved sets on the stack; pthread_sigmask on this
-    // thread only, restored below before returning.
-    let saved = unsafe {
+/// Blocks every signal on the calling thread, as `PreparedSandbox::launch`
+/// requires of its caller: the process's signals go to other threads, and
+/// children cloned here start with all blocked, so no handler of the caller's
+/// ever runs in them.
+pub fn block_all_signals() {
+    // SAFETY: a full set on the stack; pthread_sigmask on this thread only.
+    unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut saved: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut saved);
-        saved
-    };
-    let result = launch();
-    // SAFETY: puts back the mask saved above, on the same thread.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
-    result
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    }
 }

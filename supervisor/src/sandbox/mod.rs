@@ -39,9 +39,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use child::{
-    create_run_dir, pidfd_kill, pipe, read_exit_report, read_setup_report, remove_run_dir,
-    with_all_signals_blocked, ChildMemory, ChildStdio, ExitReport, LaunchError, Launched,
-    PreparedSandbox, RunDir, WorkDirIn, VIEW_MOUNT_POINT,
+    block_all_signals, create_run_dir, pidfd_kill, pipe, read_exit_report, read_setup_report,
+    remove_run_dir, ChildMemory, ChildStdio, ExitReport, LaunchError, Launched, PreparedSandbox,
+    RunDir, WorkDirIn, VIEW_MOUNT_POINT,
 };
 pub use host::{Host, HostReport};
 pub use state::{prepare_state_dir, StateError};
