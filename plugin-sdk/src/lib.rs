@@ -10,7 +10,9 @@
 //! # Example
 //!
 //! ```no_run
-//! use secflow_plugin_sdk::{serve, Category, Finding, Plugin, PluginError, RunContext, Severity};
+//! use secflow_plugin_sdk::{
+//!     input_str, serve, Category, Finding, Plugin, PluginError, RunContext, Severity,
+//! };
 //! use serde_json::{json, Map, Value};
 //!
 //! /// Flags every path of the target that the config lists as sensitive.
@@ -22,11 +24,8 @@
 //!     const CATEGORY: Category = Category::Detector;
 //!
 //!     fn run(&mut self, ctx: &mut RunContext, inputs: Map<String, Value>) -> Result<Map<String, Value>, PluginError> {
-//!         let target = inputs
-//!             .get("target")
-//!             .and_then(Value::as_str)
-//!             .ok_or_else(|| PluginError::invalid_inputs("inputs.target is missing or not a string"))?
-//!             .to_owned();
+//!         // A missing target is answered as invalid inputs (-32001).
+//!         let target = input_str(&inputs, "target")?;
 //!         let paths: Vec<String> = ctx
 //!             .config()
 //!             .get("paths")
@@ -36,7 +35,7 @@
 //!         for (done, path) in paths.iter().enumerate() {
 //!             // emit() fails with PluginError::cancelled() once `cancel` arrived.
 //!             ctx.emit(
-//!                 Finding::new("paths.sensitive", "Sensitive path exposed", Severity::Medium, &target)
+//!                 Finding::new("paths.sensitive", "Sensitive path exposed", Severity::Medium, target)
 //!                     .location_url(format!("{target}{path}"))
 //!                     .description("The path answers without authentication."),
 //!             )?;
@@ -104,12 +103,14 @@ mod context;
 mod error;
 mod finding;
 mod inbound;
+mod inputs;
 mod outbound;
 mod serve;
 
 pub use context::RunContext;
 pub use error::PluginError;
 pub use finding::{Confidence, Finding};
+pub use inputs::input_str;
 pub use protocol::{Capabilities, Category, InitializeParams, LogLevel, PluginRef, Severity};
 pub use serve::{serve, DEFAULT_MAX_INPUT_BYTES};
 

@@ -60,6 +60,24 @@ pub struct Binaries {
 }
 
 impl Binaries {
+    /// The config schema to install `detector` with: its knobs, declared so that
+    /// a run's config validates.
+    pub fn detector_schema() -> Value {
+        let int = |d: u64| json!({"type": "integer", "minimum": 0, "default": d});
+        json!({"count": int(10), "delay_ms": int(0)})
+    }
+
+    /// The config schema to install `hostile` with: the attack and its knobs.
+    pub fn hostile_schema() -> Value {
+        json!({
+            "attack": {"type": "string"},
+            "then": {"type": "string", "default": "whoami"},
+            "targets": {"type": "array", "items": {"type": "string"}, "default": []},
+            "mb": {"type": "integer", "default": 64},
+            "count": {"type": "integer", "default": 3}
+        })
+    }
+
     /// The binaries built beside the running executable (`target/<profile>/`).
     pub fn beside_current_exe() -> Result<Binaries, HarnessError> {
         let exe = std::env::current_exe().map_err(io_error("cannot locate", Path::new("self")))?;

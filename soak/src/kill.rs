@@ -85,11 +85,6 @@ struct Acknowledged {
     records: Vec<Value>,
 }
 
-fn detector_schema() -> Value {
-    let int = |d: u64| json!({"type": "integer", "minimum": 0, "default": d});
-    json!({"count": int(10), "delay_ms": int(0)})
-}
-
 /// Runs the trials.
 pub fn run(plan: &KillPlan, bins: &Binaries) -> Result<KillReport, HarnessError> {
     let home = Home::create(plan.parent.as_deref(), "")?;
@@ -98,9 +93,14 @@ pub fn run(plan: &KillPlan, bins: &Binaries) -> Result<KillReport, HarnessError>
         "streamer",
         &bins.detector,
         sandbox.clone(),
-        detector_schema(),
+        Binaries::detector_schema(),
     )?;
-    home.install("quick", &bins.detector, sandbox, detector_schema())?;
+    home.install(
+        "quick",
+        &bins.detector,
+        sandbox,
+        Binaries::detector_schema(),
+    )?;
     let mut rng = fastrand::Rng::with_seed(plan.seed);
     let mut report = KillReport {
         trials: plan.trials,

@@ -150,21 +150,6 @@ struct Job {
     reinstate: bool,
 }
 
-fn hostile_schema() -> Value {
-    json!({
-        "attack": {"type": "string"},
-        "then": {"type": "string", "default": "whoami"},
-        "targets": {"type": "array", "items": {"type": "string"}, "default": []},
-        "mb": {"type": "integer", "default": 64},
-        "count": {"type": "integer", "default": 3}
-    })
-}
-
-fn detector_schema() -> Value {
-    let int = |d: u64| json!({"type": "integer", "minimum": 0, "default": d});
-    json!({"count": int(10), "delay_ms": int(0)})
-}
-
 /// The hostile plugins: name, sandbox, config, expected outcome.
 fn hostile_plugins() -> Vec<(&'static str, Value, Value, Expect)> {
     let sandbox = |extra: Value| {
@@ -298,15 +283,20 @@ fn install(home: &Home, bins: &Binaries) -> Result<(), HarnessError> {
             &format!("detector-{i}"),
             &bins.detector,
             quiet.clone(),
-            detector_schema(),
+            Binaries::detector_schema(),
         )?;
     }
-    home.install("slow", &bins.detector, quiet, detector_schema())?;
+    home.install("slow", &bins.detector, quiet, Binaries::detector_schema())?;
     for (name, sandbox, _, _) in hostile_plugins() {
-        home.install(name, &bins.hostile, sandbox, hostile_schema())?;
+        home.install(name, &bins.hostile, sandbox, Binaries::hostile_schema())?;
     }
     let spinner = json!({"network": false, "filesystem": "readonly", "timeout_seconds": 30, "cpu_seconds": 1});
-    home.install("spinner", &bins.hostile, spinner, hostile_schema())?;
+    home.install(
+        "spinner",
+        &bins.hostile,
+        spinner,
+        Binaries::hostile_schema(),
+    )?;
     Ok(())
 }
 

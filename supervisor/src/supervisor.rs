@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+use secflow_plugin_sdk::protocol::Category;
 use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 
@@ -256,12 +257,7 @@ impl Supervisor {
         request: RunRequest,
         cancel: watch::Receiver<bool>,
     ) -> Result<RunRecord, SupervisorError> {
-        let entry = self.lookup(&request.plugin)?;
-        let category = entry.category.ok_or_else(|| SupervisorError::Unrunnable {
-            name: entry.name.clone(),
-            manifest: entry.manifest_path.display().to_string(),
-            reason: entry.reason.clone().unwrap_or_default(),
-        })?;
+        let (entry, category) = self.lookup_runnable(&request.plugin)?;
         let record = runner::base_record(&run_id, &entry.name, &entry.version, category, &request);
         let refusal = match (entry.status, &entry.plugin) {
             (PluginStatus::Active, Some(_)) => None,
@@ -349,12 +345,7 @@ impl Supervisor {
     ///
     /// [`execute`]: Supervisor::execute
     pub fn start(self: &Arc<Self>, request: RunRequest) -> Result<String, SupervisorError> {
-        let entry = self.lookup(&request.plugin)?;
-        let category = entry.category.ok_or_else(|| SupervisorError::Unrunnable {
-            name: entry.name.clone(),
-            manifest: entry.manifest_path.display().to_string(),
-            reason: entry.reason.clone().unwrap_or_default(),
-        })?;
+        let (entry, category) = self.lookup_runnable(&request.plugin)?;
         let run_id = runner::new_run_id();
         let queued = runner::base_record(&run_id, &entry.name, &entry.version, category, &request);
         let (cancel_tx, cancel_rx) = watch::channel(false);
@@ -558,6 +549,18 @@ impl Supervisor {
             .get(name)
             .cloned()
             .ok_or_else(|| SupervisorError::UnknownPlugin(name.to_string()))
+    }
+
+    /// The plugin `name` and its category, which a plugin whose manifest was
+    /// rejected lacks: such a plugin cannot run, not even to a rejected record.
+    fn lookup_runnable(&self, name: &str) -> Result<(PluginEntry, Category), SupervisorError> {
+        let entry = self.lookup(name)?;
+        let category = entry.category.ok_or_else(|| SupervisorError::Unrunnable {
+            name: entry.name.clone(),
+            manifest: entry.manifest_path.display().to_string(),
+            reason: entry.reason.clone().unwrap_or_default(),
+        })?;
+        Ok((entry, category))
     }
 
     fn read_registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {

@@ -17,33 +17,17 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use secflow_plugin_sdk::{
-    serve, Category, InitializeParams, Plugin, PluginError, PluginRef, RunContext,
-};
-use secflow_tests::fixture::{knob_u64, numbered_finding};
+use secflow_plugin_sdk::{serve, Category, Plugin, PluginError, RunContext};
+use secflow_tests::fixture::{knob_u64, numbered_finding, EchoIdentity};
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, Default)]
-struct FixtureDetector {
-    expected: Option<PluginRef>,
-}
+#[derive(Debug)]
+struct FixtureDetector;
 
 impl Plugin for FixtureDetector {
     const NAME: &'static str = "fixture-detector";
     const VERSION: &'static str = "0.0.0";
     const CATEGORY: Category = Category::Detector;
-
-    fn initialize(&mut self, init: &InitializeParams) -> Result<(), PluginError> {
-        self.expected = Some(init.plugin.clone());
-        Ok(())
-    }
-
-    fn identity(&self) -> PluginRef {
-        self.expected.clone().unwrap_or_else(|| PluginRef {
-            name: Self::NAME.into(),
-            version: Self::VERSION.into(),
-        })
-    }
 
     fn run(
         &mut self,
@@ -65,5 +49,5 @@ impl Plugin for FixtureDetector {
 }
 
 fn main() -> ExitCode {
-    serve(FixtureDetector::default())
+    serve(EchoIdentity::new(FixtureDetector))
 }

@@ -9,30 +9,15 @@
 
 use std::time::Duration;
 
-use secflow_plugin_sdk::protocol::{method, MessageKind};
-use secflow_tests::fixture::{
-    answer_initialize, answer_run, expect_initialize, read_message, send,
-};
-use serde_json::{json, Value};
+use secflow_tests::fixture::{answer_initialize, expect_initialize, serve_empty_runs, SessionEnd};
 
 fn main() {
     let (id, init) = expect_initialize();
     answer_initialize(id, &init.plugin.name, &init.plugin.version);
-    while let Some(message) = read_message() {
-        if message.kind() != MessageKind::Request {
-            continue;
+    if serve_empty_runs() == SessionEnd::EndOfInput {
+        // The fault this fixture stands for: deaf to end of input, it must be killed.
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
         }
-        let id = message.id.unwrap_or(Value::Null);
-        match message.method.as_deref() {
-            Some(method::RUN) => answer_run(id, 0, json!({})),
-            Some(method::SHUTDOWN) => {
-                send(&json!({"jsonrpc": "2.0", "id": id, "result": {}}));
-                return;
-            }
-            _ => {}
-        }
-    }
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
     }
 }

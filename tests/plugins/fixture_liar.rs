@@ -5,27 +5,10 @@
 //!
 //! No config knobs.
 
-use secflow_plugin_sdk::protocol::{method, MessageKind};
-use secflow_tests::fixture::{
-    answer_initialize, answer_run, expect_initialize, read_message, send,
-};
-use serde_json::{json, Value};
+use secflow_tests::fixture::{answer_initialize, expect_initialize, serve_empty_runs};
 
 fn main() {
     let (id, init) = expect_initialize();
     answer_initialize(id, "someone-else", &init.plugin.version);
-    while let Some(message) = read_message() {
-        if message.kind() != MessageKind::Request {
-            continue;
-        }
-        let id = message.id.unwrap_or(Value::Null);
-        match message.method.as_deref() {
-            Some(method::RUN) => answer_run(id, 0, json!({})),
-            Some(method::SHUTDOWN) => {
-                send(&json!({"jsonrpc": "2.0", "id": id, "result": {}}));
-                return;
-            }
-            _ => {}
-        }
-    }
+    serve_empty_runs();
 }

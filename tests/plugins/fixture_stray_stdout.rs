@@ -12,33 +12,17 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use secflow_plugin_sdk::{
-    serve, Category, InitializeParams, Plugin, PluginError, PluginRef, RunContext,
-};
-use secflow_tests::fixture::{knob_u64, numbered_finding};
+use secflow_plugin_sdk::{serve, Category, Plugin, PluginError, RunContext};
+use secflow_tests::fixture::{knob_u64, numbered_finding, EchoIdentity};
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, Default)]
-struct StrayStdout {
-    expected: Option<PluginRef>,
-}
+#[derive(Debug)]
+struct StrayStdout;
 
 impl Plugin for StrayStdout {
     const NAME: &'static str = "fixture-stray-stdout";
     const VERSION: &'static str = "0.0.0";
     const CATEGORY: Category = Category::Detector;
-
-    fn initialize(&mut self, init: &InitializeParams) -> Result<(), PluginError> {
-        self.expected = Some(init.plugin.clone());
-        Ok(())
-    }
-
-    fn identity(&self) -> PluginRef {
-        self.expected.clone().unwrap_or_else(|| PluginRef {
-            name: Self::NAME.into(),
-            version: Self::VERSION.into(),
-        })
-    }
 
     fn run(
         &mut self,
@@ -60,5 +44,5 @@ impl Plugin for StrayStdout {
 }
 
 fn main() -> ExitCode {
-    serve(StrayStdout::default())
+    serve(EchoIdentity::new(StrayStdout))
 }

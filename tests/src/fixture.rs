@@ -2,13 +2,16 @@
 //!
 //! The hostile fixtures must be able to break the protocol on purpose (wrong seq,
 //! garbage lines, lies about their identity), which the SDK prevents, so they speak
-//! it by hand through these few functions on stdin/stdout.
+//! it by hand through these few functions on stdin/stdout. The well-behaved
+//! fixtures use the SDK and share [`EchoIdentity`].
 
 use std::io::{self, Write};
 
 use secflow_plugin_sdk::framing::{read_bounded_line, LineRead};
 use secflow_plugin_sdk::protocol::{method, Id, InitializeParams, Message, MessageKind, RunParams};
-use secflow_plugin_sdk::{Finding, Severity};
+use secflow_plugin_sdk::{
+    Capabilities, Category, Finding, Plugin, PluginError, PluginRef, RunContext, Severity,
+};
 use serde_json::{json, Map, Value};
 
 /// Longest line a fixture accepts from the supervisor.
@@ -126,6 +129,36 @@ pub fn finish() {
     }
 }
 
+/// How a session served by [`serve_empty_runs`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// `shutdown` came and was answered.
+    Shutdown,
+    /// Stdin closed first.
+    EndOfInput,
+}
+
+/// Serves the rest of a session after `initialize` by the rules: answers every
+/// `run` with no findings and empty outputs, answers `shutdown` and returns, or
+/// returns at end of input.
+pub fn serve_empty_runs() -> SessionEnd {
+    while let Some(message) = read_message() {
+        if message.kind() != MessageKind::Request {
+            continue;
+        }
+        let id = message.id.unwrap_or(Value::Null);
+        match message.method.as_deref() {
+            Some(method::RUN) => answer_run(id, 0, json!({})),
+            Some(method::SHUTDOWN) => {
+                send(&json!(Message::response(id, json!({}))));
+                return SessionEnd::Shutdown;
+            }
+            _ => {}
+        }
+    }
+    SessionEnd::EndOfInput
+}
+
 /// The `i`-th finding of the fixture detectors (from 1): each distinct, with the
 /// severity cycling info, low, medium, high, critical.
 pub fn numbered_finding(i: u64) -> Value {
@@ -156,4 +189,52 @@ pub fn knob_u64(config: &Map<String, Value>, name: &str, default: u64) -> u64 {
 /// A string knob from the config, or `default`.
 pub fn knob_str<'a>(config: &'a Map<String, Value>, name: &str, default: &'a str) -> &'a str {
     config.get(name).and_then(Value::as_str).unwrap_or(default)
+}
+
+/// An SDK plugin that announces whatever name and version the supervisor
+/// expects, so one fixture binary serves any test manifest; everything else is
+/// the wrapped plugin's.
+#[derive(Debug)]
+pub struct EchoIdentity<P> {
+    plugin: P,
+    expected: Option<PluginRef>,
+}
+
+impl<P: Plugin> EchoIdentity<P> {
+    pub fn new(plugin: P) -> EchoIdentity<P> {
+        EchoIdentity {
+            plugin,
+            expected: None,
+        }
+    }
+}
+
+impl<P: Plugin> Plugin for EchoIdentity<P> {
+    const NAME: &'static str = P::NAME;
+    const VERSION: &'static str = P::VERSION;
+    const CATEGORY: Category = P::CATEGORY;
+    const MAX_INPUT_BYTES: usize = P::MAX_INPUT_BYTES;
+
+    fn capabilities(&self) -> Capabilities {
+        self.plugin.capabilities()
+    }
+
+    fn initialize(&mut self, init: &InitializeParams) -> Result<(), PluginError> {
+        self.expected = Some(init.plugin.clone());
+        self.plugin.initialize(init)
+    }
+
+    fn identity(&self) -> PluginRef {
+        self.expected
+            .clone()
+            .unwrap_or_else(|| self.plugin.identity())
+    }
+
+    fn run(
+        &mut self,
+        ctx: &mut RunContext,
+        inputs: Map<String, Value>,
+    ) -> Result<Map<String, Value>, PluginError> {
+        self.plugin.run(ctx, inputs)
+    }
 }

@@ -4,21 +4,9 @@
 
 mod support;
 
-use std::process::Output;
-
 use secflow_supervisor::demo::target::DemoTarget;
 use serde_json::{json, Value};
 use support::*;
-
-fn json_of(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is one JSON document ({e}); stdout:\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
-}
 
 /// The vulnerability `cve` as some finding of `report` carries it.
 fn vulnerability<'a>(report: &'a Value, cve: &str) -> Option<&'a Value> {
@@ -72,11 +60,7 @@ fn the_demo_finds_cve_2021_41773_with_its_cvss_and_kev_date_and_exits_0() {
 /// Installs the shipped nuclei and analytics plugins and cve-mapper on the
 /// NVD fixtures into `bed`.
 fn install_web_pipeline(bed: &TestBed) {
-    bed.install(Install {
-        sandbox: json!({"network": true, "filesystem": "readonly", "timeout_seconds": 120}),
-        config_schema: json!({"concurrency": {"type": "integer", "default": 16}}),
-        ..Install::new("nuclei", workspace_bin("secflow-nuclei"))
-    });
+    bed.install_nuclei_detector();
     bed.install_nvd_enricher_and_analytics();
 }
 

@@ -68,15 +68,7 @@ fn nvd_data(dir: &Path) -> PathBuf {
 }
 
 fn install_pipeline(bed: &TestBed, data: &Path) {
-    bed.install(Install {
-        dependencies: vec!["nmap"],
-        config_schema: json!({
-            "ports": {"type": "string", "default": ""},
-            "timing": {"type": "integer", "minimum": 0, "maximum": 5, "default": 4}
-        }),
-        sandbox: json!({"network": true, "filesystem": "readonly", "timeout_seconds": 120}),
-        ..Install::new("service-scan", workspace_bin("secflow-service-scan"))
-    });
+    bed.install_service_scan_detector();
     bed.install(Install {
         category: "enricher",
         config_schema: json!({
@@ -114,9 +106,8 @@ async fn nmap_finds_an_old_openssh_banner_and_cve_mapper_enriches_the_stored_fin
     install_pipeline(&bed, &data);
     let supervisor = bed.supervisor().await;
 
-    let mut inputs = Map::new();
-    inputs.insert("target".into(), json!(format!("127.0.0.1:{port}")));
-    let scan = run_with(&supervisor, "service-scan", json!({}), inputs, None).await;
+    let target = format!("127.0.0.1:{port}");
+    let scan = run_on_target(&supervisor, "service-scan", &target, json!({}), None).await;
     assert_eq!(scan.status, RunStatus::Succeeded, "{scan:?}");
     assert_eq!(scan.findings, 1, "one open port: {scan:?}");
     let stored = findings_of(&supervisor, &scan.run_id);

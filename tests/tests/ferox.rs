@@ -15,42 +15,16 @@ use secflow_tests::http_fixture::{HttpFixture, Route};
 use serde_json::{json, Map, Value};
 use support::*;
 
-/// The shipped manifest, as staging would install it.
-fn shipped_manifest() -> Value {
-    let text = std::fs::read_to_string(workspace_root().join("manifests/ferox.json"))
-        .expect("manifests/ferox.json");
-    serde_json::from_str(&text).expect("manifest is JSON")
-}
-
 /// A test home with the ferox plugin installed from its shipped manifest;
 /// `read_paths` are added to its sandbox.
 fn install_ferox(read_paths: &[&std::path::Path]) -> TestBed {
     let bed = TestBed::new();
-    let manifest = shipped_manifest();
-    let mut sandbox = manifest["sandbox"].clone();
-    sandbox["read_paths"] = json!(read_paths);
-    bed.install(Install {
-        config_schema: manifest["config_schema"].clone(),
-        sandbox,
-        overrides: json!({"description": manifest["description"]}),
-        ..Install::new("ferox", workspace_bin("secflow-ferox"))
-    });
+    bed.install_shipped("ferox", "secflow-ferox", read_paths);
     bed
 }
 
 async fn scan(supervisor: &Supervisor, target: &str, config: Value) -> RunRecord {
-    scan_with_timeout(supervisor, target, config, None).await
-}
-
-async fn scan_with_timeout(
-    supervisor: &Supervisor,
-    target: &str,
-    config: Value,
-    timeout_ms: Option<u64>,
-) -> RunRecord {
-    let mut inputs = Map::new();
-    inputs.insert("target".into(), json!(target));
-    run_with(supervisor, "ferox", config, inputs, timeout_ms).await
+    run_on_target(supervisor, "ferox", target, config, None).await
 }
 
 /// The findings of a run keyed by `location.path`.
@@ -486,7 +460,7 @@ async fn a_scan_that_cannot_finish_in_time_stops_before_the_deadline_with_what_i
     let supervisor = bed.supervisor().await;
 
     let config = json!({"concurrency": 2, "auto_calibrate": false});
-    let record = scan_with_timeout(&supervisor, &server.url(), config, Some(3000)).await;
+    let record = run_on_target(&supervisor, "ferox", &server.url(), config, Some(3000)).await;
     succeeded(&record);
     assert!(
         record.duration_ms < 3000,

@@ -9,31 +9,19 @@ mod support;
 use secflow_supervisor::record::{RunRecord, RunStatus};
 use secflow_supervisor::Supervisor;
 use secflow_tests::http_fixture::{HttpFixture, Route};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use support::*;
 
 /// A test home with the nuclei plugin installed from its shipped manifest;
 /// `read_paths` are added to its sandbox.
 fn install_nuclei(read_paths: &[&std::path::Path]) -> TestBed {
-    let text = std::fs::read_to_string(workspace_root().join("manifests/nuclei.json"))
-        .expect("manifests/nuclei.json");
-    let manifest: Value = serde_json::from_str(&text).expect("manifest is JSON");
     let bed = TestBed::new();
-    let mut sandbox = manifest["sandbox"].clone();
-    sandbox["read_paths"] = json!(read_paths);
-    bed.install(Install {
-        config_schema: manifest["config_schema"].clone(),
-        sandbox,
-        overrides: json!({"description": manifest["description"]}),
-        ..Install::new("nuclei", workspace_bin("secflow-nuclei"))
-    });
+    bed.install_shipped("nuclei", "secflow-nuclei", read_paths);
     bed
 }
 
 async fn scan(supervisor: &Supervisor, target: &str, config: Value) -> RunRecord {
-    let mut inputs = Map::new();
-    inputs.insert("target".into(), json!(target));
-    run_with(supervisor, "nuclei", config, inputs, None).await
+    run_on_target(supervisor, "nuclei", target, config, None).await
 }
 
 fn rule_ids(supervisor: &Supervisor, record: &RunRecord) -> Vec<String> {

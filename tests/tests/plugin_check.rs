@@ -7,7 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use support::{fixture_config_schema, workspace_bin, workspace_root, TestBed};
+use support::{fixture_config_schema, json_of, workspace_bin, workspace_root, TestBed};
 
 /// A manifest for `name` in the bed, with the fixture knobs (`overrides`
 /// replaces top-level fields).
@@ -40,14 +40,7 @@ fn check(bed: &TestBed, executable: &Path, manifest: Option<&Path>) -> (i32, Val
         args.extend(["--manifest", m.as_str()]);
     }
     let out = bed.secflow(&args);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "the report is JSON ({e}); stdout {} stderr {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), report)
+    (out.status.code().unwrap_or(-1), json_of(&out))
 }
 
 fn verdict<'a>(report: &'a Value, id: &str) -> &'a Value {

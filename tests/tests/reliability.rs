@@ -46,13 +46,6 @@ fn root() -> Option<std::sync::MutexGuard<'static, ()>> {
         .then(|| ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-fn detector_schema() -> Value {
-    json!({
-        "count": {"type": "integer", "minimum": 0, "default": 10},
-        "delay_ms": {"type": "integer", "minimum": 0, "default": 0}
-    })
-}
-
 fn quiet_sandbox() -> Value {
     json!({"network": false, "filesystem": "readonly", "timeout_seconds": 60})
 }
@@ -64,7 +57,7 @@ fn home_with_detector(database: &str) -> Home {
         "detector",
         &binaries().detector,
         quiet_sandbox(),
-        detector_schema(),
+        Binaries::detector_schema(),
     )
     .expect("detector installs");
     home

@@ -8,11 +8,11 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use secflow_supervisor::demo::target::DemoTarget;
-use serde_json::{json, Value};
+use serde_json::Value;
 use support::*;
 
 /// A `secflowd` on the bed's config, killed when the test ends.
@@ -68,31 +68,9 @@ impl Drop for LiveDaemon {
 /// The shipped detectors for both kinds of target, cve-mapper on the NVD
 /// fixtures (with a persistent cache directory for its index) and analytics.
 fn install_pipeline(bed: &TestBed) {
-    bed.install(Install {
-        sandbox: json!({"network": true, "filesystem": "readonly", "timeout_seconds": 120}),
-        config_schema: json!({"concurrency": {"type": "integer", "default": 16}}),
-        ..Install::new("nuclei", workspace_bin("secflow-nuclei"))
-    });
-    bed.install(Install {
-        dependencies: vec!["nmap"],
-        config_schema: json!({
-            "ports": {"type": "string", "default": ""},
-            "timing": {"type": "integer", "minimum": 0, "maximum": 5, "default": 4}
-        }),
-        sandbox: json!({"network": true, "filesystem": "readonly", "timeout_seconds": 120}),
-        ..Install::new("service-scan", workspace_bin("secflow-service-scan"))
-    });
+    bed.install_nuclei_detector();
+    bed.install_service_scan_detector();
     bed.install_nvd_enricher_and_analytics();
-}
-
-fn json_of(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is one JSON document ({e}); stdout:\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
 }
 
 /// The CVE ids of a finding's vulnerabilities.

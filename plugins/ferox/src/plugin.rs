@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 use secflow_plugin_sdk::{
-    Category, Confidence, Finding, LogLevel, Plugin, PluginError, RunContext,
+    input_str, Category, Confidence, Finding, LogLevel, Plugin, PluginError, RunContext,
 };
 use serde_json::{json, Map, Value};
 
@@ -43,13 +43,9 @@ impl Plugin for Ferox {
         ctx: &mut RunContext,
         inputs: Map<String, Value>,
     ) -> Result<Map<String, Value>, PluginError> {
-        let target_text = inputs
-            .get("target")
-            .and_then(Value::as_str)
-            .ok_or_else(|| PluginError::invalid_inputs("inputs.target is missing or not a string"))?
-            .to_owned();
+        let target_text = input_str(&inputs, "target")?;
         let target =
-            Target::parse(&target_text).map_err(|e| PluginError::invalid_inputs(e.to_string()))?;
+            Target::parse(target_text).map_err(|e| PluginError::invalid_inputs(e.to_string()))?;
         let settings = Settings::from_config(ctx.config())
             .map_err(|e| PluginError::invalid_config(e.to_string()))?;
         let words = match &settings.wordlist {
@@ -60,7 +56,7 @@ impl Plugin for Ferox {
         };
         let runtime = engine::runtime()
             .map_err(|e| PluginError::internal(format!("cannot start the async runtime: {e}")))?;
-        let outcome = runtime.block_on(drive(ctx, &target_text, target, settings, &words));
+        let outcome = runtime.block_on(drive(ctx, target_text, target, settings, &words));
         // Workers still in a request are dropped, not awaited: cancel must be prompt.
         runtime.shutdown_background();
         outcome

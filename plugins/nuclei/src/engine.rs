@@ -173,7 +173,8 @@ pub async fn run_template(
 ) -> TemplateRun {
     let mut run = TemplateRun::default();
     let mut vars = target.vars.clone();
-    for text in template_texts(&template) {
+    let texts = template.requests.iter().flat_map(|r| r.shape.texts());
+    for text in texts {
         for inner in placeholders(text) {
             if is_randstr(inner) && !vars.contains_key(inner) {
                 vars.insert(inner.to_owned(), random_string(27));
@@ -252,26 +253,6 @@ pub async fn run_template(
         }
     }
     run
-}
-
-fn template_texts(template: &Template) -> Vec<&str> {
-    let mut texts = Vec::new();
-    for request in &template.requests {
-        match &request.shape {
-            RequestShape::Paths {
-                paths,
-                headers,
-                body,
-                ..
-            } => {
-                texts.extend(paths.iter().map(String::as_str));
-                texts.extend(headers.iter().map(|(_, v)| v.as_str()));
-                texts.extend(body.iter().map(String::as_str));
-            }
-            RequestShape::Raw { requests } => texts.extend(requests.iter().map(String::as_str)),
-        }
-    }
-    texts
 }
 
 type Combination = Vec<(String, String)>;

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use secflow_plugin_sdk::{Category, LogLevel, Plugin, PluginError, RunContext};
+use secflow_plugin_sdk::{input_str, Category, LogLevel, Plugin, PluginError, RunContext};
 use serde_json::{json, Map, Value};
 use tokio::task::JoinSet;
 
@@ -220,12 +220,8 @@ impl Plugin for Nuclei {
         ctx: &mut RunContext,
         inputs: Map<String, Value>,
     ) -> Result<Map<String, Value>, PluginError> {
-        let target = inputs
-            .get("target")
-            .and_then(Value::as_str)
-            .ok_or_else(|| PluginError::invalid_inputs("inputs.target is missing or not a string"))?
-            .to_owned();
-        let vars = TargetVars::new(&target)
+        let target = input_str(&inputs, "target")?;
+        let vars = TargetVars::new(target)
             .map_err(|err| PluginError::invalid_inputs(format!("inputs.target: {err}")))?;
         let settings = Settings::from_config(ctx.config())?;
         let catalog = Catalog::load(&settings.templates)?;
@@ -262,7 +258,7 @@ impl Plugin for Nuclei {
             })?;
         runtime.block_on(reachable(&vars.base, settings.request_timeout))?;
         let summary = runtime.block_on(execute(
-            ctx, &catalog, &client, &vars, &options, &settings, &target,
+            ctx, &catalog, &client, &vars, &options, &settings, target,
         ))?;
         let mut outputs = Map::new();
         outputs.insert("target".into(), json!(target));

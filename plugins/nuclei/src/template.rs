@@ -99,6 +99,27 @@ pub enum RequestShape {
     Raw { requests: Vec<String> },
 }
 
+impl RequestShape {
+    /// The texts the requests are built from, where `{{…}}` placeholders may
+    /// stand: paths, header values and body, or the raw requests.
+    pub fn texts(&self) -> Vec<&str> {
+        match self {
+            RequestShape::Paths {
+                paths,
+                headers,
+                body,
+                ..
+            } => paths
+                .iter()
+                .map(String::as_str)
+                .chain(headers.iter().map(|(_, v)| v.as_str()))
+                .chain(body.iter().map(String::as_str))
+                .collect(),
+            RequestShape::Raw { requests } => requests.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attack {
     BatteringRam,
@@ -907,19 +928,7 @@ fn check_placeholders(template: &Template, reader: &mut Reader) {
     }
     let mut texts: Vec<&str> = template.variables.iter().map(|(_, v)| v.as_str()).collect();
     for request in &template.requests {
-        match &request.shape {
-            RequestShape::Paths {
-                paths,
-                headers,
-                body,
-                ..
-            } => {
-                texts.extend(paths.iter().map(String::as_str));
-                texts.extend(headers.iter().map(|(_, v)| v.as_str()));
-                texts.extend(body.iter().map(String::as_str));
-            }
-            RequestShape::Raw { requests } => texts.extend(requests.iter().map(String::as_str)),
-        }
+        texts.extend(request.shape.texts());
         for (_, values) in &request.payloads {
             texts.extend(values.iter().map(String::as_str));
         }

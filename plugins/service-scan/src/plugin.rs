@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use secflow_plugin_sdk::{
-    Category, Confidence, Finding, LogLevel, Plugin, PluginError, RunContext, Severity,
+    input_str, Category, Confidence, Finding, LogLevel, Plugin, PluginError, RunContext, Severity,
 };
 use serde_json::{json, Map, Value};
 
@@ -105,12 +105,7 @@ impl Plugin for ServiceScan {
         ctx: &mut RunContext,
         inputs: Map<String, Value>,
     ) -> Result<Map<String, Value>, PluginError> {
-        let target = inputs
-            .get("target")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                PluginError::invalid_inputs("inputs.target is missing or not a string")
-            })?;
+        let target = input_str(&inputs, "target")?;
         let ports = ctx.config().get("ports").and_then(Value::as_str);
         let timing = match ctx.config().get("timing") {
             None => DEFAULT_TIMING,

@@ -893,21 +893,26 @@ fn write_findings(out: &mut dyn Write, findings: &[Value]) -> std::io::Result<()
     for f in findings {
         let text = |k: &str| f.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let number = |k: &str| f.get(k).map(Value::to_string).unwrap_or_default();
-        let place = f
-            .pointer("/location/url")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| text("target"));
         t.row(vec![
             number("id"),
             text("severity"),
             text("rule_id"),
-            place,
+            finding_place(f).to_string(),
             text("title"),
             number("occurrences"),
         ]);
     }
     t.write(out)
+}
+
+/// Where a finding document points: its location URL, else its target (`""`
+/// when it has neither), as the tables and SARIF messages show it.
+fn finding_place(finding: &Value) -> &str {
+    finding
+        .pointer("/location/url")
+        .and_then(Value::as_str)
+        .or_else(|| finding.get("target").and_then(Value::as_str))
+        .unwrap_or("")
 }
 
 fn manifest_command(cli: &Cli, action: &ManifestAction) -> Result<ExitCode, Failure> {

@@ -16,6 +16,9 @@ use std::collections::BTreeMap;
 use secflow_plugin_sdk::protocol::Severity;
 use serde_json::{json, Map, Value};
 
+use super::finding_place;
+use crate::scan::severity_of;
+
 /// The `partialFingerprints` key under which the stored fingerprint goes.
 pub const FINGERPRINT_KEY: &str = "secflowFingerprint/v1";
 
@@ -147,10 +150,7 @@ fn result(finding: &Value, rule_id: &str, rule_index: usize) -> Value {
     let severity = severity_of(finding);
     let target = text(finding, "target").unwrap_or("");
     let title = text(finding, "title").unwrap_or(rule_id);
-    let place = finding
-        .pointer("/location/url")
-        .and_then(Value::as_str)
-        .unwrap_or(target);
+    let place = finding_place(finding);
     let message = if place.is_empty() {
         title.to_string()
     } else {
@@ -239,12 +239,6 @@ fn precision(confidence: &str) -> Option<&'static str> {
         "low" => Some("low"),
         _ => None,
     }
-}
-
-fn severity_of(finding: &Value) -> Severity {
-    text(finding, "severity")
-        .and_then(Severity::parse)
-        .unwrap_or(Severity::Unknown)
 }
 
 fn max_cvss(finding: &Value) -> Option<f64> {

@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 use super::client::{DaemonClient, FindingDocs, PluginListing};
 use super::table::Table;
 use super::{
-    current_uid, error_chain, load_config, runtime, socket_path, write_pretty, Cli, Failure,
+    current_uid, error_chain, finding_place, load_config, runtime, socket_path, write_pretty, Cli,
+    Failure,
 };
 use crate::demo::{self, DemoError, DemoHome, DemoOutcome};
 use crate::record::RunRecord;
@@ -280,18 +281,13 @@ fn write_human(
     let mut t = Table::new(&["SEVERITY", "CVSS", "RULE", "WHERE", "TITLE", "CVES"]);
     for f in &report.findings {
         let text = |k: &str| f.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        let place = f
-            .pointer("/location/url")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| text("target"));
         t.row(vec![
             text("severity"),
             max_cvss_of(f)
                 .map(|c| format!("{c:.1}"))
                 .unwrap_or_default(),
             text("rule_id"),
-            place,
+            finding_place(f).to_string(),
             text("title"),
             cve_list(f),
         ]);
