@@ -219,6 +219,28 @@ fn attack(name: &str, config: &Map<String, Value>) -> Map<String, Value> {
             };
             results.insert("orphan_gone".into(), json!(gone));
         }
+        "reaped_child_syscall" => {
+            // A child makes a forbidden syscall and the plugin reaps it
+            // itself, then ends cleanly: the run's init never sees the
+            // death; only the kernel's audit record tells.
+            // SAFETY: fork/waitpid/_exit; the child makes one raw syscall.
+            let status = unsafe {
+                let child = libc::fork();
+                if child == 0 {
+                    libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0);
+                    libc::_exit(0);
+                }
+                let mut status = 0;
+                libc::waitpid(child, &mut status, 0);
+                status
+            };
+            let signal = if libc::WIFSIGNALED(status) {
+                libc::WTERMSIG(status)
+            } else {
+                0
+            };
+            results.insert("child_signal".into(), json!(signal));
+        }
         "syscall" => {
             for t in &targets {
                 // SAFETY: each is a raw syscall with harmless or invalid arguments;

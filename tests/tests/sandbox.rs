@@ -11,6 +11,7 @@ mod support;
 
 use std::path::Path;
 
+use secflow_soak::Binaries;
 use secflow_supervisor::record::{ErrorKind, RunRecord, RunStatus};
 use secflow_supervisor::registry::PluginStatus;
 use secflow_supervisor::Supervisor;
@@ -26,19 +27,9 @@ fn sandbox_available() -> bool {
     root_or_skip("the sandbox tests")
 }
 
-fn hostile_config() -> Value {
-    json!({
-        "attack": {"type": "string"},
-        "then": {"type": "string", "default": "whoami"},
-        "targets": {"type": "array", "items": {"type": "string"}, "default": []},
-        "mb": {"type": "integer", "default": 64},
-        "count": {"type": "integer", "default": 3}
-    })
-}
-
 fn install_hostile(bed: &TestBed, name: &str, sandbox: Value) {
     bed.install(Install {
-        config_schema: hostile_config(),
+        config_schema: Binaries::hostile_schema(),
         sandbox,
         ..Install::new(name, HOSTILE)
     });
@@ -413,15 +404,16 @@ async fn forbidden_syscalls_are_violations_that_revoke_the_plugin() {
     let supervisor = bed.supervisor().await;
     let before = run(&supervisor, "detector", json!({"count": 5})).await;
     assert_eq!(before.status, RunStatus::Succeeded);
-    for syscall in [
-        "ptrace",
-        "mount",
-        "unshare",
-        "bpf",
-        "kexec_load",
-        "init_module",
-        "clone_newuser",
-        "x32_getpid",
+    // Each attack, and the call the kernel's audit record names for it.
+    for (syscall, named) in [
+        ("ptrace", "ptrace"),
+        ("mount", "mount"),
+        ("unshare", "unshare"),
+        ("bpf", "bpf"),
+        ("kexec_load", "kexec_load"),
+        ("init_module", "init_module"),
+        ("clone_newuser", "clone"),
+        ("x32_getpid", "getpid"),
     ] {
         let name = format!("violator-{}", syscall.replace('_', "-"));
         install_hostile(&bed, &name, default_sandbox());
@@ -439,6 +431,11 @@ async fn forbidden_syscalls_are_violations_that_revoke_the_plugin() {
             "{syscall}"
         );
         assert_eq!(record.signal, Some(libc::SIGSYS), "{syscall}");
+        let message = &record.error.as_ref().unwrap().message;
+        assert!(
+            message.contains(&format!("({named} (")),
+            "{syscall}: the violation names the call: {message}"
+        );
         assert_eq!(
             record.findings, 1,
             "{syscall}: the finding before the attack is kept"
@@ -537,6 +534,51 @@ async fn an_orphan_killed_by_seccomp_makes_the_run_a_violation_that_revokes_the_
     assert!(audit_events(&supervisor, "sandbox_violation")
         .iter()
         .any(|e| e.security && e.plugin.as_deref() == Some("orphaner")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_the_plugin_reaps_itself_after_a_seccomp_kill_still_makes_the_run_a_violation() {
+    if !sandbox_available() {
+        return;
+    }
+    // Neither the plugin's exit nor the init's reaping shows this death: the
+    // plugin waits for its own child. The kernel's audit record of the kill,
+    // filed by the run's uid, does, and names the call.
+    let (bed, record) = attack_once(
+        "reaper",
+        default_sandbox(),
+        json!({"attack": "reaped_child_syscall"}),
+    )
+    .await;
+    assert_eq!(
+        results(&record)["child_signal"],
+        libc::SIGSYS,
+        "the child was killed: {record:?}"
+    );
+    assert_eq!(
+        record.exit_code,
+        Some(0),
+        "the plugin itself exited cleanly"
+    );
+    assert_eq!(record.status, RunStatus::Violated, "{record:?}");
+    let error = record.error.as_ref().unwrap();
+    assert_eq!(error.kind, ErrorKind::SandboxViolation);
+    assert!(error.message.contains("ptrace (101)"), "{}", error.message);
+    let supervisor = bed.supervisor().await;
+    let entry = supervisor
+        .plugins()
+        .into_iter()
+        .find(|e| e.name == "reaper")
+        .unwrap();
+    assert_eq!(entry.status, PluginStatus::Revoked);
+    let violation = audit_events(&supervisor, "sandbox_violation")
+        .into_iter()
+        .find(|e| e.plugin.as_deref() == Some("reaper"))
+        .expect("a sandbox_violation audit event");
+    let kill = &violation.details["seccomp_kills"][0];
+    assert_eq!(kill["syscall"], 101);
+    assert_eq!(kill["name"], "ptrace");
+    assert_eq!(kill["comm"], "fixture-hostile");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -733,7 +775,16 @@ fn doctor_reports_every_layer_available_here_and_exits_0() {
     // A uid range that clashes with an account is reported and fails the check.
     let clash = TestBed::new();
     let text = std::fs::read_to_string(&clash.config_path).unwrap();
-    let text = text.replace("[sandbox]\n", "[sandbox]\nuid_min = 65530\nuid_count = 8\n");
+    let uids = clash.config().sandbox;
+    let text = text
+        .replace(
+            &format!("uid_min = {}\n", uids.uid_min),
+            "uid_min = 65530\n",
+        )
+        .replace(
+            &format!("uid_count = {}\n", uids.uid_count),
+            "uid_count = 8\n",
+        );
     std::fs::write(&clash.config_path, text).unwrap();
     let out = clash.secflow(&["--json", "doctor"]);
     assert_eq!(out.status.code(), Some(1));

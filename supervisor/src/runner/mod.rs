@@ -32,7 +32,10 @@ use crate::clock::now_rfc3339;
 use crate::config::{Config, RunLimits};
 use crate::manifest::VerifiedPlugin;
 use crate::record::{ErrorKind, RunError, RunRecord, RunStatus};
-use crate::sandbox::{self, EffectivePolicy, Host, Layer, RunDir, SandboxPlan, UidLease, UidPool};
+use crate::sandbox::{
+    self, EffectivePolicy, Host, Layer, RunDir, SandboxPlan, SeccompAudit, SeccompKill, UidLease,
+    UidPool,
+};
 use crate::storage::{AuditEvent, StoreWriter, TelemetryEvent, WriteOp};
 use process::ExitInfo;
 use session::{Ending, SessionOutcome, SessionSpec};
@@ -62,6 +65,9 @@ pub struct Runner {
     host: Arc<Host>,
     uids: UidPool,
     executables: Arc<verified::VerifiedExecutables>,
+    /// The kernel's reports of seccomp kills, by uid; `None` where the audit
+    /// log cannot be read (see `sandbox::SeccompAudit`).
+    seccomp_audit: Option<Arc<SeccompAudit>>,
 }
 
 /// What `execute` needs of a prepared run.
@@ -73,6 +79,9 @@ struct Launch<'a> {
     run_dir: &'a RunDir,
     uid: Option<u32>,
     started: Instant,
+    /// `started` on the wall clock, ms since the Unix epoch (the kernel's
+    /// audit records carry that clock).
+    started_ms: u64,
     phases: &'a mut Phases,
 }
 
@@ -181,12 +190,22 @@ pub fn audit_event(
 impl Runner {
     pub fn new(config: Arc<Config>, store: StoreWriter, host: Arc<Host>) -> Runner {
         let uids = UidPool::new(config.sandbox.uid_min, config.sandbox.uid_count);
+        let first = config.sandbox.uid_min;
+        let run_uids = first..first.saturating_add(config.sandbox.uid_count);
+        let seccomp_audit = match SeccompAudit::open(run_uids) {
+            Ok(audit) => Some(Arc::new(audit)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the kernel's audit log: a seccomp kill of a process the plugin reaps itself will go unseen, and violations will not name their system call");
+                None
+            }
+        };
         Runner {
             config,
             store,
             host,
             uids,
             executables: Arc::default(),
+            seccomp_audit,
         }
     }
 
@@ -247,6 +266,9 @@ impl Runner {
         cancel: watch::Receiver<bool>,
     ) -> RunRecord {
         let started = Instant::now();
+        let started_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let mut phases = Phases::new(started);
         let run_id = record.run_id.clone();
         let actor = request.actor_uid;
@@ -361,6 +383,7 @@ impl Runner {
             run_dir: &run_dir,
             uid,
             started,
+            started_ms,
             phases: &mut phases,
         };
         let record = self.execute(launch, record, request, config, cancel).await;
@@ -391,6 +414,7 @@ impl Runner {
             run_dir,
             uid,
             started,
+            started_ms,
             phases,
         } = launch;
         let limits = &self.config.limits;
@@ -505,6 +529,15 @@ impl Runner {
             None => (String::new(), 0),
         };
         drop(child);
+        let reported = match uid {
+            Some(uid) if layers.contains(&Layer::Seccomp) => {
+                let killed = exit
+                    .as_ref()
+                    .is_some_and(|e| e.signal == Some(libc::SIGSYS) || e.seccomp_kills > 0);
+                self.seccomp_kills(uid, started_ms, killed).await
+            }
+            _ => Vec::new(),
+        };
 
         phases.mark("reaped");
         if let Some(message) = setup_failure {
@@ -521,8 +554,14 @@ impl Runner {
             record.memory_mb = exit.memory_mb;
         }
         record.findings_rejected = outcome.rejected;
-        let (status, error) =
-            conclude(&outcome, exit.as_ref(), timeout, &plan.limits, &stderr_tail);
+        let (status, error) = conclude(
+            &outcome,
+            exit.as_ref(),
+            &reported,
+            timeout,
+            &plan.limits,
+            &stderr_tail,
+        );
         record.stderr_tail = stderr_tail;
         record.status = status;
         record.error = error;
@@ -548,11 +587,29 @@ impl Runner {
                     &record,
                     actor,
                     error.message.clone(),
-                    json!({"signal": record.signal}),
+                    json!({"signal": record.signal, "seccomp_kills": reported}),
                 ));
             }
         }
         self.finish(record, audit).await
+    }
+
+    /// The seccomp kills the kernel reported for the run that held `uid`
+    /// (every process of it is gone by now). The kernel sends its reports a
+    /// moment after the kill: when the run is known to have had one
+    /// (`killed`), this waits a little for the report that names the call.
+    async fn seccomp_kills(&self, uid: u32, started_ms: u64, killed: bool) -> Vec<SeccompKill> {
+        let Some(audit) = &self.seccomp_audit else {
+            return Vec::new();
+        };
+        let mut kills = audit.kills_of(uid, started_ms);
+        let mut waited = Duration::ZERO;
+        while killed && kills.is_empty() && waited < SECCOMP_REPORT_WAIT {
+            tokio::time::sleep(SECCOMP_REPORT_POLL).await;
+            waited += SECCOMP_REPORT_POLL;
+            kills = audit.kills_of(uid, started_ms);
+        }
+        kills
     }
 
     /// Commits the final record, its telemetry and audit events; returns the
@@ -589,11 +646,34 @@ impl Runner {
     }
 }
 
+/// How long a run that ended by a seccomp kill waits for the kernel's report
+/// naming the call, and how often it looks.
+const SECCOMP_REPORT_WAIT: Duration = Duration::from_millis(200);
+const SECCOMP_REPORT_POLL: Duration = Duration::from_millis(10);
+
+/// `" (ptrace (101), mount (165))"`: the distinct calls the kernel reported,
+/// for a violation's message; empty when it reported none.
+fn forbidden_calls(reported: &[SeccompKill]) -> String {
+    let mut labels: Vec<String> = Vec::new();
+    for kill in reported {
+        let label = kill.syscall_label();
+        if !labels.contains(&label) {
+            labels.push(label);
+        }
+    }
+    if labels.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", labels.join(", "))
+    }
+}
+
 /// The run's status and error from what the session saw and how the process
 /// ended. Pure; the order of the checks is the precedence.
 fn conclude(
     outcome: &SessionOutcome,
     exit: Option<&ExitInfo>,
+    reported: &[SeccompKill],
     timeout: Duration,
     limits: &RunLimits,
     stderr_tail: &str,
@@ -604,17 +684,24 @@ fn conclude(
         }
     }
     // The seccomp filter kills with SIGSYS: a violation, whatever else happened.
+    let calls = forbidden_calls(reported);
     if exit.and_then(|e| e.signal) == Some(libc::SIGSYS) {
-        let message =
-            "the plugin made a forbidden system call and was killed by the seccomp filter (SIGSYS)";
+        let message = format!(
+            "the plugin made a forbidden system call{calls} and was killed by the seccomp filter (SIGSYS)"
+        );
         return (
             RunStatus::Violated,
             Some(RunError::new(ErrorKind::SandboxViolation, message)),
         );
     }
-    if let Some(kills) = exit.map(|e| e.seccomp_kills).filter(|k| *k > 0) {
+    // Orphans the init reaped, and any process the kernel reported (the
+    // plugin may have reaped its own children).
+    let kills = exit
+        .map_or(0, |e| e.seccomp_kills as usize)
+        .max(reported.len());
+    if kills > 0 {
         let message = format!(
-            "{kills} process(es) the plugin started made a forbidden system call and were killed by the seccomp filter (SIGSYS)"
+            "{kills} process(es) the plugin started made a forbidden system call{calls} and were killed by the seccomp filter (SIGSYS)"
         );
         return (
             RunStatus::Violated,
@@ -783,6 +870,7 @@ mod tests {
             conclude(
                 &outcome,
                 Some(&exit(Some(0), None)),
+                &[],
                 Duration::ZERO,
                 &LIMITS,
                 ""
@@ -801,6 +889,7 @@ mod tests {
         let (status, error) = conclude(
             &outcome,
             Some(&exit(None, Some(9))),
+            &[],
             Duration::from_secs(1),
             &LIMITS,
             "",
@@ -816,7 +905,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            conclude(&outcome, None, Duration::ZERO, &LIMITS, "").0,
+            conclude(&outcome, None, &[], Duration::ZERO, &LIMITS, "").0,
             RunStatus::Rejected
         );
     }
@@ -826,6 +915,7 @@ mod tests {
         let (status, error) = conclude(
             &SessionOutcome::default(),
             Some(&exit(Some(3), None)),
+            &[],
             Duration::ZERO,
             &LIMITS,
             "",
@@ -845,6 +935,7 @@ mod tests {
         let (status, error) = conclude(
             &outcome,
             Some(&exit(Some(0), None)),
+            &[],
             Duration::ZERO,
             &LIMITS,
             "",
@@ -865,6 +956,7 @@ mod tests {
                 seccomp_kills: 1,
                 ..exit(Some(0), None)
             }),
+            &[],
             Duration::ZERO,
             &LIMITS,
             "",
@@ -884,12 +976,70 @@ mod tests {
         let (status, error) = conclude(
             &SessionOutcome::default(),
             Some(&exit(None, Some(libc::SIGSYS))),
+            &[],
             Duration::ZERO,
             &LIMITS,
             "",
         );
         assert_eq!(status, RunStatus::Violated);
         assert_eq!(error.unwrap().kind, ErrorKind::SandboxViolation);
+    }
+
+    fn reported(syscall: i64, name: &str) -> SeccompKill {
+        SeccompKill {
+            pid: 4242,
+            uid: 2_000_000_001,
+            comm: "helper".into(),
+            arch: "c000003e".into(),
+            syscall,
+            name: Some(name.into()),
+            at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_child_the_plugin_reaped_itself_is_seen_through_the_kernel_s_report() {
+        let outcome = SessionOutcome {
+            run_answer: Some(Ok(RunResult::default())),
+            ..SessionOutcome::default()
+        };
+        let kills = [
+            reported(101, "ptrace"),
+            reported(101, "ptrace"),
+            reported(165, "mount"),
+        ];
+        let (status, error) = conclude(
+            &outcome,
+            Some(&exit(Some(0), None)),
+            &kills,
+            Duration::ZERO,
+            &LIMITS,
+            "",
+        );
+        assert_eq!(status, RunStatus::Violated);
+        let message = error.unwrap().message;
+        assert!(message.starts_with("3 process(es)"), "{message}");
+        assert!(
+            message.contains("(ptrace (101), mount (165))"),
+            "each call named once: {message}"
+        );
+    }
+
+    #[test]
+    fn the_plugin_s_own_sigsys_death_names_the_call_when_the_kernel_reported_it() {
+        let (_, error) = conclude(
+            &SessionOutcome::default(),
+            Some(&exit(None, Some(libc::SIGSYS))),
+            &[reported(101, "ptrace")],
+            Duration::ZERO,
+            &LIMITS,
+            "",
+        );
+        let message = error.unwrap().message;
+        assert!(
+            message.starts_with("the plugin made a forbidden system call (ptrace (101))"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -899,6 +1049,7 @@ mod tests {
         let (_, error) = conclude(
             &SessionOutcome::default(),
             Some(&spun),
+            &[],
             Duration::ZERO,
             &LIMITS,
             "",
@@ -909,6 +1060,7 @@ mod tests {
         let (_, error) = conclude(
             &SessionOutcome::default(),
             Some(&grew),
+            &[],
             Duration::ZERO,
             &LIMITS,
             "",
@@ -919,6 +1071,7 @@ mod tests {
         let (_, error) = conclude(
             &SessionOutcome::default(),
             Some(&small),
+            &[],
             Duration::ZERO,
             &LIMITS,
             said,
@@ -927,6 +1080,7 @@ mod tests {
         let (_, error) = conclude(
             &SessionOutcome::default(),
             Some(&small),
+            &[],
             Duration::ZERO,
             &LIMITS,
             "",

@@ -27,6 +27,7 @@
 //! secret inside an otherwise readable tree, which an allow-only Landlock
 //! ruleset cannot express.
 
+mod audit;
 mod child;
 mod host;
 mod seccomp;
@@ -38,6 +39,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use audit::{SeccompAudit, SeccompKill};
 pub use child::{
     block_all_signals, create_run_dir, pidfd_kill, pipe, read_exit_report, read_setup_report,
     remove_run_dir, ChildMemory, ChildStdio, ExitReport, LaunchError, Launched, PreparedSandbox,

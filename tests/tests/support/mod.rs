@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use secflow_supervisor::config::Config;
 use secflow_supervisor::record::RunRecord;
@@ -76,6 +76,12 @@ impl<'a> Install<'a> {
     }
 }
 
+/// Per-run uids of the test beds: slot `n` is `TEST_UID_BASE + n *
+/// TEST_UIDS_PER_BED`, `+ TEST_UIDS_PER_BED` (above the soak's homes).
+const TEST_UID_BASE: u32 = 2_200_000_000;
+const TEST_UIDS_PER_BED: u32 = 64;
+const TEST_UID_SLOTS: u32 = 1 << 20;
+
 /// Whether this process runs as root, which sandboxed runs need (per-run
 /// uids, namespaces, mounts). Outside CI a test that needs it may skip: this
 /// prints why (`needs` says what needs root). In CI it must run, so this fails.
@@ -120,6 +126,46 @@ pub fn init_tracing() {
 }
 
 impl TestBed {
+    /// The scan pipeline's web detector: nuclei with its built-in templates,
+    /// network granted.
+    pub fn install_nuclei_detector(&self) {
+        self.install(Install {
+            sandbox: json!({"network": true, "filesystem": "readonly", "timeout_seconds": 120}),
+            config_schema: json!({"concurrency": {"type": "integer", "default": 16}}),
+            ..Install::new("nuclei", workspace_bin("secflow-nuclei"))
+        });
+    }
+
+    /// The scan pipeline's service detector: service-scan, which needs nmap.
+    pub fn install_service_scan_detector(&self) {
+        self.install(Install {
+            dependencies: vec!["nmap"],
+            config_schema: json!({
+                "ports": {"type": "string", "default": ""},
+                "timing": {"type": "integer", "minimum": 0, "maximum": 5, "default": 4}
+            }),
+            sandbox: json!({"network": true, "filesystem": "readonly", "timeout_seconds": 120}),
+            ..Install::new("service-scan", workspace_bin("secflow-service-scan"))
+        });
+    }
+
+    /// Installs a shipped plugin (the workspace binary `executable`) as staging
+    /// would from `manifests/<name>.json`: its config schema, description and
+    /// sandbox, with the sandbox's `read_paths` set to `read_paths`.
+    pub fn install_shipped(&self, name: &str, executable: &str, read_paths: &[&Path]) -> PathBuf {
+        let file = format!("manifests/{name}.json");
+        let text = std::fs::read_to_string(workspace_root().join(&file)).expect(&file);
+        let manifest: Value = serde_json::from_str(&text).expect("manifest is JSON");
+        let mut sandbox = manifest["sandbox"].clone();
+        sandbox["read_paths"] = json!(read_paths);
+        self.install(Install {
+            config_schema: manifest["config_schema"].clone(),
+            sandbox,
+            overrides: json!({"description": manifest["description"]}),
+            ..Install::new(name, workspace_bin(executable))
+        })
+    }
+
     /// The scan pipeline's last two stages: cve-mapper (enricher) over the
     /// NVD records in tests/fixtures/nvd, and the analytics plugin.
     pub fn install_nvd_enricher_and_analytics(&self) {
@@ -157,13 +203,21 @@ impl TestBed {
     /// config has `extra` appended.
     pub fn with_sandbox_and_config(sandbox_keys: &str, extra: &str) -> TestBed {
         init_tracing();
+        // Each bed gets per-run uids of its own: tests run side by side, and
+        // a uid names the run (the kernel's seccomp reports, RLIMIT_NPROC).
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let slot = std::process::id()
+            .wrapping_mul(64)
+            .wrapping_add(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let uid_min = TEST_UID_BASE + (slot % TEST_UID_SLOTS) * TEST_UIDS_PER_BED;
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
         let config_path = dir.path().join("secflow.toml");
         let text = format!(
             "[plugins]\nmanifest_dirs = [\"plugins\"]\n\
              [storage]\npath = \"var/secflow.db\"\n\
-             [sandbox]\nwork_root = \"var/runs\"\n{sandbox_keys}\
+             [sandbox]\nwork_root = \"var/runs\"\n\
+             uid_min = {uid_min}\nuid_count = {TEST_UIDS_PER_BED}\n{sandbox_keys}\
              [limits]\ncancel_grace_ms = 500\n{extra}"
         );
         std::fs::write(&config_path, text).unwrap();
@@ -264,6 +318,31 @@ pub async fn run_with(
         .execute(request, cancel_rx)
         .await
         .expect("run executes")
+}
+
+/// Runs a plugin whose one input is `target` to its end.
+pub async fn run_on_target(
+    supervisor: &Supervisor,
+    plugin: &str,
+    target: &str,
+    config: Value,
+    timeout_ms: Option<u64>,
+) -> RunRecord {
+    let mut inputs = Map::new();
+    inputs.insert("target".into(), json!(target));
+    run_with(supervisor, plugin, config, inputs, timeout_ms).await
+}
+
+/// The one JSON document a command wrote to stdout; panics showing both
+/// streams when stdout is not one.
+pub fn json_of(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is one JSON document ({e}); stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
 }
 
 /// Every finding a run reported.
