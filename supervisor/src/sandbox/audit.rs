@@ -39,6 +39,11 @@ const MAX_MESSAGE: usize = 8970 + 16;
 /// most this many of its own.
 const MAX_FILED: usize = 4096;
 const MAX_PER_RUN: usize = 64;
+/// The audit stamp comes from the kernel's coarse clock (a tick behind, at
+/// most 10 ms at HZ=100), and truncated to ms: a kill in a run's first
+/// moments can be stamped before the run's start. A uid is reused only after
+/// every other uid of the range (round robin), far longer than this.
+const CLOCK_SLACK_MS: u64 = 100;
 
 /// One process killed by the seccomp filter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -138,12 +143,7 @@ impl SeccompAudit {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.drain(&mut filed);
-        let Some(records) = filed.by_uid.remove(&uid) else {
-            return Vec::new();
-        };
-        filed.count -= records.len();
-        let (theirs, late): (Vec<_>, Vec<_>) =
-            records.into_iter().partition(|k| k.at_ms >= since_ms);
+        let (theirs, late) = filed.take(uid, since_ms);
         for kill in late {
             tracing::warn!(uid, pid = kill.pid, comm = %kill.comm, syscall = %kill.syscall_label(),
                 "a seccomp kill was reported after the run that held its uid had ended");
@@ -194,15 +194,34 @@ impl SeccompAudit {
             else {
                 continue;
             };
-            if !self.uids.contains(&kill.uid) || filed.count >= MAX_FILED {
-                continue;
-            }
-            let records = filed.by_uid.entry(kill.uid).or_default();
-            if records.len() < MAX_PER_RUN {
-                records.push(kill);
-                filed.count += 1;
-            }
+            filed.file(kill, &self.uids);
         }
+    }
+}
+
+impl Filed {
+    /// Keeps `kill` if its uid is a run's, within the bounds.
+    fn file(&mut self, kill: SeccompKill, uids: &Range<u32>) {
+        if !uids.contains(&kill.uid) || self.count >= MAX_FILED {
+            return;
+        }
+        let records = self.by_uid.entry(kill.uid).or_default();
+        if records.len() < MAX_PER_RUN {
+            records.push(kill);
+            self.count += 1;
+        }
+    }
+
+    /// The records of `uid`: those of the run that started at `since_ms`,
+    /// and those older than it (a previous run's, reported too late).
+    fn take(&mut self, uid: u32, since_ms: u64) -> (Vec<SeccompKill>, Vec<SeccompKill>) {
+        let Some(records) = self.by_uid.remove(&uid) else {
+            return (Vec::new(), Vec::new());
+        };
+        self.count -= records.len();
+        records
+            .into_iter()
+            .partition(|k| k.at_ms + CLOCK_SLACK_MS >= since_ms)
     }
 }
 
@@ -306,6 +325,51 @@ mod tests {
         );
         assert_eq!(parse_seccomp_record("type=1326 something else"), None);
         assert_eq!(parse_seccomp_record(""), None);
+    }
+
+    fn kill_at(uid: u32, at_ms: u64) -> SeccompKill {
+        SeccompKill {
+            at_ms,
+            uid,
+            ..parse_seccomp_record(PTRACE_KILL).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_run_gets_the_kills_of_its_uid_since_its_start_and_none_of_an_earlier_run() {
+        let uids = 100..110;
+        let mut filed = Filed::default();
+        filed.file(kill_at(101, 5_000), &uids);
+        filed.file(kill_at(101, 9_950), &uids); // coarse clock: just before the start
+        filed.file(kill_at(101, 10_020), &uids);
+        filed.file(kill_at(102, 10_030), &uids);
+        filed.file(kill_at(7, 10_040), &uids); // not a run's uid
+        let (theirs, late) = filed.take(101, 10_000);
+        let at: Vec<u64> = theirs.iter().map(|k| k.at_ms).collect();
+        assert_eq!(at, [9_950, 10_020]);
+        assert_eq!(late.len(), 1, "the earlier run's record is not this run's");
+        assert_eq!(
+            filed.take(101, 10_000),
+            (Vec::new(), Vec::new()),
+            "taken once"
+        );
+        assert_eq!(filed.take(102, 10_000).0.len(), 1);
+        assert_eq!(filed.take(7, 0).0.len(), 0);
+        assert_eq!(filed.count, 0);
+    }
+
+    #[test]
+    fn filing_is_bounded_per_run_and_in_all() {
+        let uids = 0..u32::MAX;
+        let mut filed = Filed::default();
+        for _ in 0..MAX_PER_RUN + 10 {
+            filed.file(kill_at(1, 1), &uids);
+        }
+        assert_eq!(filed.count, MAX_PER_RUN);
+        for uid in 2..(MAX_FILED as u32 + 100) {
+            filed.file(kill_at(uid, 1), &uids);
+        }
+        assert_eq!(filed.count, MAX_FILED);
     }
 
     #[test]
