@@ -761,6 +761,11 @@ fn doctor_reports_every_layer_available_here_and_exits_0() {
     for layer in report["layers"].as_array().unwrap() {
         assert_eq!(layer["available"], true, "{layer}");
     }
+    assert_eq!(
+        report["host"]["seccomp_audit_log"],
+        json!({"Ok": null}),
+        "this machine's kernel reports seccomp kills: {report}"
+    );
     let memory = report["config"]
         .as_array()
         .unwrap()

@@ -119,6 +119,15 @@ fn write_report(out: &mut dyn Write, r: &Report) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
+        "  seccomp kill reports (audit)    {}",
+        describe(
+            &h.seccomp_audit_log
+                .clone()
+                .map(|()| "yes (violations name their call)".to_string())
+        )
+    )?;
+    writeln!(
+        out,
         "  landlock                        {}",
         h.landlock_abi.map_or("no".to_string(), |abi| format!(
             "ABI {abi} (not used: the mount namespace builds the view)"

@@ -31,6 +31,9 @@ pub struct HostReport {
     pub seccomp: Result<usize, String>,
     pub landlock_abi: Option<u32>,
     pub cgroup_v2_controllers: Option<Vec<String>>,
+    /// Whether the kernel's seccomp kill reports can be read (see
+    /// `sandbox::SeccompAudit`), or why not.
+    pub seccomp_audit_log: Result<(), String>,
 }
 
 impl Host {
@@ -116,6 +119,9 @@ impl Host {
             cgroup_v2_controllers: std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
                 .ok()
                 .map(|s| s.split_whitespace().map(str::to_string).collect()),
+            seccomp_audit_log: super::SeccompAudit::open(0..0)
+                .map(drop)
+                .map_err(|e| format!("cannot join the audit log's read group: {e}")),
         }
     }
 }
