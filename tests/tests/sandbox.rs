@@ -14,6 +14,7 @@ use std::path::Path;
 use secflow_soak::Binaries;
 use secflow_supervisor::record::{ErrorKind, RunRecord, RunStatus};
 use secflow_supervisor::registry::PluginStatus;
+use secflow_supervisor::storage::AuditEvent;
 use secflow_supervisor::Supervisor;
 use serde_json::{json, Map, Value};
 use support::*;
@@ -524,16 +525,23 @@ async fn an_orphan_killed_by_seccomp_makes_the_run_a_violation_that_revokes_the_
         "the plugin itself exited cleanly"
     );
     assert_eq!(results(&record)["orphan_gone"], true);
+    revoked_with_a_violation_event(&bed, "orphaner").await;
+}
+
+/// Asserts that `plugin` is revoked and that a security `sandbox_violation`
+/// event names it; returns that event.
+async fn revoked_with_a_violation_event(bed: &TestBed, plugin: &str) -> AuditEvent {
     let supervisor = bed.supervisor().await;
     let entry = supervisor
         .plugins()
         .into_iter()
-        .find(|e| e.name == "orphaner")
+        .find(|e| e.name == plugin)
         .unwrap();
-    assert_eq!(entry.status, PluginStatus::Revoked);
-    assert!(audit_events(&supervisor, "sandbox_violation")
-        .iter()
-        .any(|e| e.security && e.plugin.as_deref() == Some("orphaner")));
+    assert_eq!(entry.status, PluginStatus::Revoked, "{plugin}");
+    audit_events(&supervisor, "sandbox_violation")
+        .into_iter()
+        .find(|e| e.security && e.plugin.as_deref() == Some(plugin))
+        .unwrap_or_else(|| panic!("a sandbox_violation audit event names {plugin}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -564,17 +572,7 @@ async fn a_child_the_plugin_reaps_itself_after_a_seccomp_kill_still_makes_the_ru
     let error = record.error.as_ref().unwrap();
     assert_eq!(error.kind, ErrorKind::SandboxViolation);
     assert!(error.message.contains("ptrace (101)"), "{}", error.message);
-    let supervisor = bed.supervisor().await;
-    let entry = supervisor
-        .plugins()
-        .into_iter()
-        .find(|e| e.name == "reaper")
-        .unwrap();
-    assert_eq!(entry.status, PluginStatus::Revoked);
-    let violation = audit_events(&supervisor, "sandbox_violation")
-        .into_iter()
-        .find(|e| e.plugin.as_deref() == Some("reaper"))
-        .expect("a sandbox_violation audit event");
+    let violation = revoked_with_a_violation_event(&bed, "reaper").await;
     let kill = &violation.details["seccomp_kills"][0];
     assert_eq!(kill["syscall"], 101);
     assert_eq!(kill["name"], "ptrace");
