@@ -618,24 +618,25 @@ mod tests {
                 .cache_mib,
             256
         );
-        for bad in [0, MAX_CACHE_MIB + 1] {
-            let err = parse(&format!("[storage]\ncache_mib = {bad}\n"))
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("storage.cache_mib"), "{err}");
-            assert!(err.contains(&bad.to_string()), "{err}");
+        for bad in [0, u64::from(MAX_CACHE_MIB) + 1] {
+            assert_storage_key_refused("cache_mib", bad);
         }
+    }
+
+    /// `[storage] key = bad` is refused, naming the key and the value.
+    fn assert_storage_key_refused(key: &str, bad: u64) {
+        let err = parse(&format!("[storage]\n{key} = {bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("storage.{key}")), "{err}");
+        assert!(err.contains(&bad.to_string()), "{err}");
     }
 
     #[test]
     fn read_connections_are_bounded_and_a_bad_count_names_the_key() {
         assert_eq!(Config::default().storage.read_connections, 4);
-        for bad in [0, MAX_READ_CONNECTIONS + 1] {
-            let err = parse(&format!("[storage]\nread_connections = {bad}\n"))
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("storage.read_connections"), "{err}");
-            assert!(err.contains(&bad.to_string()), "{err}");
+        for bad in [0, MAX_READ_CONNECTIONS as u64 + 1] {
+            assert_storage_key_refused("read_connections", bad);
         }
     }
 

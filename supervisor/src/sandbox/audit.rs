@@ -32,7 +32,9 @@ const AUDIT_SECCOMP: u16 = 1326;
 /// The read-only multicast group of the audit netlink socket.
 const AUDIT_NLGRP_READLOG: u32 = 1;
 /// Receive buffer asked for: a burst of kills must not overrun it.
-const RECEIVE_BUFFER: libc::c_int = 1 << 20;
+const RECEIVE_BUFFER: libc::c_int = 4 << 20;
+/// How often lost records are reported at most.
+const OVERFLOW_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// Largest audit message (`MAX_AUDIT_MESSAGE_LENGTH`) plus its header.
 const MAX_MESSAGE: usize = 8970 + 16;
 /// Most records filed and not yet collected, over all uids; a run keeps at
@@ -85,6 +87,8 @@ pub struct SeccompAudit {
 struct Filed {
     by_uid: HashMap<u32, Vec<SeccompKill>>,
     count: usize,
+    /// When records were last said to be lost.
+    overflow_warned: Option<std::time::Instant>,
 }
 
 impl SeccompAudit {
@@ -104,15 +108,21 @@ impl SeccompAudit {
                 return Err(io::Error::last_os_error());
             }
             let socket = OwnedFd::from_raw_fd(fd);
-            // A smaller buffer than asked for still works; only a burst may
-            // then be lost (see `drain`).
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&RECEIVE_BUFFER as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
+            // Past `net.core.rmem_max` where allowed (root), else as much as
+            // it allows. A smaller buffer still works; only a burst may then
+            // be lost (see `drain`).
+            for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+                let set = libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    option,
+                    (&RECEIVE_BUFFER as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+                if set == 0 {
+                    break;
+                }
+            }
             let mut address: libc::sockaddr_nl = std::mem::zeroed();
             address.nl_family = libc::AF_NETLINK as libc::sa_family_t;
             address.nl_groups = AUDIT_NLGRP_READLOG;
@@ -171,7 +181,15 @@ impl SeccompAudit {
                     // The kernel dropped records it could not queue: say so,
                     // and go on with what follows.
                     Some(libc::ENOBUFS) => {
-                        tracing::warn!("audit records were lost (the receive buffer overflowed); a seccomp kill may go unseen");
+                        // Other audit traffic fills the buffer between runs on
+                        // a busy host: say so once in a while, not every run.
+                        let due = filed
+                            .overflow_warned
+                            .is_none_or(|at| at.elapsed() >= OVERFLOW_WARNING_EVERY);
+                        if due {
+                            filed.overflow_warned = Some(std::time::Instant::now());
+                            tracing::warn!("audit records were lost (the receive buffer overflowed, other audit traffic included); a seccomp kill may go unseen");
+                        }
                         continue;
                     }
                     Some(libc::EAGAIN) => return,
