@@ -12,10 +12,11 @@ use std::time::Instant;
 use secflow_plugin_sdk::protocol::Severity;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::peer::Peer;
-use super::rpc::{code, RpcFailure};
+use super::rpc::{code, Answer, RpcFailure};
 use crate::record::RunStatus;
 use crate::registry::{PluginEntry, PluginStatus};
 use crate::runner::RunRequest;
@@ -56,7 +57,63 @@ pub struct CallContext {
 }
 
 /// Runs one method.
-pub async fn dispatch(ctx: &CallContext, method: &str, params: Value) -> Result<Value, RpcFailure> {
+pub async fn dispatch(
+    ctx: &CallContext,
+    method: &str,
+    params: Value,
+) -> Result<Answer, RpcFailure> {
+    if method == "findings.query" {
+        return findings_query(ctx, params).await.map(Answer::Text);
+    }
+    tree_method(ctx, method, params).await.map(Answer::Tree)
+}
+
+/// `findings.query`: a page of stored findings as text (see
+/// `StoragePort::findings_text`), `{"findings": [...], "next": id}`.
+async fn findings_query(ctx: &CallContext, params: Value) -> Result<Box<RawValue>, RpcFailure> {
+    let p: FindingsParams = parse(params)?;
+    let min_severity = p
+        .min_severity
+        .as_deref()
+        .map(|s| {
+            Severity::parse(s).ok_or_else(|| {
+                RpcFailure::invalid_params(format!(
+                    "unknown severity {s:?}: expected info, low, medium, high, critical or unknown"
+                ))
+            })
+        })
+        .transpose()?;
+    let query = FindingQuery {
+        run_id: p.run_id,
+        plugin: p.plugin,
+        min_severity,
+        limit: Some(page_limit(p.limit)),
+        after: p.after,
+    };
+    let supervisor = Arc::clone(&ctx.supervisor);
+    let page = blocking(move || Ok(supervisor.store().findings_text(&query)?)).await?;
+    let mut text = String::from("{\"findings\":[");
+    for (i, finding) in page.findings.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(finding.get());
+    }
+    text.push(']');
+    if let Some(next) = page.next {
+        text.push_str(&format!(",\"next\":{next}"));
+    }
+    text.push('}');
+    RawValue::from_string(text).map_err(|e| {
+        RpcFailure::new(
+            code::INTERNAL_ERROR,
+            format!("cannot assemble the findings page: {e}"),
+        )
+    })
+}
+
+/// The methods answered with a JSON tree.
+async fn tree_method(ctx: &CallContext, method: &str, params: Value) -> Result<Value, RpcFailure> {
     let supervisor = &ctx.supervisor;
     match method {
         "system.health" => {
@@ -150,38 +207,6 @@ pub async fn dispatch(ctx: &CallContext, method: &str, params: Value) -> Result<
             let supervisor = Arc::clone(supervisor);
             let runs = blocking(move || Ok(supervisor.store().runs(&query)?)).await?;
             Ok(to_value(&runs))
-        }
-        "findings.query" => {
-            let p: FindingsParams = parse(params)?;
-            let min_severity = p
-                .min_severity
-                .as_deref()
-                .map(|s| {
-                    Severity::parse(s).ok_or_else(|| {
-                        RpcFailure::invalid_params(format!(
-                            "unknown severity {s:?}: expected info, low, medium, high, critical or unknown"
-                        ))
-                    })
-                })
-                .transpose()?;
-            let query = FindingQuery {
-                run_id: p.run_id,
-                plugin: p.plugin,
-                min_severity,
-                limit: Some(page_limit(p.limit)),
-                after: p.after,
-            };
-            let supervisor = Arc::clone(supervisor);
-            let page = blocking(move || Ok(supervisor.store().findings(&query)?)).await?;
-            let mut result = Map::new();
-            result.insert(
-                "findings".into(),
-                Value::Array(page.findings.into_iter().map(|f| f.finding).collect()),
-            );
-            if let Some(next) = page.next {
-                result.insert("next".into(), json!(next));
-            }
-            Ok(Value::Object(result))
         }
         "telemetry.query" => {
             let p: TelemetryParams = parse(params)?;

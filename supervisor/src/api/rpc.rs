@@ -6,6 +6,7 @@
 //! tells requests (answered), notifications (executed, never answered) and
 //! malformed messages (answered with the JSON-RPC error that names why) apart.
 
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
@@ -143,14 +144,40 @@ pub fn parse_line(line: &[u8]) -> Result<Call, Malformed> {
     Ok(Call { id, method, params })
 }
 
+/// What a method answers with.
+#[derive(Debug)]
+pub enum Answer {
+    /// A JSON tree.
+    Tree(Value),
+    /// JSON text already serialised (a page of stored findings, assembled
+    /// from their stored text without a tree).
+    Text(Box<RawValue>),
+}
+
+impl From<Value> for Answer {
+    fn from(value: Value) -> Answer {
+        Answer::Tree(value)
+    }
+}
+
 /// The answer line (newline included) for a call's outcome.
-pub fn response_line(id: Value, outcome: Result<Value, RpcFailure>) -> String {
+pub fn response_line(id: Value, outcome: Result<Answer, RpcFailure>) -> String {
     let mut message = Map::new();
     message.insert("jsonrpc".into(), json!("2.0"));
     message.insert("id".into(), id);
     match outcome {
-        Ok(result) => {
+        Ok(Answer::Tree(result)) => {
             message.insert("result".into(), result);
+        }
+        Ok(Answer::Text(result)) => {
+            // The members in the order the tree gives them (sorted), then the
+            // text as it is.
+            let mut line = Value::Object(message).to_string();
+            line.pop();
+            line.push_str(",\"result\":");
+            line.push_str(result.get());
+            line.push_str("}\n");
+            return line;
         }
         Err(failure) => {
             let mut error = Map::new();
@@ -270,8 +297,14 @@ mod tests {
 
     #[test]
     fn responses_are_one_line_with_result_or_error() {
-        let ok = response_line(json!(1), Ok(json!({"a": 1})));
+        let ok = response_line(json!(1), Ok(json!({"a": 1}).into()));
         assert_eq!(ok, "{\"id\":1,\"jsonrpc\":\"2.0\",\"result\":{\"a\":1}}\n");
+        let text = RawValue::from_string("{\"a\":1}".into()).unwrap();
+        assert_eq!(
+            response_line(json!(1), Ok(Answer::Text(text))),
+            ok,
+            "text answers make the same line as trees"
+        );
         let err = response_line(
             json!("x"),
             Err(RpcFailure::new(code::METHOD_NOT_FOUND, "no").with_data(json!({"m": 1}))),

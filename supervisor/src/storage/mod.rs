@@ -430,6 +430,14 @@ pub struct FindingPage {
     pub next: Option<i64>,
 }
 
+/// A page of findings as JSON text: each the object of
+/// [`StoredFinding::finding`], for answers that only pass them on.
+#[derive(Debug)]
+pub struct FindingTextPage {
+    pub findings: Vec<Box<serde_json::value::RawValue>>,
+    pub next: Option<i64>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct TelemetryQuery {
     pub plugin: Option<String>,
@@ -452,6 +460,8 @@ pub trait StoragePort: Send + Sync + std::fmt::Debug {
     /// Newest first.
     fn runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StorageError>;
     fn findings(&self, query: &FindingQuery) -> Result<FindingPage, StorageError>;
+    /// The same page as [`StoragePort::findings`], as JSON text.
+    fn findings_text(&self, query: &FindingQuery) -> Result<FindingTextPage, StorageError>;
     /// Newest first.
     fn telemetry(&self, query: &TelemetryQuery) -> Result<Vec<TelemetryEvent>, StorageError>;
     /// Newest first.

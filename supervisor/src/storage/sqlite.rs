@@ -21,7 +21,7 @@
 //! [`StorageError::WriterGone`]), applies everything still buffered, and exits;
 //! `shutdown` joins it. Nothing queued before `shutdown` is lost.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -33,14 +33,15 @@ use rusqlite::{
     params, params_from_iter, Connection, OptionalExtension, Row, Transaction, TransactionBehavior,
 };
 use secflow_plugin_sdk::protocol::{Category, Severity};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::read_pool::{ReadConnection, ReadPool};
 use super::{
-    AuditEvent, AuditQuery, FindingPage, FindingQuery, FindingsBudget, NewFinding, PluginId,
-    PluginState, RunQuery, StorageError, StoragePort, StoreWriter, StoredFinding, TelemetryEvent,
-    TelemetryQuery, WriteOp, MAX_FINDINGS_IN_FLIGHT,
+    AuditEvent, AuditQuery, FindingPage, FindingQuery, FindingTextPage, FindingsBudget, NewFinding,
+    PluginId, PluginState, RunQuery, StorageError, StoragePort, StoreWriter, StoredFinding,
+    TelemetryEvent, TelemetryQuery, WriteOp, MAX_FINDINGS_IN_FLIGHT,
 };
 use crate::clock;
 use crate::config::StorageConfig;
@@ -1084,6 +1085,63 @@ fn read_finding(row: &Row<'_>) -> Result<StoredFinding, StorageError> {
     })
 }
 
+/// A stored finding as JSON text, the same object as [`read_finding`]'s.
+///
+/// A finding no enricher touched (most of them) is assembled from its
+/// document's top-level members as stored, without parsing them into a tree
+/// and serialising that again: an API page of them costs a fraction. The
+/// members come out in key order, as the tree's do. An enriched finding
+/// takes [`read_finding`]'s merge.
+fn read_finding_text(row: &Row<'_>) -> Result<(i64, Box<RawValue>), StorageError> {
+    let id: i64 = row.get(0)?;
+    let enrichment: String = row.get(10)?;
+    let added: String = row.get(11)?;
+    if enrichment != "{}" || added != "[]" {
+        let stored = read_finding(row)?;
+        return Ok((id, raw_json(id, &stored.finding)?));
+    }
+    let document: String = row.get(9)?;
+    let members: BTreeMap<String, &RawValue> = serde_json::from_str(&document).map_err(|_| {
+        StorageError::Malformed(format!("finding {id}: document is not a JSON object"))
+    })?;
+    let severity: String = row.get(8)?;
+    let plugin =
+        serde_json::json!({"name": row.get::<_, String>(2)?, "version": row.get::<_, String>(3)?});
+    let ours: [(&str, Box<RawValue>); 8] = [
+        ("severity", raw_json(id, &severity)?),
+        ("id", raw_json(id, &id)?),
+        ("run_id", raw_json(id, &row.get::<_, String>(1)?)?),
+        ("plugin", raw_json(id, &plugin)?),
+        ("fingerprint", raw_json(id, &row.get::<_, String>(4)?)?),
+        ("first_seen", raw_json(id, &row.get::<_, String>(5)?)?),
+        ("last_seen", raw_json(id, &row.get::<_, String>(6)?)?),
+        ("occurrences", raw_json(id, &from_sql_int(row.get(7)?))?),
+    ];
+    let no_enrichment = raw_json(id, &Map::new())?;
+    let mut object: BTreeMap<&str, &RawValue> =
+        members.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    // A detector's own `enrichment` object stays; anything else is replaced.
+    if !members
+        .get("enrichment")
+        .is_some_and(|v| v.get().starts_with('{'))
+    {
+        object.insert("enrichment", &no_enrichment);
+    }
+    for (key, value) in &ours {
+        object.insert(key, value);
+    }
+    Ok((id, raw_json(id, &object)?))
+}
+
+/// `value` as JSON text; failing only for values JSON cannot hold.
+fn raw_json<T: serde::Serialize + ?Sized>(
+    id: i64,
+    value: &T,
+) -> Result<Box<RawValue>, StorageError> {
+    serde_json::value::to_raw_value(value)
+        .map_err(|e| StorageError::Malformed(format!("finding {id}: {e}")))
+}
+
 fn read_telemetry(row: &Row<'_>) -> Result<TelemetryEvent, StorageError> {
     Ok(TelemetryEvent {
         event: row.get(0)?,
@@ -1143,6 +1201,57 @@ fn filter(sql: &mut String, args: &mut Vec<SqlValue>, column: &str, value: Optio
     }
 }
 
+/// The SQL of a findings page, its arguments and its limit.
+fn findings_sql(query: &FindingQuery) -> (String, Vec<SqlValue>, u32) {
+    // Numbered parameters: a run's query repeats the filters in both arms.
+    let mut args = Vec::new();
+    let mut arg = |value: SqlValue| {
+        args.push(value);
+        format!("?{}", args.len())
+    };
+    let mut filters = String::new();
+    if let Some(plugin) = &query.plugin {
+        filters.push_str(&format!(
+            " AND f.plugin_name = {}",
+            arg(SqlValue::Text(plugin.clone()))
+        ));
+    }
+    if let Some(min) = query.min_severity {
+        filters.push_str(&format!(
+            " AND f.severity_rank >= {}",
+            arg(SqlValue::Integer(severity_rank(min)))
+        ));
+    }
+    if let Some(after) = query.after {
+        filters.push_str(&format!(" AND f.id > {}", arg(SqlValue::Integer(after))));
+    }
+    let limit = page_limit(query.limit, DEFAULT_FINDINGS_LIMIT);
+    let limit_arg = arg(SqlValue::Integer(limit.into()));
+    let sql = match &query.run_id {
+        // What the run first reported (a rowid range of `findings`), then
+        // what it saw again or enriched (`finding_sightings`); both arms
+        // come in id order, so the page is a merge that stops at its limit.
+        Some(run_id) => {
+            let run = arg(SqlValue::Text(run_id.clone()));
+            format!(
+                    "SELECT {FINDING_COLUMNS} FROM findings f \
+                     WHERE f.id BETWEEN (SELECT first_id FROM run_finding_ranges WHERE run_id = {run}) \
+                     AND (SELECT last_id FROM run_finding_ranges WHERE run_id = {run}) \
+                     AND f.run_id = {run}{filters} \
+                     UNION ALL \
+                     SELECT {FINDING_COLUMNS} FROM finding_sightings o \
+                     JOIN findings f ON f.id = o.finding_id WHERE o.run_id = {run}{filters} \
+                     ORDER BY 1 LIMIT {limit_arg}"
+                )
+        }
+        None => format!(
+            "SELECT {FINDING_COLUMNS} FROM findings f WHERE 1 = 1{filters} \
+                 ORDER BY f.id LIMIT {limit_arg}"
+        ),
+    };
+    (sql, args, limit)
+}
+
 impl StoragePort for SqliteStore {
     fn writer(&self) -> StoreWriter {
         StoreWriter::new(self.tx.clone(), self.budget.clone())
@@ -1177,52 +1286,7 @@ impl StoragePort for SqliteStore {
     }
 
     fn findings(&self, query: &FindingQuery) -> Result<FindingPage, StorageError> {
-        // Numbered parameters: a run's query repeats the filters in both arms.
-        let mut args = Vec::new();
-        let mut arg = |value: SqlValue| {
-            args.push(value);
-            format!("?{}", args.len())
-        };
-        let mut filters = String::new();
-        if let Some(plugin) = &query.plugin {
-            filters.push_str(&format!(
-                " AND f.plugin_name = {}",
-                arg(SqlValue::Text(plugin.clone()))
-            ));
-        }
-        if let Some(min) = query.min_severity {
-            filters.push_str(&format!(
-                " AND f.severity_rank >= {}",
-                arg(SqlValue::Integer(severity_rank(min)))
-            ));
-        }
-        if let Some(after) = query.after {
-            filters.push_str(&format!(" AND f.id > {}", arg(SqlValue::Integer(after))));
-        }
-        let limit = page_limit(query.limit, DEFAULT_FINDINGS_LIMIT);
-        let limit_arg = arg(SqlValue::Integer(limit.into()));
-        let sql = match &query.run_id {
-            // What the run first reported (a rowid range of `findings`), then
-            // what it saw again or enriched (`finding_sightings`); both arms
-            // come in id order, so the page is a merge that stops at its limit.
-            Some(run_id) => {
-                let run = arg(SqlValue::Text(run_id.clone()));
-                format!(
-                    "SELECT {FINDING_COLUMNS} FROM findings f \
-                     WHERE f.id BETWEEN (SELECT first_id FROM run_finding_ranges WHERE run_id = {run}) \
-                     AND (SELECT last_id FROM run_finding_ranges WHERE run_id = {run}) \
-                     AND f.run_id = {run}{filters} \
-                     UNION ALL \
-                     SELECT {FINDING_COLUMNS} FROM finding_sightings o \
-                     JOIN findings f ON f.id = o.finding_id WHERE o.run_id = {run}{filters} \
-                     ORDER BY 1 LIMIT {limit_arg}"
-                )
-            }
-            None => format!(
-                "SELECT {FINDING_COLUMNS} FROM findings f WHERE 1 = 1{filters} \
-                 ORDER BY f.id LIMIT {limit_arg}"
-            ),
-        };
+        let (sql, args, limit) = findings_sql(query);
         let findings = query_all(&*self.reader()?, &sql, args, read_finding)?;
         let next = if findings.len() == limit as usize {
             findings.last().map(|f| f.id)
@@ -1230,6 +1294,20 @@ impl StoragePort for SqliteStore {
             None
         };
         Ok(FindingPage { findings, next })
+    }
+
+    fn findings_text(&self, query: &FindingQuery) -> Result<FindingTextPage, StorageError> {
+        let (sql, args, limit) = findings_sql(query);
+        let rows = query_all(&*self.reader()?, &sql, args, read_finding_text)?;
+        let next = if rows.len() == limit as usize {
+            rows.last().map(|(id, _)| *id)
+        } else {
+            None
+        };
+        Ok(FindingTextPage {
+            findings: rows.into_iter().map(|(_, text)| text).collect(),
+            next,
+        })
     }
 
     fn telemetry(&self, query: &TelemetryQuery) -> Result<Vec<TelemetryEvent>, StorageError> {
@@ -1512,6 +1590,84 @@ mod tests {
         store.shutdown().unwrap();
     }
 
+    /// A finding whose document has `extra` members, stored from `text` of
+    /// it as the plugin might have spaced it.
+    fn finding_with(fingerprint: &str, severity: Severity, extra: Value) -> NewFinding {
+        let mut document = finding(fingerprint, severity).document;
+        for (key, value) in extra.as_object().unwrap() {
+            document[key] = value.clone();
+        }
+        let text = serde_json::to_string_pretty(&document)
+            .unwrap()
+            .replace('\n', " ");
+        NewFinding::with_json(fingerprint.to_string(), severity, document, text)
+    }
+
+    /// Asserts that `findings_text` answers `query` with the JSON
+    /// `findings` answers, and the same `next`.
+    fn assert_text_page_is_the_tree_page(store: &SqliteStore, query: FindingQuery) {
+        let tree = store.findings(&query).unwrap();
+        let text = store.findings_text(&query).unwrap();
+        assert_eq!(text.next, tree.next, "{query:?}");
+        let parsed: Vec<Value> = text
+            .findings
+            .iter()
+            .map(|t| serde_json::from_str(t.get()).unwrap())
+            .collect();
+        let expected: Vec<Value> = tree.findings.into_iter().map(|f| f.finding).collect();
+        assert_eq!(parsed, expected, "{query:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_findings_page_as_text_is_the_same_json_as_the_page_of_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let findings = vec![
+            finding("fp-plain", Severity::Low),
+            // The stored fields win over a document's own; its own
+            // `enrichment` object stays, anything else there does not.
+            finding_with(
+                "fp-own",
+                Severity::High,
+                json!({"id": "not ours", "occurrences": 99, "fingerprint": "other", "severity": "info",
+                       "enrichment": {"scanner": {"note": "é \"quoted\" \u{2028}"}}}),
+            ),
+            finding_with(
+                "fp-odd",
+                Severity::Info,
+                json!({"enrichment": "not an object"}),
+            ),
+        ];
+        detector_run(&store, "run-1", findings).await;
+        detector_run(
+            &store,
+            "run-2",
+            vec![finding("fp-plain", Severity::Critical)],
+        )
+        .await;
+        for query in [
+            FindingQuery::default(),
+            FindingQuery {
+                limit: Some(2),
+                ..FindingQuery::default()
+            },
+            FindingQuery {
+                after: Some(1),
+                ..FindingQuery::default()
+            },
+            FindingQuery {
+                run_id: Some("run-2".into()),
+                ..FindingQuery::default()
+            },
+            FindingQuery {
+                min_severity: Some(Severity::High),
+                ..FindingQuery::default()
+            },
+        ] {
+            assert_text_page_is_the_tree_page(&store, query);
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn an_enrichment_merges_vulnerabilities_raises_severity_and_names_the_enricher() {
         let dir = tempfile::tempdir().unwrap();
@@ -1566,6 +1722,7 @@ mod tests {
             .collect();
         assert_eq!(cves, ["CVE-2021-0001", "CVE-2024-1234"]);
         assert_eq!(doc["enrichment"]["cve-mapper"], json!({"kev": true}));
+        assert_text_page_is_the_tree_page(&store, FindingQuery::default());
         assert_eq!(
             doc["enrichment"]["product-mapper"],
             json!({"description": "mapped by product"})
