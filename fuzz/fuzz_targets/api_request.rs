@@ -96,7 +96,7 @@ fn check_line(line: &[u8]) {
             let encoded = Value::Object(object).to_string();
             assert_eq!(parse_line(encoded.as_bytes()), Ok(call.clone()));
             let id = call.id.unwrap_or(Value::Null);
-            let answer = check_answer(&response_line(id.clone(), Ok(call.params)), &id);
+            let answer = check_answer(&response_line(id.clone(), Ok(call.params.into())), &id);
             assert!(answer.get("error").is_none());
         }
         Err(malformed) => {
