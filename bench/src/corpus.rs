@@ -40,11 +40,7 @@ mod tests {
     fn every_generated_finding_passes_the_finding_schema() {
         for i in [1, 2, 3, 4, 5, 999_999] {
             let doc: Value = serde_json::from_str(&finding(i)).unwrap();
-            assert_eq!(
-                secflow_supervisor::schema::validate_finding(&doc),
-                Ok(()),
-                "{i}"
-            );
+            assert_eq!(secflow_core::schema::validate_finding(&doc), Ok(()), "{i}");
         }
     }
 
@@ -53,8 +49,8 @@ mod tests {
         let a: Value = serde_json::from_str(&finding(7)).unwrap();
         let b: Value = serde_json::from_str(&finding(8)).unwrap();
         assert_ne!(
-            secflow_supervisor::finding::fingerprint("bench-streamer", &a),
-            secflow_supervisor::finding::fingerprint("bench-streamer", &b)
+            secflow_core::finding::fingerprint("bench-streamer", &a),
+            secflow_core::finding::fingerprint("bench-streamer", &b)
         );
     }
 }

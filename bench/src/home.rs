@@ -88,7 +88,7 @@ impl BenchHome {
             what: format!("copying {}", executable.display()),
             source,
         })?;
-        let code_hash = secflow_supervisor::trust::hash_file(&installed)
+        let code_hash = secflow_trust::hash_file(&installed)
             .map_err(|e| BenchError::Setup(format!("hashing {}: {e}", installed.display())))?;
         let int = |d: u64| json!({"type": "integer", "minimum": 0, "default": d});
         let manifest: Value = json!({

@@ -13,7 +13,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use secflow_supervisor::api::rpc::{code, parse_line, read_frame, response_line, Frame};
+use secflow_api::rpc::{code, parse_line, read_frame, response_line, Frame};
 use serde_json::{json, Map, Value};
 
 /// A small bound, so that inputs of a few KiB reach it.

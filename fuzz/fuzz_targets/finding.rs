@@ -12,8 +12,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use secflow_plugin_sdk::protocol::Severity;
-use secflow_supervisor::finding::{fingerprint, normalize_url, severity, MAX_PLUGIN_FINGERPRINT};
-use secflow_supervisor::schema::validate_finding;
+use secflow_core::finding::{fingerprint, normalize_url, severity, MAX_PLUGIN_FINGERPRINT};
+use secflow_core::schema::validate_finding;
 use serde_json::{json, Value};
 
 /// Fields that say what a finding is like, not which one it is.

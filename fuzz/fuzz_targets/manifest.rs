@@ -15,9 +15,9 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use secflow_supervisor::config::{LimitsConfig, RequestedLimits, RunLimits};
-use secflow_supervisor::manifest::{check_expiry, parse_manifest, ConfigSchema, Manifest};
-use secflow_supervisor::trust::{jcs, signed_bytes};
+use secflow_core::config::{LimitsConfig, RequestedLimits, RunLimits};
+use secflow_manifest::{check_expiry, parse_manifest, ConfigSchema, Manifest};
+use secflow_trust::{jcs, signed_bytes};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;

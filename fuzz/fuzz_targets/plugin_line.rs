@@ -22,7 +22,7 @@ use secflow_plugin_sdk::framing::{read_bounded_line, LineRead};
 use secflow_plugin_sdk::protocol::{
     method, FindingParams, InitializeResult, LogParams, ProgressParams, RunResult,
 };
-use secflow_supervisor::runner::{
+use secflow_runner::{
     decode_line, fast_finding, finding_params, spawn_stdout_reader, PluginLine, StdoutEvent,
 };
 use serde_json::Value;
@@ -213,15 +213,15 @@ fn check_line(line: &[u8]) {
 }
 
 fn check_finding(finding: &Value) {
-    if secflow_supervisor::schema::validate_finding(finding).is_err() {
+    if secflow_core::schema::validate_finding(finding).is_err() {
         return;
     }
-    let fingerprint = secflow_supervisor::finding::fingerprint("fuzz", finding);
+    let fingerprint = secflow_core::finding::fingerprint("fuzz", finding);
     let own = finding
         .get("fingerprint")
         .and_then(Value::as_str)
         .filter(|own| {
-            !own.is_empty() && own.len() <= secflow_supervisor::finding::MAX_PLUGIN_FINGERPRINT
+            !own.is_empty() && own.len() <= secflow_core::finding::MAX_PLUGIN_FINGERPRINT
         });
     match own {
         Some(own) => assert_eq!(fingerprint, own),
@@ -232,7 +232,7 @@ fn check_finding(finding: &Value) {
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         }
     }
-    let _ = secflow_supervisor::finding::severity(finding);
+    let _ = secflow_core::finding::severity(finding);
 }
 
 fuzz_target!(|data: &[u8]| {

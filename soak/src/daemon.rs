@@ -181,11 +181,10 @@ impl Home {
             .unwrap_or_else(|| name.to_string());
         let target = dir.join(&file_name);
         std::fs::copy(executable, &target).map_err(io_error("cannot copy a plugin to", &target))?;
-        let hash =
-            secflow_supervisor::trust::hash_file(&target).map_err(|e| HarnessError::Hash {
-                path: target.clone(),
-                reason: e.to_string(),
-            })?;
+        let hash = secflow_trust::hash_file(&target).map_err(|e| HarnessError::Hash {
+            path: target.clone(),
+            reason: e.to_string(),
+        })?;
         let manifest = json!({
             "name": name,
             "version": "1.0.0",

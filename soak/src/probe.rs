@@ -176,7 +176,7 @@ impl Snapshot {
         let work_dirs = std::fs::read_dir(work_root)
             .map(|d| {
                 d.flatten()
-                    .filter(|e| e.file_name() != secflow_supervisor::sandbox::VIEW_MOUNT_POINT)
+                    .filter(|e| e.file_name() != secflow_sandbox::VIEW_MOUNT_POINT)
                     .map(|e| e.path())
                     .collect()
             })

@@ -4,7 +4,7 @@
 
 mod support;
 
-use secflow_supervisor::demo::target::DemoTarget;
+use secflow_cli::demo::target::DemoTarget;
 use serde_json::{json, Value};
 use support::*;
 

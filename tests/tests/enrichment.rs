@@ -10,8 +10,8 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use secflow_supervisor::record::RunStatus;
-use secflow_supervisor::Supervisor;
+use secflow_core::record::RunStatus;
+use secflow_runner::Supervisor;
 use serde_json::{json, Map, Value};
 use support::*;
 

@@ -8,9 +8,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use secflow_supervisor::record::{RunRecord, RunStatus};
-use secflow_supervisor::runner::RunRequest;
-use secflow_supervisor::Supervisor;
+use secflow_core::record::{RunRecord, RunStatus};
+use secflow_runner::RunRequest;
+use secflow_runner::Supervisor;
 use secflow_tests::http_fixture::{HttpFixture, Route};
 use serde_json::{json, Map, Value};
 use support::*;

@@ -4,8 +4,8 @@
 
 mod support;
 
-use secflow_supervisor::record::{ErrorKind, RunStatus};
-use secflow_supervisor::registry::PluginStatus;
+use secflow_core::record::{ErrorKind, RunStatus};
+use secflow_core::PluginStatus;
 use serde_json::{json, Map, Value};
 use support::*;
 
@@ -22,9 +22,9 @@ const SEQ_GAP: &str = env!("CARGO_BIN_EXE_fixture-seq-gap");
 const COUNT_LIAR: &str = env!("CARGO_BIN_EXE_fixture-count-liar");
 
 fn status_of<'a>(
-    entries: &'a [secflow_supervisor::registry::PluginEntry],
+    entries: &'a [secflow_runner::registry::PluginEntry],
     name: &str,
-) -> &'a secflow_supervisor::registry::PluginEntry {
+) -> &'a secflow_runner::registry::PluginEntry {
     entries
         .iter()
         .find(|e| e.name == name)
@@ -56,7 +56,7 @@ async fn a_detector_run_twice_stores_each_finding_once_with_two_occurrences() {
     );
     let all = supervisor
         .store()
-        .findings(&secflow_supervisor::storage::FindingQuery {
+        .findings(&secflow_store::FindingQuery {
             limit: Some(1000),
             ..Default::default()
         })
@@ -66,7 +66,7 @@ async fn a_detector_run_twice_stores_each_finding_once_with_two_occurrences() {
         all.next.is_none() || {
             let rest = supervisor
                 .store()
-                .findings(&secflow_supervisor::storage::FindingQuery {
+                .findings(&secflow_store::FindingQuery {
                     after: all.next,
                     ..Default::default()
                 })
@@ -98,7 +98,7 @@ async fn a_successful_run_records_resources_telemetry_and_an_invocation_audit() 
     supervisor.flush().await.unwrap();
     let telemetry = supervisor
         .store()
-        .telemetry(&secflow_supervisor::storage::TelemetryQuery {
+        .telemetry(&secflow_store::TelemetryQuery {
             run_id: Some(record.run_id.clone()),
             ..Default::default()
         })
@@ -433,7 +433,7 @@ async fn a_cancelled_run_is_recorded_cancelled_with_its_findings() {
     bed.install_fixture("slow", DETECTOR);
     let supervisor = std::sync::Arc::new(bed.supervisor().await);
     let (cancel, cancel_rx) = tokio::sync::watch::channel(false);
-    let request = secflow_supervisor::runner::RunRequest {
+    let request = secflow_runner::RunRequest {
         plugin: "slow".into(),
         config: json!({"count": 1000, "delay_ms": 20})
             .as_object()
@@ -444,7 +444,7 @@ async fn a_cancelled_run_is_recorded_cancelled_with_its_findings() {
     // Cancel once the run has visibly started: its first finding is stored.
     let watcher = supervisor.clone();
     let canceller = tokio::spawn(async move {
-        let query = secflow_supervisor::storage::FindingQuery {
+        let query = secflow_store::FindingQuery {
             plugin: Some("slow".into()),
             limit: Some(1),
             ..Default::default()
@@ -492,9 +492,7 @@ async fn runs_left_running_by_a_dead_supervisor_are_marked_interrupted() {
     supervisor
         .store()
         .writer()
-        .send(secflow_supervisor::storage::WriteOp::RunStarted(
-            stale.clone(),
-        ))
+        .send(secflow_store::WriteOp::RunStarted(stale.clone()))
         .await
         .unwrap();
     supervisor.flush().await.unwrap();
@@ -594,14 +592,12 @@ fn the_cli_exits_2_on_bad_input_naming_it() {
 async fn a_second_supervisor_on_the_same_database_is_refused() {
     let bed = TestBed::new();
     let first = bed.supervisor().await;
-    let second = secflow_supervisor::Supervisor::open(bed.config()).await;
+    let second = secflow_runner::Supervisor::open(bed.config()).await;
     let error = second.expect_err("one supervisor per database").to_string();
     assert!(error.contains("in use by another supervisor"), "{error}");
     drop(first);
     assert!(
-        secflow_supervisor::Supervisor::open(bed.config())
-            .await
-            .is_ok(),
+        secflow_runner::Supervisor::open(bed.config()).await.is_ok(),
         "the lock goes with its owner"
     );
 }

@@ -6,8 +6,8 @@
 
 mod support;
 
-use secflow_supervisor::record::{RunRecord, RunStatus};
-use secflow_supervisor::Supervisor;
+use secflow_core::record::{RunRecord, RunStatus};
+use secflow_runner::Supervisor;
 use secflow_tests::http_fixture::{HttpFixture, Route};
 use serde_json::{json, Value};
 use support::*;

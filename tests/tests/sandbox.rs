@@ -11,11 +11,11 @@ mod support;
 
 use std::path::Path;
 
+use secflow_core::record::{ErrorKind, RunRecord, RunStatus};
+use secflow_core::PluginStatus;
+use secflow_runner::Supervisor;
 use secflow_soak::Binaries;
-use secflow_supervisor::record::{ErrorKind, RunRecord, RunStatus};
-use secflow_supervisor::registry::PluginStatus;
-use secflow_supervisor::storage::AuditEvent;
-use secflow_supervisor::Supervisor;
+use secflow_store::AuditEvent;
 use serde_json::{json, Map, Value};
 use support::*;
 

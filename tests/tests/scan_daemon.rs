@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use secflow_supervisor::demo::target::DemoTarget;
+use secflow_cli::demo::target::DemoTarget;
 use serde_json::Value;
 use support::*;
 

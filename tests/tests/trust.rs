@@ -16,10 +16,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use secflow_supervisor::record::{ErrorKind, RunStatus};
-use secflow_supervisor::registry::{PluginEntry, PluginStatus};
-use secflow_supervisor::trust::{self, keys, KeyId};
-use secflow_supervisor::Supervisor;
+use secflow_core::record::{ErrorKind, RunStatus};
+use secflow_runner::registry::{PluginEntry, PluginStatus};
+use secflow_runner::Supervisor;
+use secflow_trust::{keys, KeyId};
 use serde_json::{json, Value};
 use support::*;
 
@@ -678,13 +678,13 @@ async fn manifests_signed_by_python_cryptography_verify_and_ours_verify_in_pytho
 
 #[test]
 fn the_library_signs_what_the_cli_verifies() {
-    // `trust::sign_manifest` is what `secflow manifest stage --key` uses.
+    // `secflow_trust::sign_manifest` is what `secflow manifest stage --key` uses.
     let bed = signed_home(&["a"], "");
     let manifest = bed.install(Install::new("staged", MARKER));
     let key = keys::read_private_key(&key_file(&bed, "a", "key")).unwrap();
     let mut doc: serde_json::Map<String, Value> =
         serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
-    let id = trust::sign_manifest(&mut doc, &key).unwrap();
+    let id = secflow_trust::sign_manifest(&mut doc, &key).unwrap();
     assert_eq!(id, key_id(&bed, "a"));
     std::fs::write(&manifest, serde_json::to_vec(&doc).unwrap()).unwrap();
     let out = bed.secflow(&["manifest", "verify", manifest.to_str().unwrap()]);
@@ -694,12 +694,11 @@ fn the_library_signs_what_the_cli_verifies() {
 #[test]
 fn the_shipped_production_config_requires_signatures() {
     let path = workspace_root().join("config/secflow.production.toml");
-    let config = secflow_supervisor::config::Config::load(&path).unwrap();
+    let config = secflow_core::config::Config::load(&path).unwrap();
     assert!(config.trust.require_signatures);
     assert!(!config.trust.trusted_keys.is_empty());
     let dev =
-        secflow_supervisor::config::Config::load(&workspace_root().join("config/secflow.toml"))
-            .unwrap();
+        secflow_core::config::Config::load(&workspace_root().join("config/secflow.toml")).unwrap();
     assert!(
         !dev.trust.require_signatures,
         "the development config also accepts unsigned plugins"

@@ -15,14 +15,12 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use secflow_supervisor::config::Config;
-use secflow_supervisor::manifest::VerifiedPlugin;
-use secflow_supervisor::registry::Registry;
-use secflow_supervisor::runner::RunRequest;
-use secflow_supervisor::sandbox::{
-    self, block_all_signals, pipe, ChildStdio, Host, Layer, SandboxPlan, UidPool,
-};
-use secflow_supervisor::Supervisor;
+use secflow_core::config::Config;
+use secflow_manifest::VerifiedPlugin;
+use secflow_runner::registry::Registry;
+use secflow_runner::RunRequest;
+use secflow_runner::Supervisor;
+use secflow_sandbox::{block_all_signals, pipe, ChildStdio, Host, Layer, SandboxPlan, UidPool};
 use serde_json::json;
 
 use super::{bwrap_args, converse, drive, expect_succeeded, TRIVIAL};
@@ -175,8 +173,8 @@ fn sandbox_only(trivial: &Path, runs: usize) -> Result<Samples, BenchError> {
         .and_then(|entry| entry.plugin.clone())
         .ok_or_else(|| BenchError::Setup(format!("{TRIVIAL} is not active in the bench home")))?;
     let host = Host::probe();
-    let plan =
-        sandbox::plan(&plugin, &config).map_err(|e| setup("the sandbox plan")(e.to_string()))?;
+    let plan = secflow_sandbox::plan(&plugin, &config)
+        .map_err(|e| setup("the sandbox plan")(e.to_string()))?;
     let (layers, _) = plan
         .admit(&host, &[])
         .map_err(|e| setup("this host cannot give the full sandbox")(e.to_string()))?;
@@ -222,12 +220,12 @@ impl Launcher<'_> {
             .lease()
             .ok_or_else(|| BenchError::Setup("no sandbox uid is free".into()))?;
         let uid = lease.uid();
-        let run_id = format!("bench-{}", secflow_supervisor::runner::new_run_id());
-        let run_dir = sandbox::create_run_dir(
+        let run_id = format!("bench-{}", secflow_runner::new_run_id());
+        let run_dir = secflow_sandbox::create_run_dir(
             &self.config.sandbox.work_root,
             &run_id,
             Some((uid, uid)),
-            sandbox::WorkDirIn::for_layers(self.layers),
+            secflow_sandbox::WorkDirIn::for_layers(self.layers),
         )
         .map_err(io("creating the run dir"))?;
         let entrypoint = &self.plugin.entrypoint;
@@ -275,18 +273,18 @@ impl Launcher<'_> {
         drop(memory);
         let report = match &reports {
             Some(fd) => {
-                sandbox::read_setup_report(fd).map_err(|e| {
+                secflow_sandbox::read_setup_report(fd).map_err(|e| {
                     BenchError::Plugin(format!(
                         "the sandbox could not {}: {}",
                         e.step.unwrap_or("start"),
                         e.error
                     ))
                 })?;
-                sandbox::read_exit_report(fd)
+                secflow_sandbox::read_exit_report(fd)
             }
             None => None,
         };
-        sandbox::remove_run_dir(&run_dir).map_err(io("removing the run dir"))?;
+        secflow_sandbox::remove_run_dir(&run_dir).map_err(io("removing the run dir"))?;
         drop(lease);
         talked?;
         match report {

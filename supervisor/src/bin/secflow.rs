@@ -10,5 +10,5 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    secflow_supervisor::cli::main(secflow_supervisor::cli::Cli::parse())
+    secflow_cli::cli::main(secflow_cli::cli::Cli::parse())
 }

@@ -1,10 +1,10 @@
-//! `secflowd`: the SecFlow supervisor daemon (see `secflow_supervisor::daemon`).
+//! `secflowd`: the SecFlow supervisor daemon (see `secflow_api::daemon`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use secflow_supervisor::daemon::{self, LogFormat};
+use secflow_api::daemon::{self, LogFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -18,7 +18,7 @@ struct Args {
         long,
         env = "SECFLOW_CONFIG",
         value_name = "PATH",
-        default_value = secflow_supervisor::cli::SYSTEM_CONFIG
+        default_value = secflow_core::config::SYSTEM_CONFIG
     )]
     config: PathBuf,
     /// Log format on stderr.
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     match daemon::run(&args.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let message = secflow_supervisor::error_chain(&e);
+            let message = secflow_core::error_chain(&e);
             tracing::error!(error = %message, "secflowd failed");
             eprintln!("secflowd: {message}");
             ExitCode::FAILURE

@@ -7,11 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use secflow_supervisor::config::Config;
-use secflow_supervisor::record::RunRecord;
-use secflow_supervisor::runner::RunRequest;
-use secflow_supervisor::storage::{AuditEvent, AuditQuery, FindingQuery, StoredFinding};
-use secflow_supervisor::Supervisor;
+use secflow_core::config::Config;
+use secflow_core::record::RunRecord;
+use secflow_runner::RunRequest;
+use secflow_runner::Supervisor;
+use secflow_store::{AuditEvent, AuditQuery, FindingQuery, StoredFinding};
 use serde_json::{json, Map, Value};
 
 /// Cargo's output dir for this build (`target/debug`): the workspace's other
@@ -244,7 +244,7 @@ impl TestBed {
         let file_name = spec.executable.file_name().unwrap().to_owned();
         let target = dir.join(&file_name);
         std::fs::copy(&spec.executable, &target).unwrap();
-        let hash = secflow_supervisor::trust::hash_file(&target).unwrap();
+        let hash = secflow_trust::hash_file(&target).unwrap();
         let mut manifest = json!({
             "name": spec.name,
             "version": "1.0.0",
@@ -453,7 +453,7 @@ pub fn leftover_run_dirs(work_root: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(work_root)
         .map(|d| {
             d.flatten()
-                .filter(|e| e.file_name() != secflow_supervisor::sandbox::VIEW_MOUNT_POINT)
+                .filter(|e| e.file_name() != secflow_sandbox::VIEW_MOUNT_POINT)
                 .map(|e| e.path())
                 .collect()
         })

@@ -1,0 +1,440 @@
+//! The `findings` and `finding_runs` tables: deduplication by fingerprint,
+//! sightings per run, enrichers' merges, and the findings queries.
+
+use super::*;
+
+/// The finding stored under a fingerprint, if any: by its key, then its text.
+pub(crate) const SELECT_BY_FINGERPRINT: &str =
+    "SELECT id, run_id FROM findings WHERE fingerprint_key = ?1 AND fingerprint = ?2";
+
+/// A new finding: the writer looked its fingerprint up first (the writer is
+/// the only one inserting findings, so the fingerprint stays unique).
+pub(crate) const INSERT_FINDING: &str = "\
+INSERT INTO findings (fingerprint, fingerprint_key, run_id, plugin_name, plugin_version,
+    rule_id, title, severity, severity_rank, target, first_seen, last_seen, occurrences,
+    document)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, 1, ?12)";
+
+/// Seen again: count it, keep the newest document; what enrichers merged lives
+/// in its own columns, and the effective severity never drops below what they
+/// raised it to.
+pub(crate) const UPDATE_SEEN_AGAIN: &str = "\
+UPDATE findings SET
+    occurrences = occurrences + 1,
+    last_seen = ?2,
+    rule_id = ?3,
+    title = ?4,
+    target = ?5,
+    document = ?6,
+    severity = CASE WHEN ?8 >= enriched_severity_rank THEN ?7 ELSE enriched_severity END,
+    severity_rank = max(?8, enriched_severity_rank)
+WHERE id = ?1";
+
+/// A run reported a finding that another run first reported.
+pub(crate) const INSERT_SIGHTING: &str =
+    "INSERT OR IGNORE INTO finding_sightings (run_id, finding_id) VALUES (?1, ?2)";
+
+/// Widens the id range of the findings a run first reported (one statement per
+/// batch: the range is how queries find those findings without a per-finding
+/// observation row or index entry).
+pub(crate) const WIDEN_RUN_RANGE: &str = "\
+INSERT INTO run_finding_ranges (run_id, first_id, last_id) VALUES (?1, ?2, ?3)
+ON CONFLICT (run_id) DO UPDATE SET
+    first_id = min(first_id, excluded.first_id),
+    last_id = max(last_id, excluded.last_id)";
+
+pub(crate) fn store_findings(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    plugin: &str,
+    plugin_version: &str,
+    findings: &[NewFinding],
+    now: &str,
+) -> Result<(), rusqlite::Error> {
+    let mut select = tx.prepare_cached(SELECT_BY_FINGERPRINT)?;
+    let mut insert = tx.prepare_cached(INSERT_FINDING)?;
+    let mut update = tx.prepare_cached(UPDATE_SEEN_AGAIN)?;
+    let mut inserted_ids: Option<(i64, i64)> = None;
+    for f in findings {
+        // Serialized by the session; bound as text without a copy.
+        let document = ToSqlOutput::Borrowed(ValueRef::Text(f.document_json.as_bytes()));
+        let rank = severity_rank(f.severity);
+        let stored: Option<(i64, String)> = select
+            .query_row(params![f.fingerprint_key, f.fingerprint], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        match stored {
+            None => {
+                insert.execute(params![
+                    f.fingerprint,
+                    f.fingerprint_key,
+                    run_id,
+                    plugin,
+                    plugin_version,
+                    f.rule_id,
+                    f.title,
+                    f.severity.as_str(),
+                    rank,
+                    f.target,
+                    now,
+                    document,
+                ])?;
+                let id = tx.last_insert_rowid();
+                inserted_ids =
+                    Some(inserted_ids.map_or((id, id), |(lo, hi)| (lo.min(id), hi.max(id))));
+            }
+            Some((id, first_run)) => {
+                update.execute(params![
+                    id,
+                    now,
+                    f.rule_id,
+                    f.title,
+                    f.target,
+                    document,
+                    f.severity.as_str(),
+                    rank,
+                ])?;
+                // A sighting is only recorded for a run other than the first.
+                if first_run != run_id {
+                    tx.prepare_cached(INSERT_SIGHTING)?
+                        .execute(params![run_id, id])?;
+                }
+            }
+        }
+    }
+    if let Some((first, last)) = inserted_ids {
+        tx.prepare_cached(WIDEN_RUN_RANGE)?
+            .execute(params![run_id, first, last])?;
+    }
+    Ok(())
+}
+
+pub(crate) const SELECT_ENRICHABLE: &str = "\
+SELECT id, enrichment, enrichment_vulnerabilities, enriched_severity_rank
+FROM findings WHERE fingerprint_key = ?1 AND fingerprint = ?2";
+
+pub(crate) const UPDATE_ENRICHMENT: &str = "\
+UPDATE findings SET
+    enrichment = ?2,
+    enrichment_vulnerabilities = ?3,
+    enriched_severity = ?4,
+    enriched_severity_rank = ?5,
+    severity = CASE WHEN ?5 > severity_rank THEN ?4 ELSE severity END,
+    severity_rank = max(severity_rank, ?5)
+WHERE id = ?1";
+
+/// Merges an enricher's findings into the stored ones they name by fingerprint;
+/// returns (accepted, rejected).
+pub(crate) fn merge_enrichments(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    plugin: &str,
+    findings: &[NewFinding],
+) -> Result<(u64, u64), rusqlite::Error> {
+    let mut select = tx.prepare_cached(SELECT_ENRICHABLE)?;
+    let mut update = tx.prepare_cached(UPDATE_ENRICHMENT)?;
+    let mut observe_one = tx.prepare_cached(INSERT_SIGHTING)?;
+    let (mut accepted, mut rejected) = (0, 0);
+    for f in findings {
+        let mut rows = select.query(params![f.fingerprint_key, f.fingerprint])?;
+        let Some(row) = rows.next()? else {
+            tracing::warn!(
+                run_id,
+                plugin,
+                fingerprint = %f.fingerprint,
+                "enrichment names no stored finding; counted as rejected"
+            );
+            rejected += 1;
+            continue;
+        };
+        let id: i64 = row.get(0)?;
+        let enrichment: String = row.get(1)?;
+        let vulnerabilities: String = row.get(2)?;
+        let enriched_rank: i64 = row.get(3)?;
+        drop(rows);
+
+        let mut enrichment = match serde_json::from_str::<Value>(&enrichment) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        enrichment.insert(plugin.to_string(), enrichment_of(&f.document));
+        let mut vulnerabilities = match serde_json::from_str::<Value>(&vulnerabilities) {
+            Ok(Value::Array(list)) => list,
+            _ => Vec::new(),
+        };
+        if let Some(Value::Array(new)) = f.document.get("vulnerabilities") {
+            append_vulnerabilities(&mut vulnerabilities, new);
+        }
+        let rank = enriched_rank.max(severity_rank(f.severity));
+        update.execute(params![
+            id,
+            Value::Object(enrichment).to_string(),
+            Value::Array(vulnerabilities).to_string(),
+            severity_of_rank(rank).as_str(),
+            rank,
+        ])?;
+        observe_one.execute(params![run_id, id])?;
+        accepted += 1;
+    }
+    Ok((accepted, rejected))
+}
+
+/// What an enricher adds under `enrichment.<plugin>`: its finding's own
+/// `enrichment` object, else its document without the standard fields.
+pub(crate) fn enrichment_of(document: &Value) -> Value {
+    if let Some(own @ Value::Object(_)) = document.get("enrichment") {
+        return own.clone();
+    }
+    let mut added = Map::new();
+    if let Value::Object(fields) = document {
+        for (key, value) in fields {
+            if !STANDARD_FIELDS.contains(&key.as_str()) {
+                added.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    Value::Object(added)
+}
+
+/// Appends the entries of `new` whose `cve` is not already in `list` (entries
+/// without a `cve` are deduplicated by equality).
+/// Adds an enricher's vulnerabilities: a CVE already listed (say, named by the
+/// detector) gains the fields it lacks (CVSS, KEV dates, CWEs, …) instead of
+/// being skipped; a new CVE is appended.
+pub(crate) fn append_vulnerabilities(list: &mut Vec<Value>, new: &[Value]) {
+    for v in new {
+        let same_cve = v.get("cve").and_then(Value::as_str).and_then(|cve| {
+            list.iter().position(|old| {
+                old.get("cve")
+                    .and_then(Value::as_str)
+                    .is_some_and(|c| c.eq_ignore_ascii_case(cve))
+            })
+        });
+        match same_cve {
+            Some(i) => {
+                if let (Value::Object(old), Value::Object(fields)) = (&mut list[i], v) {
+                    for (key, value) in fields {
+                        let empty = match old.get(key) {
+                            None | Some(Value::Null) => true,
+                            Some(Value::Array(a)) => a.is_empty(),
+                            Some(Value::String(s)) => s.is_empty(),
+                            Some(_) => false,
+                        };
+                        if empty {
+                            old.insert(key.clone(), value.clone());
+                        }
+                    }
+                }
+            }
+            None if v.get("cve").is_none() && list.contains(v) => {}
+            None => list.push(v.clone()),
+        }
+    }
+}
+
+/// How many findings the run in `runs.run_id` reported (first seen or seen
+/// again), as a correlated subquery: its id range, then its sightings.
+pub(crate) const OBSERVED_BY_RUN: &str = "((SELECT count(*) FROM findings f \
+    WHERE f.id BETWEEN (SELECT first_id FROM run_finding_ranges r WHERE r.run_id = runs.run_id) \
+    AND (SELECT last_id FROM run_finding_ranges r WHERE r.run_id = runs.run_id) \
+    AND f.run_id = runs.run_id) \
+    + (SELECT count(*) FROM finding_sightings s WHERE s.run_id = runs.run_id))";
+
+pub(crate) const FINDING_COLUMNS: &str =
+    "f.id, f.run_id, f.plugin_name, f.plugin_version, f.fingerprint, \
+    f.first_seen, f.last_seen, f.occurrences, f.severity, f.document, f.enrichment, \
+    f.enrichment_vulnerabilities";
+
+/// A stored finding as one object: the document with the enrichments merged in
+/// and the stored fields added (contracts §5).
+pub(crate) fn read_finding(row: &Row<'_>) -> Result<StoredFinding, StorageError> {
+    let id: i64 = row.get(0).map_err(db_error)?;
+    let malformed = |what: &str| StorageError::Malformed(format!("finding {id}: {what}"));
+    let stored = StoredFinding {
+        id,
+        run_id: row.get(1).map_err(db_error)?,
+        plugin: PluginId {
+            name: row.get(2).map_err(db_error)?,
+            version: row.get(3).map_err(db_error)?,
+        },
+        fingerprint: row.get(4).map_err(db_error)?,
+        first_seen: row.get(5).map_err(db_error)?,
+        last_seen: row.get(6).map_err(db_error)?,
+        occurrences: from_sql_int(row.get(7).map_err(db_error)?),
+        finding: Value::Null,
+    };
+    let severity: String = row.get(8).map_err(db_error)?;
+    let document: String = row.get(9).map_err(db_error)?;
+    let mut document = match serde_json::from_str(&document) {
+        Ok(Value::Object(map)) => map,
+        _ => return Err(malformed("document is not a JSON object")),
+    };
+    let enrichment: String = row.get(10).map_err(db_error)?;
+    let Ok(Value::Object(enrichment)) = serde_json::from_str(&enrichment) else {
+        return Err(malformed("enrichment is not a JSON object"));
+    };
+    let added: String = row.get(11).map_err(db_error)?;
+    let Ok(Value::Array(added)) = serde_json::from_str(&added) else {
+        return Err(malformed("enrichment_vulnerabilities is not a JSON array"));
+    };
+
+    if !added.is_empty() {
+        let mut vulnerabilities = match document.remove("vulnerabilities") {
+            Some(Value::Array(list)) => list,
+            _ => Vec::new(),
+        };
+        append_vulnerabilities(&mut vulnerabilities, &added);
+        document.insert("vulnerabilities".into(), Value::Array(vulnerabilities));
+    }
+    // A detector may send its own `enrichment`; the enrichers' entries go over it.
+    let mut merged = match document.remove("enrichment") {
+        Some(Value::Object(own)) => own,
+        _ => Map::new(),
+    };
+    merged.extend(enrichment);
+    document.insert("enrichment".into(), Value::Object(merged));
+    document.insert("severity".into(), Value::String(severity));
+    document.insert("id".into(), Value::from(stored.id));
+    document.insert("run_id".into(), Value::String(stored.run_id.clone()));
+    document.insert(
+        "plugin".into(),
+        serde_json::json!({"name": stored.plugin.name, "version": stored.plugin.version}),
+    );
+    document.insert(
+        "fingerprint".into(),
+        Value::String(stored.fingerprint.clone()),
+    );
+    document.insert(
+        "first_seen".into(),
+        Value::String(stored.first_seen.clone()),
+    );
+    document.insert("last_seen".into(), Value::String(stored.last_seen.clone()));
+    document.insert("occurrences".into(), Value::from(stored.occurrences));
+    Ok(StoredFinding {
+        finding: Value::Object(document),
+        ..stored
+    })
+}
+
+/// A stored finding as JSON text, the same object as [`read_finding`]'s.
+///
+/// A finding no enricher touched (most of them) is assembled from its
+/// document's top-level members as stored, without parsing them into a tree
+/// and serialising that again: an API page of them costs a fraction. The
+/// members come out in key order, as the tree's do. An enriched finding
+/// takes [`read_finding`]'s merge.
+pub(crate) fn read_finding_text(row: &Row<'_>) -> Result<(i64, Box<RawValue>), StorageError> {
+    let id: i64 = row.get(0).map_err(db_error)?;
+    let enrichment: String = row.get(10).map_err(db_error)?;
+    let added: String = row.get(11).map_err(db_error)?;
+    if enrichment != "{}" || added != "[]" {
+        let stored = read_finding(row)?;
+        return Ok((id, raw_json(id, &stored.finding)?));
+    }
+    let document: String = row.get(9).map_err(db_error)?;
+    let members: BTreeMap<String, &RawValue> = serde_json::from_str(&document).map_err(|_| {
+        StorageError::Malformed(format!("finding {id}: document is not a JSON object"))
+    })?;
+    let severity: String = row.get(8).map_err(db_error)?;
+    let plugin = serde_json::json!({"name": row.get::<_, String>(2).map_err(db_error)?, "version": row.get::<_, String>(3).map_err(db_error)?});
+    let ours: [(&str, Box<RawValue>); 8] = [
+        ("severity", raw_json(id, &severity)?),
+        ("id", raw_json(id, &id)?),
+        (
+            "run_id",
+            raw_json(id, &row.get::<_, String>(1).map_err(db_error)?)?,
+        ),
+        ("plugin", raw_json(id, &plugin)?),
+        (
+            "fingerprint",
+            raw_json(id, &row.get::<_, String>(4).map_err(db_error)?)?,
+        ),
+        (
+            "first_seen",
+            raw_json(id, &row.get::<_, String>(5).map_err(db_error)?)?,
+        ),
+        (
+            "last_seen",
+            raw_json(id, &row.get::<_, String>(6).map_err(db_error)?)?,
+        ),
+        (
+            "occurrences",
+            raw_json(id, &from_sql_int(row.get(7).map_err(db_error)?))?,
+        ),
+    ];
+    let no_enrichment = raw_json(id, &Map::new())?;
+    let mut object: BTreeMap<&str, &RawValue> =
+        members.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    // A detector's own `enrichment` object stays; anything else is replaced.
+    if !members
+        .get("enrichment")
+        .is_some_and(|v| v.get().starts_with('{'))
+    {
+        object.insert("enrichment", &no_enrichment);
+    }
+    for (key, value) in &ours {
+        object.insert(key, value);
+    }
+    Ok((id, raw_json(id, &object)?))
+}
+
+/// `value` as JSON text; failing only for values JSON cannot hold.
+pub(crate) fn raw_json<T: serde::Serialize + ?Sized>(
+    id: i64,
+    value: &T,
+) -> Result<Box<RawValue>, StorageError> {
+    serde_json::value::to_raw_value(value)
+        .map_err(|e| StorageError::Malformed(format!("finding {id}: {e}")))
+}
+
+/// The SQL of a findings page, its arguments and its limit.
+pub(crate) fn findings_sql(query: &FindingQuery) -> (String, Vec<SqlValue>, u32) {
+    // Numbered parameters: a run's query repeats the filters in both arms.
+    let mut args = Vec::new();
+    let mut arg = |value: SqlValue| {
+        args.push(value);
+        format!("?{}", args.len())
+    };
+    let mut filters = String::new();
+    if let Some(plugin) = &query.plugin {
+        filters.push_str(&format!(
+            " AND f.plugin_name = {}",
+            arg(SqlValue::Text(plugin.clone()))
+        ));
+    }
+    if let Some(min) = query.min_severity {
+        filters.push_str(&format!(
+            " AND f.severity_rank >= {}",
+            arg(SqlValue::Integer(severity_rank(min)))
+        ));
+    }
+    if let Some(after) = query.after {
+        filters.push_str(&format!(" AND f.id > {}", arg(SqlValue::Integer(after))));
+    }
+    let limit = page_limit(query.limit, DEFAULT_FINDINGS_LIMIT);
+    let limit_arg = arg(SqlValue::Integer(limit.into()));
+    let sql = match &query.run_id {
+        // What the run first reported (a rowid range of `findings`), then
+        // what it saw again or enriched (`finding_sightings`); both arms
+        // come in id order, so the page is a merge that stops at its limit.
+        Some(run_id) => {
+            let run = arg(SqlValue::Text(run_id.clone()));
+            format!(
+                    "SELECT {FINDING_COLUMNS} FROM findings f \
+                     WHERE f.id BETWEEN (SELECT first_id FROM run_finding_ranges WHERE run_id = {run}) \
+                     AND (SELECT last_id FROM run_finding_ranges WHERE run_id = {run}) \
+                     AND f.run_id = {run}{filters} \
+                     UNION ALL \
+                     SELECT {FINDING_COLUMNS} FROM finding_sightings o \
+                     JOIN findings f ON f.id = o.finding_id WHERE o.run_id = {run}{filters} \
+                     ORDER BY 1 LIMIT {limit_arg}"
+                )
+        }
+        None => format!(
+            "SELECT {FINDING_COLUMNS} FROM findings f WHERE 1 = 1{filters} \
+                 ORDER BY f.id LIMIT {limit_arg}"
+        ),
+    };
+    (sql, args, limit)
+}

@@ -1,0 +1,1690 @@
+//! SQLite implementation of the storage port: one database file in WAL mode, one
+//! writer thread that owns the write connection, a few read connections beside
+//! it (`read_pool`).
+//!
+//! Writes arrive as [`WriteOp`]s on a bounded queue. The writer thread
+//! (`secflow-store-writer`) takes what is queued, up to `batch_size` operations,
+//! applies them in one transaction and only then answers the operations that
+//! wait for an answer (`RunFinished`, `Flush`, `PluginState`). A plugin streaming
+//! findings therefore pays for a commit per batch, never per finding, and an
+//! answer always means "this and everything queued before it is durable".
+//!
+//! The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] holds one
+//! SQL step per version and `open` applies the missing ones. A database written by
+//! a newer build is refused rather than guessed at.
+//!
+//! Shutdown: the writer thread ends when its queue is closed and drained. A
+//! [`StoreWriter`] clone held elsewhere keeps the queue open, so
+//! [`SqliteStore::shutdown`] (and `Drop`) does not wait for every clone to be
+//! dropped: it marks the store as closing and wakes the writer with a `Flush`;
+//! after that batch the writer closes the queue (later sends fail with
+//! [`StorageError::WriterGone`]), applies everything still buffered, and exits;
+//! `shutdown` joins it. Nothing queued before `shutdown` is lost.
+
+mod audit;
+mod findings;
+mod migrations;
+mod read_pool;
+mod runs;
+
+use audit::*;
+use findings::*;
+use migrations::*;
+pub use migrations::{MIGRATIONS, SCHEMA_VERSION};
+use runs::*;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::{
+    params, params_from_iter, Connection, OptionalExtension, Row, Transaction, TransactionBehavior,
+};
+use secflow_plugin_sdk::protocol::{Category, Severity};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::read_pool::{ReadConnection, ReadPool};
+use secflow_core::clock;
+use secflow_core::config::StorageConfig;
+use secflow_core::record::{ErrorKind, RunError, RunRecord, RunStatus};
+use secflow_store::{
+    AuditEvent, AuditQuery, FindingPage, FindingQuery, FindingTextPage, FindingsBudget, NewFinding,
+    PluginId, PluginState, RunQuery, StorageError, StoragePort, StoreWriter, StoredFinding,
+    TelemetryEvent, TelemetryQuery, WriteOp, MAX_FINDINGS_IN_FLIGHT,
+};
+
+/// A SQLite failure as the port reports it (its kind says whether the disk is full).
+pub(crate) fn db_error(e: rusqlite::Error) -> StorageError {
+    StorageError::Backend {
+        kind: sqlite_error_kind(&e),
+        source: Box::new(e),
+    }
+}
+
+/// `storage_full` for SQLITE_FULL (the file system ran out of space), else
+/// `storage_error`.
+pub(crate) fn sqlite_error_kind(e: &rusqlite::Error) -> ErrorKind {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => ErrorKind::StorageFull,
+        _ => ErrorKind::StorageError,
+    }
+}
+
+/// The name of the writer thread (visible in `ps -T`, `top -H`, panics).
+pub const WRITER_THREAD_NAME: &str = "secflow-store-writer";
+
+/// Page size of a new database file: fewer, larger WAL writes per commit.
+const PAGE_SIZE: i64 = 16_384;
+
+/// WAL pages (64 MiB at [`PAGE_SIZE`]) before the writer checkpoints: a page
+/// rewritten by several batches is copied back into the database only once.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 4096;
+
+/// How long a connection waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Page sizes of the list queries.
+const DEFAULT_RUNS_LIMIT: u32 = 50;
+const DEFAULT_FINDINGS_LIMIT: u32 = 100;
+const DEFAULT_EVENTS_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+
+/// Fields of a finding document that say what and where it is, or that storage
+/// owns; an enricher's document without them is what it added.
+const STANDARD_FIELDS: &[&str] = &[
+    "finding_schema_version",
+    "rule_id",
+    "title",
+    "severity",
+    "target",
+    "location",
+    "fingerprint",
+    "vulnerabilities",
+    "id",
+    "run_id",
+    "plugin",
+    "first_seen",
+    "last_seen",
+    "occurrences",
+    "enrichment",
+];
+
+const INTERRUPTED_MESSAGE: &str = "the supervisor stopped while this run was in flight";
+
+/// The SQLite store: the writer thread's queue plus the read connections.
+pub struct SqliteStore {
+    path: PathBuf,
+    tx: mpsc::Sender<WriteOp>,
+    budget: FindingsBudget,
+    closing: Arc<AtomicBool>,
+    writer: Option<JoinHandle<Result<(), StorageError>>>,
+    readers: ReadPool,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("writer_running", &self.writer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its directory if needed) the database at
+    /// `config.path`, brings its schema up to [`SCHEMA_VERSION`] and starts the
+    /// writer thread.
+    ///
+    /// `queue_capacity` bounds the writer queue (senders wait when it is full);
+    /// `batch_size` is the most operations committed in one transaction;
+    /// `cache_mib` is the writer connection's page cache.
+    pub fn open(config: &StorageConfig) -> Result<SqliteStore, StorageError> {
+        let StorageConfig {
+            path,
+            queue_capacity,
+            batch_size,
+            cache_mib,
+            read_connections,
+        } = config;
+        let (path, queue_capacity, batch_size) = (path.as_path(), *queue_capacity, *batch_size);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StorageError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_error = |source: rusqlite::Error| StorageError::Open {
+            location: path.display().to_string(),
+            kind: sqlite_error_kind(&source),
+            source: Box::new(source),
+        };
+
+        let mut conn = Connection::open(path).map_err(open_error)?;
+        // Refuse a newer schema before touching the file in any way.
+        check_version(&conn, path)?;
+        // Parse the schema now: a file whose schema pages are corrupt is
+        // refused at start, naming the file, not at the first query.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .map_err(open_error)?;
+        // Only takes effect on a new file (before WAL mode is first set).
+        conn.pragma_update(None, "page_size", PAGE_SIZE)
+            .map_err(open_error)?;
+        configure(&conn).map_err(open_error)?;
+        // Negative: a size in KiB rather than in pages.
+        conn.pragma_update(None, "cache_size", -(i64::from(*cache_mib) * 1024))
+            .map_err(open_error)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+            .map_err(open_error)?;
+        migrate(&mut conn, path)?;
+
+        let readers = ReadPool::open(path, *read_connections, configure)?;
+
+        let (tx, rx) = mpsc::channel(queue_capacity.max(1));
+        let closing = Arc::new(AtomicBool::new(false));
+        let budget = FindingsBudget::new(MAX_FINDINGS_IN_FLIGHT);
+        let writer = Writer {
+            conn,
+            batch_size: batch_size.max(1),
+            budget: budget.clone(),
+            counts: HashMap::new(),
+            lost: HashMap::new(),
+            unfinished: Vec::new(),
+        };
+        let writer_closing = Arc::clone(&closing);
+        let handle = std::thread::Builder::new()
+            .name(WRITER_THREAD_NAME.to_string())
+            .spawn(move || writer.run(rx, &writer_closing))
+            .map_err(|e| {
+                open_error(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!("cannot start the {WRITER_THREAD_NAME} thread: {e}")),
+                ))
+            })?;
+
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            tx,
+            budget,
+            closing,
+            writer: Some(handle),
+            readers,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Commits everything queued so far, closes the writer queue and joins the
+    /// writer thread. Senders still held elsewhere get
+    /// [`StorageError::WriterGone`] from then on. Blocks the calling thread until
+    /// the last batch is committed (from async code, call it in `spawn_blocking`
+    /// or accept a short block). Returns the first write failure the writer met
+    /// during its life, if any (each was also logged and answered).
+    pub fn shutdown(mut self) -> Result<(), StorageError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), StorageError> {
+        let Some(handle) = self.writer.take() else {
+            return Ok(());
+        };
+        self.closing.store(true, Ordering::Release);
+        // Wake the writer. If the queue is full it is awake anyway and sees
+        // `closing` after its current batch; if it is closed the writer is gone.
+        let (done, _answer) = oneshot::channel();
+        let _ = self.tx.try_send(WriteOp::Flush(done));
+        handle.join().map_err(|_| StorageError::WriterGone)?
+    }
+
+    fn reader(&self) -> Result<ReadConnection<'_>, StorageError> {
+        self.readers.get()
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::error!(path = %self.path.display(), error = %e, "storage writer ended with an error");
+        }
+    }
+}
+
+/// Settings every connection to the file uses.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Statement journals and RETURNING's result tables stay in memory instead of
+    // becoming a temporary file (and syscalls) per statement.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// What the writer counted for a run that has not finished yet.
+#[derive(Debug, Default, Clone)]
+struct RunCounts {
+    accepted: u64,
+    rejected: u64,
+}
+
+/// An answer owed once the batch commits (or fails).
+enum Reply {
+    Run(
+        oneshot::Sender<Result<RunRecord, StorageError>>,
+        Box<RunRecord>,
+    ),
+    Done(oneshot::Sender<Result<(), StorageError>>),
+}
+
+impl Reply {
+    fn of(op: WriteOp) -> Option<Reply> {
+        match op {
+            WriteOp::RunFinished { record, done } => Some(Reply::Run(done, record)),
+            WriteOp::PluginState {
+                done: Some(done), ..
+            } => Some(Reply::Done(done)),
+            WriteOp::Flush(done) => Some(Reply::Done(done)),
+            _ => None,
+        }
+    }
+
+    fn answer(self, outcome: Result<(), &rusqlite::Error>) {
+        // A receiver that stopped waiting is not an error of the writer.
+        match (self, outcome) {
+            (Reply::Run(done, record), Ok(())) => {
+                let _ = done.send(Ok(*record));
+            }
+            (Reply::Done(done), Ok(())) => {
+                let _ = done.send(Ok(()));
+            }
+            (Reply::Run(done, _), Err(e)) => {
+                let _ = done.send(Err(db_error(copy_error(e))));
+            }
+            (Reply::Done(done), Err(e)) => {
+                let _ = done.send(Err(db_error(copy_error(e))));
+            }
+        }
+    }
+}
+
+/// `rusqlite::Error` is not `Clone`; every waiter of a failed batch gets an equal copy.
+fn copy_error(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            rusqlite::Error::SqliteFailure(*code, message.clone())
+        }
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    }
+}
+
+/// The writer thread's state: the write connection and the per-run counters.
+struct Writer {
+    conn: Connection,
+    batch_size: usize,
+    /// Given back as each batch's findings are applied.
+    budget: FindingsBudget,
+    counts: HashMap<String, RunCounts>,
+    /// Runs some of whose findings were in a batch that failed to commit (the
+    /// disk was full, say), with the kind their record will end with.
+    lost: HashMap<String, ErrorKind>,
+    /// Final records whose batch failed, already marked as failed by storage:
+    /// retried first in every batch until one commits, so that once space
+    /// returns no run stays `running` in the database.
+    unfinished: Vec<RunRecord>,
+}
+
+impl Writer {
+    fn run(
+        mut self,
+        mut rx: mpsc::Receiver<WriteOp>,
+        closing: &AtomicBool,
+    ) -> Result<(), StorageError> {
+        let mut first_failure = None;
+        let mut batch = Vec::with_capacity(self.batch_size);
+        while let Some(op) = rx.blocking_recv() {
+            let mut cost = self.budget.cost(&op);
+            batch.push(op);
+            while batch.len() < self.batch_size {
+                match rx.try_recv() {
+                    Ok(op) => {
+                        cost += self.budget.cost(&op);
+                        batch.push(op);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let applied = self.apply_batch(&mut batch);
+            // Applied or rolled back, these findings no longer wait.
+            self.budget.give_back(cost);
+            if let Err(e) = applied {
+                first_failure.get_or_insert(db_error(e));
+            }
+            if closing.load(Ordering::Acquire) {
+                // Buffered operations are still received (and applied); new sends fail.
+                rx.close();
+            }
+        }
+        first_failure.map_or(Ok(()), Err)
+    }
+
+    /// Applies `batch` in one transaction, then answers its waiters.
+    ///
+    /// A failed batch leaves the writer serving: the runs it touched are
+    /// remembered as having lost findings (their final record says so), their
+    /// counters go back to what was committed, and their final records, if the
+    /// batch held them, are retried with the next batch.
+    fn apply_batch(&mut self, batch: &mut Vec<WriteOp>) -> Result<(), rusqlite::Error> {
+        let now = clock::now_rfc3339();
+        for record in std::mem::take(&mut self.unfinished) {
+            // Nobody waits for a retried record any more: its run was answered.
+            let (done, _unanswered) = oneshot::channel();
+            batch.insert(
+                0,
+                WriteOp::RunFinished {
+                    record: Box::new(record),
+                    done,
+                },
+            );
+        }
+        let mut touched: Vec<(String, Option<RunCounts>)> = Vec::new();
+        let mut finishing = Vec::new();
+        for op in batch.iter_mut() {
+            let run_id = match op {
+                WriteOp::Findings { run_id, .. } | WriteOp::Enrichments { run_id, .. } => run_id,
+                WriteOp::RunFinished { record, .. } => {
+                    if let Some(kind) = self.lost.remove(&record.run_id) {
+                        record.lost_to_storage(kind, "an earlier batch of its findings failed");
+                    }
+                    finishing.push((**record).clone());
+                    &record.run_id
+                }
+                _ => continue,
+            };
+            if !touched.iter().any(|(id, _)| id == run_id) {
+                touched.push((run_id.clone(), self.counts.get(run_id).cloned()));
+            }
+        }
+        let mut replies = Vec::new();
+        let outcome = apply_all(
+            &mut self.conn,
+            &mut self.counts,
+            batch.drain(..),
+            &now,
+            &mut replies,
+        );
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, operations = replies.len(), "storage batch failed and was rolled back");
+            let kind = sqlite_error_kind(e);
+            for (run_id, counts) in touched {
+                match counts {
+                    Some(counts) => self.counts.insert(run_id.clone(), counts),
+                    None => self.counts.remove(&run_id),
+                };
+                self.lost.entry(run_id).or_insert(kind);
+            }
+            for mut record in finishing {
+                self.lost.remove(&record.run_id);
+                record.lost_to_storage(kind, &e.to_string());
+                self.unfinished.push(record);
+            }
+        }
+        for reply in replies {
+            reply.answer(outcome.as_ref().map(|_| ()));
+        }
+        outcome
+    }
+}
+
+/// Applies every operation in one transaction; on the first failure the rest
+/// are only collected for their answers, and the transaction rolls back.
+fn apply_all(
+    conn: &mut Connection,
+    counts: &mut HashMap<String, RunCounts>,
+    ops: impl Iterator<Item = WriteOp>,
+    now: &str,
+    replies: &mut Vec<Reply>,
+) -> Result<(), rusqlite::Error> {
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            replies.extend(ops.filter_map(Reply::of));
+            return Err(e);
+        }
+    };
+    let mut failure = None;
+    for op in ops {
+        if failure.is_some() {
+            replies.extend(Reply::of(op));
+            continue;
+        }
+        if let Err(e) = apply(&tx, counts, op, now, replies) {
+            failure = Some(e);
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => tx.commit(),
+    }
+}
+
+fn apply(
+    tx: &Transaction<'_>,
+    counts: &mut HashMap<String, RunCounts>,
+    op: WriteOp,
+    now: &str,
+    replies: &mut Vec<Reply>,
+) -> Result<(), rusqlite::Error> {
+    match op {
+        WriteOp::RunStarted(mut record) => {
+            record.status = RunStatus::Running;
+            upsert_run(tx, &record)
+        }
+        WriteOp::Findings {
+            run_id,
+            plugin,
+            plugin_version,
+            findings,
+        } => {
+            store_findings(tx, &run_id, &plugin, &plugin_version, &findings, now)?;
+            counts.entry(run_id).or_default().accepted += findings.len() as u64;
+            Ok(())
+        }
+        WriteOp::Enrichments {
+            run_id,
+            plugin,
+            findings,
+        } => {
+            let (accepted, rejected) = merge_enrichments(tx, &run_id, &plugin, &findings)?;
+            let entry = counts.entry(run_id).or_default();
+            entry.accepted += accepted;
+            entry.rejected += rejected;
+            Ok(())
+        }
+        WriteOp::RunFinished { record, done } => {
+            let mut record = record;
+            if let Some(c) = counts.remove(&record.run_id) {
+                record.findings += c.accepted;
+                record.findings_rejected += c.rejected;
+            }
+            upsert_run(tx, &record)?;
+            replies.push(Reply::Run(done, record));
+            Ok(())
+        }
+        WriteOp::Telemetry(event) => insert_telemetry(tx, &event),
+        WriteOp::Audit(event) => insert_audit(tx, &event, now),
+        WriteOp::PluginState { state, done } => {
+            upsert_plugin_state(tx, &state)?;
+            replies.extend(done.map(Reply::Done));
+            Ok(())
+        }
+        WriteOp::Flush(done) => {
+            replies.push(Reply::Done(done));
+            Ok(())
+        }
+    }
+}
+
+/// `u64` counters as SQLite integers (saturating; no counter gets near it).
+fn sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn from_sql_int(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn severity_rank(s: Severity) -> i64 {
+    s as i64
+}
+
+fn severity_of_rank(rank: i64) -> Severity {
+    usize::try_from(rank)
+        .ok()
+        .and_then(|r| Severity::ALL.get(r).copied())
+        .unwrap_or(Severity::Unknown)
+}
+
+fn page_limit(limit: Option<u32>, default: u32) -> u32 {
+    limit.unwrap_or(default).clamp(1, MAX_LIMIT)
+}
+
+/// Runs `sql` with `args` on `conn` and reads every row with `read`.
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    args: Vec<SqlValue>,
+    read: fn(&Row<'_>) -> Result<T, StorageError>,
+) -> Result<Vec<T>, StorageError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
+    let mut rows = stmt.query(params_from_iter(args)).map_err(db_error)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db_error)? {
+        out.push(read(row)?);
+    }
+    Ok(out)
+}
+
+/// Appends ` AND <column> = ?` for each present filter.
+fn filter(sql: &mut String, args: &mut Vec<SqlValue>, column: &str, value: Option<&str>) {
+    if let Some(value) = value {
+        sql.push_str(" AND ");
+        sql.push_str(column);
+        sql.push_str(" = ?");
+        args.push(SqlValue::Text(value.to_string()));
+    }
+}
+
+impl StoragePort for SqliteStore {
+    fn writer(&self) -> StoreWriter {
+        StoreWriter::new(self.tx.clone(), self.budget.clone())
+    }
+
+    fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StorageError> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?");
+        let runs = query_all(
+            &*self.reader()?,
+            &sql,
+            vec![SqlValue::Text(run_id.to_string())],
+            read_run,
+        )?;
+        Ok(runs.into_iter().next())
+    }
+
+    fn runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StorageError> {
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
+        let mut args = Vec::new();
+        filter(&mut sql, &mut args, "plugin", query.plugin.as_deref());
+        filter(
+            &mut sql,
+            &mut args,
+            "status",
+            query.status.map(RunStatus::as_str),
+        );
+        sql.push_str(" ORDER BY started_at DESC, rowid DESC LIMIT ?");
+        args.push(SqlValue::Integer(
+            page_limit(query.limit, DEFAULT_RUNS_LIMIT).into(),
+        ));
+        query_all(&*self.reader()?, &sql, args, read_run)
+    }
+
+    fn findings(&self, query: &FindingQuery) -> Result<FindingPage, StorageError> {
+        let (sql, args, limit) = findings_sql(query);
+        let findings = query_all(&*self.reader()?, &sql, args, read_finding)?;
+        let next = if findings.len() == limit as usize {
+            findings.last().map(|f| f.id)
+        } else {
+            None
+        };
+        Ok(FindingPage { findings, next })
+    }
+
+    fn findings_text(&self, query: &FindingQuery) -> Result<FindingTextPage, StorageError> {
+        let (sql, args, limit) = findings_sql(query);
+        let rows = query_all(&*self.reader()?, &sql, args, read_finding_text)?;
+        let next = if rows.len() == limit as usize {
+            rows.last().map(|(id, _)| *id)
+        } else {
+            None
+        };
+        Ok(FindingTextPage {
+            findings: rows.into_iter().map(|(_, text)| text).collect(),
+            next,
+        })
+    }
+
+    fn telemetry(&self, query: &TelemetryQuery) -> Result<Vec<TelemetryEvent>, StorageError> {
+        let mut sql = String::from(
+            "SELECT event, plugin, version, run_id, duration_ms, cpu_ms, memory_mb, \
+             findings_processed, success, timestamp FROM telemetry WHERE 1 = 1",
+        );
+        let mut args = Vec::new();
+        filter(&mut sql, &mut args, "plugin", query.plugin.as_deref());
+        filter(&mut sql, &mut args, "run_id", query.run_id.as_deref());
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        args.push(SqlValue::Integer(
+            page_limit(query.limit, DEFAULT_EVENTS_LIMIT).into(),
+        ));
+        query_all(&*self.reader()?, &sql, args, read_telemetry)
+    }
+
+    fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StorageError> {
+        let mut sql = String::from(
+            "SELECT id, timestamp, event, security, plugin, run_id, actor_uid, message, details \
+             FROM audit WHERE 1 = 1",
+        );
+        let mut args = Vec::new();
+        filter(&mut sql, &mut args, "event", query.event.as_deref());
+        filter(&mut sql, &mut args, "plugin", query.plugin.as_deref());
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        args.push(SqlValue::Integer(
+            page_limit(query.limit, DEFAULT_EVENTS_LIMIT).into(),
+        ));
+        query_all(&*self.reader()?, &sql, args, read_audit)
+    }
+
+    fn plugin_states(&self) -> Result<Vec<PluginState>, StorageError> {
+        query_all(
+            &*self.reader()?,
+            "SELECT name, version, code_hash, revoked, reason, changed_at, actor_uid \
+             FROM plugins ORDER BY name, version, code_hash",
+            Vec::new(),
+            |row| {
+                Ok(PluginState {
+                    name: row.get(0).map_err(db_error)?,
+                    version: row.get(1).map_err(db_error)?,
+                    code_hash: row.get(2).map_err(db_error)?,
+                    revoked: row.get(3).map_err(db_error)?,
+                    reason: row.get(4).map_err(db_error)?,
+                    changed_at: row.get(5).map_err(db_error)?,
+                    actor_uid: row.get(6).map_err(db_error)?,
+                })
+            },
+        )
+    }
+
+    /// The one write made on the read connection: it runs at daemon start,
+    /// before any run, and is a single statement (WAL + busy timeout let it sit
+    /// beside the writer). `findings` becomes at least the number of findings
+    /// the run was seen to report, since the writer's in-memory counts died
+    /// with the previous daemon.
+    fn mark_interrupted(&self) -> Result<u64, StorageError> {
+        let error = RunError::new(ErrorKind::Interrupted, INTERRUPTED_MESSAGE);
+        let error = serde_json::to_string(&error)
+            .map_err(|e| StorageError::Malformed(format!("interrupted run error: {e}")))?;
+        let now = clock::now_rfc3339();
+        let sql = format!(
+            "UPDATE runs SET
+                status = 'failed',
+                findings = max(findings, {OBSERVED_BY_RUN}),
+                partial = max(findings, {OBSERVED_BY_RUN}) > 0,
+                error = ?1,
+                finished_at = ?2,
+                duration_ms = coalesce(
+                    CAST(max(0, (julianday(?2) - julianday(started_at)) * 86400000) AS INTEGER),
+                    duration_ms)
+             WHERE status = 'running'"
+        );
+        let changed = self
+            .reader()?
+            .prepare(&sql)
+            .map_err(db_error)?
+            .execute(params![error, now])
+            .map_err(db_error)?;
+        Ok(changed as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn test_config(path: &Path, queue_capacity: usize, batch_size: usize) -> StorageConfig {
+        StorageConfig {
+            path: path.to_path_buf(),
+            queue_capacity,
+            batch_size,
+            ..StorageConfig::default()
+        }
+    }
+
+    fn open(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(&test_config(
+            &dir.path().join("db").join("secflow.db"),
+            64,
+            32,
+        ))
+        .unwrap()
+    }
+
+    fn started(run_id: &str, plugin: &str, category: Category) -> RunRecord {
+        RunRecord {
+            run_id: run_id.to_string(),
+            plugin: plugin.to_string(),
+            plugin_version: "1.0.0".to_string(),
+            category,
+            status: RunStatus::Running,
+            partial: false,
+            exit_code: None,
+            signal: None,
+            started_at: clock::now_rfc3339(),
+            finished_at: None,
+            duration_ms: 0,
+            cpu_ms: 0,
+            memory_mb: 0,
+            findings: 0,
+            findings_rejected: 0,
+            outputs: Map::new(),
+            error: None,
+            stderr_tail: String::new(),
+            workflow_id: None,
+            node_id: None,
+        }
+    }
+
+    fn succeeded(mut record: RunRecord) -> RunRecord {
+        record.status = RunStatus::Succeeded;
+        record.exit_code = Some(0);
+        record.finished_at = Some(clock::now_rfc3339());
+        record
+    }
+
+    fn finding(fingerprint: &str, severity: Severity) -> NewFinding {
+        NewFinding::new(
+            fingerprint.to_string(),
+            severity,
+            json!({
+                "finding_schema_version": "1.0.0",
+                "rule_id": format!("rule-{fingerprint}"),
+                "title": format!("finding {fingerprint}"),
+                "severity": severity.as_str(),
+                "target": "http://target.test/",
+            }),
+        )
+    }
+
+    fn findings_op(run_id: &str, findings: Vec<NewFinding>) -> WriteOp {
+        WriteOp::Findings {
+            run_id: run_id.to_string(),
+            plugin: "detector".to_string(),
+            plugin_version: "1.0.0".to_string(),
+            findings,
+        }
+    }
+
+    /// Runs a detector run that reports `findings` and returns its final record.
+    async fn detector_run(
+        store: &SqliteStore,
+        run_id: &str,
+        findings: Vec<NewFinding>,
+    ) -> RunRecord {
+        let writer = store.writer();
+        let record = started(run_id, "detector", Category::Detector);
+        writer
+            .send(WriteOp::RunStarted(record.clone()))
+            .await
+            .unwrap();
+        writer.send(findings_op(run_id, findings)).await.unwrap();
+        writer.finish_run(succeeded(record)).await.unwrap()
+    }
+
+    fn all_findings(store: &SqliteStore, query: FindingQuery) -> Vec<StoredFinding> {
+        let mut out = Vec::new();
+        let mut query = FindingQuery {
+            limit: Some(query.limit.unwrap_or(MAX_LIMIT)),
+            ..query
+        };
+        loop {
+            let page = store.findings(&query).unwrap();
+            out.extend(page.findings);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return out,
+            }
+        }
+    }
+
+    fn audit_event(event: &str, plugin: &str) -> AuditEvent {
+        AuditEvent {
+            id: 0,
+            timestamp: clock::now_rfc3339(),
+            event: event.to_string(),
+            security: event != "plugin_invoked",
+            plugin: Some(plugin.to_string()),
+            run_id: None,
+            actor_uid: Some(1000),
+            message: format!("{event} {plugin}"),
+            details: json!({"why": "test"}),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_finding_seen_in_two_runs_is_one_row_with_two_occurrences_listed_for_both_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        detector_run(&store, "run-1", vec![finding("fp-1", Severity::High)]).await;
+        let first = all_findings(&store, FindingQuery::default());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        detector_run(&store, "run-2", vec![finding("fp-1", Severity::High)]).await;
+
+        let stored = all_findings(&store, FindingQuery::default());
+        assert_eq!(stored.len(), 1);
+        let f = &stored[0];
+        assert_eq!(f.occurrences, 2);
+        assert_eq!(
+            f.run_id, "run-1",
+            "run_id is the run that first reported it"
+        );
+        assert_eq!(f.first_seen, first[0].first_seen);
+        assert!(
+            f.last_seen > first[0].last_seen,
+            "{} <= {}",
+            f.last_seen,
+            first[0].last_seen
+        );
+        assert_eq!(f.finding["occurrences"], 2);
+        assert_eq!(f.finding["fingerprint"], "fp-1");
+        assert_eq!(
+            f.finding["plugin"],
+            json!({"name": "detector", "version": "1.0.0"})
+        );
+        assert_eq!(f.finding["rule_id"], "rule-fp-1");
+        assert_eq!(f.finding["enrichment"], json!({}));
+
+        for run in ["run-1", "run-2"] {
+            let listed = all_findings(
+                &store,
+                FindingQuery {
+                    run_id: Some(run.to_string()),
+                    ..FindingQuery::default()
+                },
+            );
+            assert_eq!(
+                listed.iter().map(|f| f.id).collect::<Vec<_>>(),
+                vec![f.id],
+                "{run}"
+            );
+        }
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_thousand_findings_stored_twice_are_a_thousand_rows_each_seen_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let batch = || {
+            (0..1000)
+                .map(|i| finding(&format!("fp-{i}"), Severity::Low))
+                .collect()
+        };
+        let first = detector_run(&store, "run-1", batch()).await;
+        let second = detector_run(&store, "run-2", batch()).await;
+        assert_eq!((first.findings, first.findings_rejected), (1000, 0));
+        assert_eq!((second.findings, second.findings_rejected), (1000, 0));
+        assert_eq!(store.run("run-2").unwrap().unwrap().findings, 1000);
+
+        let stored = all_findings(&store, FindingQuery::default());
+        assert_eq!(stored.len(), 1000);
+        assert!(stored.iter().all(|f| f.occurrences == 2));
+        let in_second = all_findings(
+            &store,
+            FindingQuery {
+                run_id: Some("run-2".into()),
+                ..FindingQuery::default()
+            },
+        );
+        assert_eq!(in_second.len(), 1000);
+        store.shutdown().unwrap();
+    }
+
+    /// A finding whose document has `extra` members, stored from `text` of
+    /// it as the plugin might have spaced it.
+    fn finding_with(fingerprint: &str, severity: Severity, extra: Value) -> NewFinding {
+        let mut document = finding(fingerprint, severity).document;
+        for (key, value) in extra.as_object().unwrap() {
+            document[key] = value.clone();
+        }
+        let text = serde_json::to_string_pretty(&document)
+            .unwrap()
+            .replace('\n', " ");
+        NewFinding::with_json(fingerprint.to_string(), severity, document, text)
+    }
+
+    /// Asserts that `findings_text` answers `query` with the JSON
+    /// `findings` answers, and the same `next`.
+    fn assert_text_page_is_the_tree_page(store: &SqliteStore, query: FindingQuery) {
+        let tree = store.findings(&query).unwrap();
+        let text = store.findings_text(&query).unwrap();
+        assert_eq!(text.next, tree.next, "{query:?}");
+        let parsed: Vec<Value> = text
+            .findings
+            .iter()
+            .map(|t| serde_json::from_str(t.get()).unwrap())
+            .collect();
+        let expected: Vec<Value> = tree.findings.into_iter().map(|f| f.finding).collect();
+        assert_eq!(parsed, expected, "{query:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_findings_page_as_text_is_the_same_json_as_the_page_of_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let findings = vec![
+            finding("fp-plain", Severity::Low),
+            // The stored fields win over a document's own; its own
+            // `enrichment` object stays, anything else there does not.
+            finding_with(
+                "fp-own",
+                Severity::High,
+                json!({"id": "not ours", "occurrences": 99, "fingerprint": "other", "severity": "info",
+                       "enrichment": {"scanner": {"note": "é \"quoted\" \u{2028}"}}}),
+            ),
+            finding_with(
+                "fp-odd",
+                Severity::Info,
+                json!({"enrichment": "not an object"}),
+            ),
+        ];
+        detector_run(&store, "run-1", findings).await;
+        detector_run(
+            &store,
+            "run-2",
+            vec![finding("fp-plain", Severity::Critical)],
+        )
+        .await;
+        for query in [
+            FindingQuery::default(),
+            FindingQuery {
+                limit: Some(2),
+                ..FindingQuery::default()
+            },
+            FindingQuery {
+                after: Some(1),
+                ..FindingQuery::default()
+            },
+            FindingQuery {
+                run_id: Some("run-2".into()),
+                ..FindingQuery::default()
+            },
+            FindingQuery {
+                min_severity: Some(Severity::High),
+                ..FindingQuery::default()
+            },
+        ] {
+            assert_text_page_is_the_tree_page(&store, query);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_enrichment_merges_vulnerabilities_raises_severity_and_names_the_enricher() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let mut detected = finding("fp-1", Severity::Low);
+        detected.document["vulnerabilities"] = json!([{"cve": "CVE-2021-0001"}]);
+        detector_run(&store, "run-1", vec![detected.clone()]).await;
+
+        let writer = store.writer();
+        let record = started("enrich-1", "cve-mapper", Category::Enricher);
+        writer
+            .send(WriteOp::RunStarted(record.clone()))
+            .await
+            .unwrap();
+        let mut with_own = finding("fp-1", Severity::Critical);
+        with_own.document["vulnerabilities"] = json!([
+            {"cve": "CVE-2021-0001", "description": "already known"},
+            {"cve": "CVE-2024-1234", "cvss": [{"version": "3.1", "base_score": 9.8}]}
+        ]);
+        with_own.document["enrichment"] = json!({"kev": true});
+        let mut without_own = finding("fp-1", Severity::Medium);
+        without_own.document["description"] = json!("mapped by product");
+        let unknown = finding("fp-nowhere", Severity::High);
+        writer
+            .send(WriteOp::Enrichments {
+                run_id: "enrich-1".into(),
+                plugin: "cve-mapper".into(),
+                findings: vec![with_own],
+            })
+            .await
+            .unwrap();
+        writer
+            .send(WriteOp::Enrichments {
+                run_id: "enrich-1".into(),
+                plugin: "product-mapper".into(),
+                findings: vec![without_own, unknown],
+            })
+            .await
+            .unwrap();
+        let done = writer.finish_run(succeeded(record)).await.unwrap();
+        assert_eq!((done.findings, done.findings_rejected), (2, 1));
+
+        let stored = all_findings(&store, FindingQuery::default());
+        assert_eq!(stored.len(), 1, "an enrichment never stores a new finding");
+        let doc = &stored[0].finding;
+        assert_eq!(doc["severity"], "critical");
+        let cves: Vec<&str> = doc["vulnerabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["cve"].as_str().unwrap())
+            .collect();
+        assert_eq!(cves, ["CVE-2021-0001", "CVE-2024-1234"]);
+        assert_eq!(doc["enrichment"]["cve-mapper"], json!({"kev": true}));
+        assert_text_page_is_the_tree_page(&store, FindingQuery::default());
+        assert_eq!(
+            doc["enrichment"]["product-mapper"],
+            json!({"description": "mapped by product"})
+        );
+        let critical = store
+            .findings(&FindingQuery {
+                min_severity: Some(Severity::Critical),
+                ..FindingQuery::default()
+            })
+            .unwrap();
+        assert_eq!(critical.findings.len(), 1);
+
+        // The detector reporting it again refreshes the document, not the merge.
+        detector_run(&store, "run-2", vec![detected]).await;
+        let doc = &all_findings(&store, FindingQuery::default())[0].finding;
+        assert_eq!(doc["severity"], "critical");
+        assert_eq!(doc["occurrences"], 2);
+        assert_eq!(doc["vulnerabilities"].as_array().unwrap().len(), 2);
+        assert_eq!(doc["enrichment"]["cve-mapper"], json!({"kev": true}));
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn min_severity_and_keyset_paging_return_every_matching_finding_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let findings: Vec<NewFinding> = (0..250)
+            .map(|i| finding(&format!("fp-{i}"), Severity::ALL[i % Severity::ALL.len()]))
+            .collect();
+        detector_run(&store, "run-1", findings).await;
+
+        let expected: Vec<String> = (0..250)
+            .filter(|i| Severity::ALL[i % Severity::ALL.len()] >= Severity::Medium)
+            .map(|i| format!("fp-{i}"))
+            .collect();
+        let mut query = FindingQuery {
+            min_severity: Some(Severity::Medium),
+            limit: Some(7),
+            ..FindingQuery::default()
+        };
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let page = store.findings(&query).unwrap();
+            assert!(page.findings.len() <= 7);
+            pages += 1;
+            seen.extend(page.findings.into_iter().map(|f| {
+                let severity = Severity::parse(f.finding["severity"].as_str().unwrap()).unwrap();
+                assert!(severity >= Severity::Medium, "{severity}");
+                f.fingerprint
+            }));
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected, "ascending id order, each exactly once");
+        assert!(pages >= expected.len() / 7);
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn mark_interrupted_fails_running_runs_and_leaves_finished_ones_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let finished = detector_run(&store, "finished", vec![finding("fp-0", Severity::Low)]).await;
+        let writer = store.writer();
+        writer
+            .send(WriteOp::RunStarted(started(
+                "empty",
+                "detector",
+                Category::Detector,
+            )))
+            .await
+            .unwrap();
+        writer
+            .send(WriteOp::RunStarted(started(
+                "busy",
+                "detector",
+                Category::Detector,
+            )))
+            .await
+            .unwrap();
+        writer
+            .send(findings_op(
+                "busy",
+                vec![
+                    finding("fp-1", Severity::Low),
+                    finding("fp-2", Severity::Low),
+                ],
+            ))
+            .await
+            .unwrap();
+        writer.flush().await.unwrap();
+
+        assert_eq!(store.mark_interrupted().unwrap(), 2);
+        for (run_id, findings) in [("empty", 0), ("busy", 2)] {
+            let run = store.run(run_id).unwrap().unwrap();
+            assert_eq!(run.status, RunStatus::Failed, "{run_id}");
+            assert_eq!(run.partial, findings > 0, "{run_id}");
+            assert_eq!(run.findings, findings, "{run_id}");
+            assert!(run.finished_at.is_some(), "{run_id}");
+            let error = run.error.unwrap();
+            assert_eq!((error.code, error.kind), (0, ErrorKind::Interrupted));
+            assert_eq!(error.message, INTERRUPTED_MESSAGE);
+        }
+        assert_eq!(store.run("finished").unwrap().unwrap(), finished);
+        assert_eq!(store.mark_interrupted().unwrap(), 0);
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn reopening_the_database_keeps_runs_findings_audit_and_plugin_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let path = store.path().to_path_buf();
+        let run = detector_run(&store, "run-1", vec![finding("fp-1", Severity::High)]).await;
+        let writer = store.writer();
+        writer
+            .audit(audit_event("plugin_revoked", "ferox"))
+            .await
+            .unwrap();
+        let revoked = PluginState {
+            name: "ferox".into(),
+            version: "1.0.0".into(),
+            code_hash: "sha256:00".into(),
+            revoked: true,
+            reason: Some("sandbox violation".into()),
+            changed_at: clock::now_rfc3339(),
+            actor_uid: Some(0),
+        };
+        writer.set_plugin_state(revoked.clone()).await.unwrap();
+        let findings = all_findings(&store, FindingQuery::default());
+        drop(writer);
+        store.shutdown().unwrap();
+
+        let reopened = SqliteStore::open(&test_config(&path, 64, 32)).unwrap();
+        assert_eq!(reopened.run("run-1").unwrap(), Some(run));
+        assert_eq!(all_findings(&reopened, FindingQuery::default()), findings);
+        let audit = reopened.audit(&AuditQuery::default()).unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(
+            (audit[0].event.as_str(), audit[0].security),
+            ("plugin_revoked", true)
+        );
+        assert_eq!(audit[0].details, json!({"why": "test"}));
+        assert_eq!(reopened.plugin_states().unwrap(), vec![revoked]);
+        let version: i64 = reopened
+            .reader()
+            .unwrap()
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        reopened.shutdown().unwrap();
+    }
+
+    #[test]
+    fn a_database_with_a_newer_schema_version_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("future.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+
+        let err = SqliteStore::open(&test_config(&path, 8, 8)).unwrap_err();
+        match &err {
+            StorageError::TooNew {
+                location,
+                found,
+                known,
+            } => {
+                assert_eq!(location, &path.display().to_string());
+                assert_eq!((*found, *known), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+            }
+            other => panic!("expected TooNew, got {other:?}"),
+        }
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+
+    /// Every row of `table` (its version 1 columns), each value rendered as
+    /// text, in a stable order.
+    fn dump(conn: &Connection, table: &str) -> Vec<Vec<String>> {
+        // Version 2 added `fingerprint_key` to findings; the rest is as it was.
+        let columns = match table {
+            "findings" => {
+                "id, fingerprint, run_id, plugin_name, plugin_version, rule_id, title, \
+                 severity, severity_rank, target, first_seen, last_seen, occurrences, document, \
+                 enrichment, enrichment_vulnerabilities, enriched_severity, enriched_severity_rank"
+            }
+            _ => "*",
+        };
+        let mut stmt = conn
+            .prepare(&format!("SELECT {columns} FROM {table} ORDER BY 1, 2"))
+            .unwrap();
+        let columns = stmt.column_count();
+        stmt.query_map([], |row| {
+            (0..columns)
+                .map(|i| row.get_ref(i).map(|v| format!("{v:?}")))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    /// The tables of schema version 1, but `finding_observations` (a view now).
+    const VERSION_1_TABLES: [&str; 5] = ["plugins", "runs", "findings", "telemetry", "audit"];
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_version_1_database_keeps_every_run_s_findings_after_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secflow.db");
+        let observed = [
+            ("run-1", 1),
+            ("run-1", 2),
+            ("run-2", 3),
+            ("run-2", 1),
+            ("run-3", 2),
+        ];
+        let before = {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(MIGRATIONS[0]).unwrap();
+            tx.pragma_update(None, "user_version", 1).unwrap();
+            // run-1 and run-2 are detector runs (run-2 died while running: the
+            // next daemon marks it interrupted), run-3 an enricher.
+            for (run, plugin, category, status, findings) in [
+                ("run-1", "detector", "detector", "succeeded", 2),
+                ("run-2", "detector", "detector", "running", 0),
+                ("run-3", "enricher", "enricher", "succeeded", 1),
+            ] {
+                tx.execute(
+                    "INSERT INTO runs (run_id, plugin, plugin_version, category, status, partial, \
+                     started_at, duration_ms, cpu_ms, memory_mb, findings, findings_rejected, \
+                     outputs, stderr_tail) VALUES (?1, ?2, '1.0.0', ?3, ?4, 0, \
+                     '2026-01-01T00:00:00Z', 5, 1, 2, ?5, 0, '{}', '')",
+                    params![run, plugin, category, status, findings],
+                )
+                .unwrap();
+            }
+            let doc = |fp: &str| {
+                format!(
+                    r#"{{"finding_schema_version":"1.0.0","rule_id":"r","title":"{fp}","severity":"high","target":"x"}}"#
+                )
+            };
+            for (id, fp, run, occurrences, enrichment) in [
+                (1, "fp-1", "run-1", 2, "{}"),
+                (2, "fp-2", "run-1", 1, r#"{"enricher":{"note":"n"}}"#),
+                (3, "fp-3", "run-2", 1, "{}"),
+            ] {
+                tx.execute(
+                    "INSERT INTO findings (id, fingerprint, run_id, plugin_name, plugin_version, \
+                     rule_id, title, severity, severity_rank, target, first_seen, last_seen, \
+                     occurrences, document, enrichment) VALUES (?1, ?2, ?3, 'detector', '1.0.0', \
+                     'r', ?2, 'high', 4, 'x', '2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z', ?4, \
+                     ?5, ?6)",
+                    params![id, fp, run, occurrences, doc(fp), enrichment],
+                )
+                .unwrap();
+            }
+            for (run, id) in observed {
+                tx.execute(
+                    "INSERT INTO finding_observations (run_id, finding_id) VALUES (?1, ?2)",
+                    params![run, id],
+                )
+                .unwrap();
+            }
+            tx.execute(
+                "INSERT INTO telemetry (event, plugin, version, run_id, duration_ms, cpu_ms, \
+                 memory_mb, findings_processed, success, timestamp) VALUES \
+                 ('run', 'detector', '1.0.0', 'run-1', 5, 1, 2, 2, 1, '2026-01-01T00:00:00Z')",
+                [],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO audit (timestamp, event, security, plugin, run_id, message, details) \
+                 VALUES ('2026-01-01T00:00:00Z', 'run_started', 0, 'detector', 'run-1', 'm', '{}')",
+                [],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO plugins (name, version, code_hash, revoked, changed_at) \
+                 VALUES ('old', '0.1.0', 'h', 1, '2026-01-01T00:00:00Z')",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+            VERSION_1_TABLES.map(|table| dump(&conn, table))
+        };
+
+        let store = SqliteStore::open(&test_config(&path, 8, 8)).unwrap();
+        {
+            let reader = store.reader().unwrap();
+            let version: i64 = reader
+                .pragma_query_value(None, "user_version", |row| row.get(0))
+                .unwrap();
+            assert_eq!(version, SCHEMA_VERSION);
+            // Every row of every table is as it was.
+            assert_eq!(VERSION_1_TABLES.map(|table| dump(&reader, table)), before);
+            let mut view: Vec<(String, i64)> = reader
+                .prepare("SELECT run_id, finding_id FROM finding_observations")
+                .unwrap()
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            view.sort();
+            let mut table: Vec<(String, i64)> =
+                observed.iter().map(|(r, i)| (r.to_string(), *i)).collect();
+            table.sort();
+            assert_eq!(view, table, "the view lists what the table held");
+            let keys: Vec<(String, i64)> = reader
+                .prepare("SELECT fingerprint, fingerprint_key FROM findings")
+                .unwrap()
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(keys.len(), 3);
+            for (fingerprint, key) in keys {
+                assert_eq!(key, secflow_store::fingerprint_key(&fingerprint));
+            }
+        }
+        let ids = |run: &str| {
+            all_findings(
+                &store,
+                FindingQuery {
+                    run_id: Some(run.to_string()),
+                    ..FindingQuery::default()
+                },
+            )
+            .iter()
+            .map(|f| f.id)
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(ids("run-1"), vec![1, 2]);
+        assert_eq!(ids("run-2"), vec![1, 3]);
+        assert_eq!(ids("run-3"), vec![2], "what the enricher named");
+        let two = &all_findings(&store, FindingQuery::default())[1];
+        assert_eq!(two.finding["enrichment"]["enricher"]["note"], "n");
+
+        // The interrupted run is counted from what it was seen to report.
+        assert_eq!(store.mark_interrupted().unwrap(), 1);
+        let run_2 = store.run("run-2").unwrap().unwrap();
+        assert_eq!((run_2.status, run_2.findings), (RunStatus::Failed, 2));
+
+        // New runs go on from the migrated rows: one sees fp-2 again.
+        detector_run(
+            &store,
+            "run-4",
+            vec![
+                finding("fp-2", Severity::High),
+                finding("fp-4", Severity::Low),
+            ],
+        )
+        .await;
+        assert_eq!(ids("run-4"), vec![2, 4]);
+        assert_eq!(ids("run-1"), vec![1, 2]);
+        let all = all_findings(&store, FindingQuery::default());
+        assert_eq!(
+            all.iter().map(|f| f.occurrences).collect::<Vec<_>>(),
+            [2, 2, 1, 1]
+        );
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_detected_finding_is_stored_from_its_text_and_columns_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let text = r#"{"finding_schema_version":"1.0.0", "rule_id":"r-1","title":"T\u00e9","severity":"low","target":"http://t/","raw":{"n":[1,2]}}"#;
+        let document: Value = serde_json::from_str(text).unwrap();
+        let new = NewFinding::detected(
+            "fp".to_string(),
+            Severity::Low,
+            document.clone(),
+            Some(text.to_string()),
+        );
+        assert_eq!(new.document, Value::Null, "the tree stays with the session");
+        assert_eq!((new.rule_id.as_str(), new.title.as_str()), ("r-1", "Té"));
+        detector_run(&store, "run-1", vec![new]).await;
+        let stored = &all_findings(&store, FindingQuery::default())[0];
+        assert_eq!(stored.finding["raw"], document["raw"]);
+        assert_eq!(stored.finding["title"], "Té");
+        let columns: (String, String, String) = store
+            .reader()
+            .unwrap()
+            .query_row("SELECT rule_id, title, target FROM findings", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(
+            columns,
+            ("r-1".to_string(), "Té".to_string(), "http://t/".to_string())
+        );
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn fingerprints_sharing_a_lookup_key_stay_distinct_findings() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let colliding = |fingerprint: &str| NewFinding {
+            fingerprint_key: 7,
+            ..finding(fingerprint, Severity::Low)
+        };
+        detector_run(&store, "run-1", vec![colliding("fp-a"), colliding("fp-b")]).await;
+        detector_run(&store, "run-2", vec![colliding("fp-b")]).await;
+        let all = all_findings(&store, FindingQuery::default());
+        let seen: Vec<(&str, u64)> = all
+            .iter()
+            .map(|f| (f.fingerprint.as_str(), f.occurrences))
+            .collect();
+        assert_eq!(seen, [("fp-a", 1), ("fp-b", 2)]);
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_run_s_findings_page_in_id_order_across_first_seen_and_seen_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let batch = |range: std::ops::Range<u32>| {
+            range
+                .map(|i| finding(&format!("fp-{i}"), Severity::Medium))
+                .collect::<Vec<_>>()
+        };
+        detector_run(&store, "run-1", batch(0..300)).await;
+        // run-2 sees half of run-1's findings again, interleaved with new ones.
+        let mut second = batch(150..450);
+        second.reverse();
+        detector_run(&store, "run-2", second).await;
+        let listed = all_findings(
+            &store,
+            FindingQuery {
+                run_id: Some("run-2".to_string()),
+                limit: Some(7),
+                ..FindingQuery::default()
+            },
+        );
+        let ids: Vec<i64> = listed.iter().map(|f| f.id).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(ids, sorted, "each finding once, in id order");
+        assert_eq!(ids.len(), 300);
+        let again = listed.iter().filter(|f| f.occurrences == 2).count();
+        assert_eq!(again, 150);
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn run_finished_is_answered_only_after_the_findings_before_it_are_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        // A batch of one operation per transaction: every op is its own commit,
+        // so the answer must still wait for the findings' batches before it.
+        let store =
+            SqliteStore::open(&test_config(&dir.path().join("secflow.db"), 1024, 1)).unwrap();
+        let writer = store.writer();
+        let record = started("run-1", "detector", Category::Detector);
+        writer
+            .send(WriteOp::RunStarted(record.clone()))
+            .await
+            .unwrap();
+        for chunk in 0..20 {
+            let findings = (0..50)
+                .map(|i| finding(&format!("fp-{chunk}-{i}"), Severity::Info))
+                .collect();
+            writer.send(findings_op("run-1", findings)).await.unwrap();
+        }
+        let done = writer.finish_run(succeeded(record)).await.unwrap();
+        assert_eq!(done.findings, 1000);
+
+        let other = Connection::open(store.path()).unwrap();
+        let rows: i64 = other
+            .query_row("SELECT count(*) FROM findings", [], |row| row.get(0))
+            .unwrap();
+        let status: String = other
+            .query_row(
+                "SELECT status FROM runs WHERE run_id = 'run-1'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!((rows, status.as_str()), (1000, "succeeded"));
+        drop(writer);
+        store.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn shutdown_commits_everything_queued_while_other_writers_are_still_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let path = store.path().to_path_buf();
+        let writer = store.writer();
+        for i in 0..50 {
+            writer
+                .audit(audit_event("plugin_invoked", &format!("p{i}")))
+                .await
+                .unwrap();
+        }
+        let held = writer.clone();
+        tokio::task::spawn_blocking(move || store.shutdown())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(held.flush().await, Err(StorageError::WriterGone)));
+
+        let reopened = SqliteStore::open(&test_config(&path, 8, 8)).unwrap();
+        let audit = reopened
+            .audit(&AuditQuery {
+                limit: Some(1000),
+                ..AuditQuery::default()
+            })
+            .unwrap();
+        assert_eq!(audit.len(), 50);
+        assert_eq!(audit[0].plugin.as_deref(), Some("p49"), "newest first");
+        reopened.shutdown().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_run_finished_without_starting_is_recorded_and_queries_filter_and_sort() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let writer = store.writer();
+        let mut rejected = started("rejected-1", "nuclei", Category::Detector);
+        rejected.status = RunStatus::Rejected;
+        rejected.error = Some(RunError::new(
+            ErrorKind::PluginRevoked,
+            "plugin nuclei is revoked",
+        ));
+        rejected.findings_rejected = 3;
+        let stored = writer.finish_run(rejected.clone()).await.unwrap();
+        assert_eq!(stored, rejected);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        detector_run(&store, "run-2", Vec::new()).await;
+        writer
+            .send(WriteOp::Telemetry(TelemetryEvent {
+                event: "plugin_executed".into(),
+                plugin: "detector".into(),
+                version: "1.0.0".into(),
+                run_id: "run-2".into(),
+                duration_ms: 12,
+                cpu_ms: 3,
+                memory_mb: 40,
+                findings_processed: 0,
+                success: true,
+                timestamp: clock::now_rfc3339(),
+            }))
+            .await
+            .unwrap();
+        writer
+            .audit(audit_event("plugin_invoked", "detector"))
+            .await
+            .unwrap();
+        writer
+            .audit(audit_event("plugin_rejected", "nuclei"))
+            .await
+            .unwrap();
+        writer.flush().await.unwrap();
+
+        let runs = store.runs(&RunQuery::default()).unwrap();
+        let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(ids, ["run-2", "rejected-1"], "newest first");
+        let only_rejected = store
+            .runs(&RunQuery {
+                status: Some(RunStatus::Rejected),
+                ..RunQuery::default()
+            })
+            .unwrap();
+        assert_eq!(only_rejected, vec![rejected]);
+        let by_plugin = store
+            .runs(&RunQuery {
+                plugin: Some("detector".into()),
+                limit: Some(1),
+                ..RunQuery::default()
+            })
+            .unwrap();
+        assert_eq!(by_plugin.len(), 1);
+        assert_eq!(by_plugin[0].run_id, "run-2");
+
+        let telemetry = store
+            .telemetry(&TelemetryQuery {
+                run_id: Some("run-2".into()),
+                ..TelemetryQuery::default()
+            })
+            .unwrap();
+        assert_eq!((telemetry.len(), telemetry[0].duration_ms), (1, 12));
+        let audit = store
+            .audit(&AuditQuery {
+                event: Some("plugin_rejected".into()),
+                ..AuditQuery::default()
+            })
+            .unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].plugin.as_deref(), Some("nuclei"));
+        assert!(audit[0].id > 0);
+        drop(writer);
+        store.shutdown().unwrap();
+    }
+
+    #[test]
+    fn an_enricher_completes_a_cve_the_detector_already_named() {
+        let mut list = vec![serde_json::json!({"cve": "CVE-2021-41773"})];
+        let enriched = serde_json::json!({"cve": "cve-2021-41773", "cvss": [{"version": "3.1", "base_score": 7.5}],
+            "kev": {"date_added": "2021-11-03"}});
+        append_vulnerabilities(
+            &mut list,
+            &[enriched, serde_json::json!({"cve": "CVE-2021-42013"})],
+        );
+        assert_eq!(list.len(), 2);
+        assert_eq!(
+            list[0]["cve"], "CVE-2021-41773",
+            "the detector's entry stays, completed"
+        );
+        assert_eq!(list[0]["cvss"][0]["base_score"], 7.5);
+        assert_eq!(list[0]["kev"]["date_added"], "2021-11-03");
+        assert_eq!(list[1]["cve"], "CVE-2021-42013");
+    }
+}
