@@ -1,1 +1,14 @@
-//! placeholder
+//! SecFlow's plugin repository: a static tree of signed manifests and plugin
+//! executables described by one signed index, and the client side that
+//! fetches it, resolves plugin dependencies and installs releases so that a
+//! failed install never leaves a plugin half-replaced.
+//!
+//! - [`index`]: the signed index document and the checks it must pass;
+//! - [`state`]: what a host remembers of each repository (rollback defence);
+//! - [`fetch`]: bounded reads from `http://` and directory repositories;
+//! - [`resolve`]: dependency resolution (PubGrub) with explanations;
+//! - [`install`]: verified, staged, atomic installs and removals;
+//! - [`build`]: `secflow repo build`, for a repository's maintainer.
+
+pub mod index;
+pub mod resolve;
