@@ -8,7 +8,13 @@
 //! - [`fetch`]: bounded reads from `http://` and directory repositories;
 //! - [`resolve`]: dependency resolution (PubGrub) with explanations;
 //! - [`install`]: verified, staged, atomic installs and removals;
+//! - [`client`]: the operations behind `secflow plugin …`;
 //! - [`build`]: `secflow repo build`, for a repository's maintainer.
 
+pub mod build;
+pub mod client;
+pub mod fetch;
 pub mod index;
+pub mod install;
 pub mod resolve;
+pub mod state;
