@@ -134,23 +134,17 @@ fn previous_version(path: &Path) -> Result<Option<u64>, BuildError> {
         })
 }
 
-fn read_release(
-    root: &Path,
-    dir: &Path,
-    name: &str,
-    version: &str,
-) -> Result<Release, BuildError> {
+fn read_release(root: &Path, dir: &Path, name: &str, version: &str) -> Result<Release, BuildError> {
     let refuse = |reason: String| BuildError::Release {
         path: dir.to_path_buf(),
         reason,
     };
     let manifest_path = dir.join("manifest.json");
-    let bytes = read_bounded(&manifest_path, MAX_MANIFEST_BYTES).map_err(|source| {
-        BuildError::Read {
+    let bytes =
+        read_bounded(&manifest_path, MAX_MANIFEST_BYTES).map_err(|source| BuildError::Read {
             path: manifest_path.clone(),
             source,
-        }
-    })?;
+        })?;
     let (doc, parsed) =
         manifest::parse_manifest(&manifest_path, &bytes).map_err(|e| refuse(e.to_string()))?;
     if parsed.name != name || parsed.version != version {
@@ -246,7 +240,10 @@ fn sorted_dirs(dir: &Path, limit: usize) -> Result<Vec<PathBuf>, BuildError> {
     if dirs.len() > limit {
         return Err(BuildError::Release {
             path: dir.to_path_buf(),
-            reason: format!("it holds {} directories, more than the {limit} allowed", dirs.len()),
+            reason: format!(
+                "it holds {} directories, more than the {limit} allowed",
+                dirs.len()
+            ),
         });
     }
     dirs.sort();

@@ -158,13 +158,20 @@ impl<'a> Client<'a> {
                 name: r.name.clone(),
                 reason,
             };
-            check_plugin_name(&r.name).map_err(|e| config(e.replace("a plugin name", "a repository name")))?;
+            check_plugin_name(&r.name)
+                .map_err(|e| config(e.replace("a plugin name", "a repository name")))?;
             Source::parse(&r.url).map_err(|e| config(e.to_string()))?;
             if r.trusted_keys.is_empty() {
-                return Err(config("trusted_keys is empty: name the key ids allowed to sign its index".into()));
+                return Err(config(
+                    "trusted_keys is empty: name the key ids allowed to sign its index".into(),
+                ));
             }
             for key in &r.trusted_keys {
-                KeyId::parse(key).ok_or_else(|| config(format!("trusted_keys entry {key:?} is not a key id (ed25519:<hex>)")))?;
+                KeyId::parse(key).ok_or_else(|| {
+                    config(format!(
+                        "trusted_keys entry {key:?} is not a key id (ed25519:<hex>)"
+                    ))
+                })?;
             }
         }
         Ok(Client {
@@ -202,7 +209,11 @@ impl<'a> Client<'a> {
                     repository: r.name.clone(),
                     source,
                 })?;
-            let keys: Vec<KeyId> = r.trusted_keys.iter().filter_map(|k| KeyId::parse(k)).collect();
+            let keys: Vec<KeyId> = r
+                .trusted_keys
+                .iter()
+                .filter_map(|k| KeyId::parse(k))
+                .collect();
             let seen = self.state.seen(&r.name)?;
             let index = verify_index(
                 &r.name,
@@ -245,9 +256,10 @@ impl<'a> Client<'a> {
     /// Every release of `name`, oldest first, with its repository.
     pub fn info(&self, name: &str) -> Result<(String, Vec<(Version, Release)>), ClientError> {
         let fetched = self.refresh()?;
-        let (repository, releases) = supplier(&fetched, name).ok_or_else(|| ClientError::Unknown {
-            name: name.to_string(),
-        })?;
+        let (repository, releases) =
+            supplier(&fetched, name).ok_or_else(|| ClientError::Unknown {
+                name: name.to_string(),
+            })?;
         let mut versions: Vec<(Version, Release)> = releases
             .iter()
             .filter_map(|(v, r)| Version::from_str(v).ok().map(|v| (v, r.clone())))
@@ -287,7 +299,11 @@ impl<'a> Client<'a> {
                 return Err(ClientError::NotInstalled { name: name.clone() });
             }
         }
-        self.apply(&[], |name| !names.is_empty() && !names.iter().any(|n| n == name), false)
+        self.apply(
+            &[],
+            |name| !names.is_empty() && !names.iter().any(|n| n == name),
+            false,
+        )
     }
 
     /// Removes `name`; refused while another installed plugin depends on it.
@@ -323,7 +339,11 @@ impl<'a> Client<'a> {
         let mut held = BTreeMap::new();
         for record in &installed {
             if let Ok(version) = Version::from_str(&record.version) {
-                catalog.add(&record.name, version.clone(), dependencies_of(&record.dependencies));
+                catalog.add(
+                    &record.name,
+                    version.clone(),
+                    dependencies_of(&record.dependencies),
+                );
                 if pinned(&record.name) {
                     held.insert(record.name.clone(), version);
                 }
@@ -359,12 +379,13 @@ impl<'a> Client<'a> {
                 Some(r) if new_requests_recorded => Some(r.text.clone()),
                 _ => record.and_then(|r| r.requested.clone()),
             };
-            if record.is_some_and(|r| r.version == version.to_string() && r.requested == requested) {
+            if record.is_some_and(|r| r.version == version.to_string() && r.requested == requested)
+            {
                 changes.unchanged.push(name.clone());
                 continue;
             }
-            let (repository, releases) =
-                supplier(&fetched, name).ok_or_else(|| ClientError::Unknown { name: name.clone() })?;
+            let (repository, releases) = supplier(&fetched, name)
+                .ok_or_else(|| ClientError::Unknown { name: name.clone() })?;
             let release = releases
                 .get(&version.to_string())
                 .ok_or_else(|| ClientError::Unknown { name: name.clone() })?;
@@ -407,7 +428,10 @@ fn supplier<'f>(
 }
 
 fn listings(fetched: &[Fetched], installed: &BTreeMap<String, String>) -> Vec<Listing> {
-    let mut names: Vec<&String> = fetched.iter().flat_map(|f| f.index.index.plugins.keys()).collect();
+    let mut names: Vec<&String> = fetched
+        .iter()
+        .flat_map(|f| f.index.index.plugins.keys())
+        .collect();
     names.sort();
     names.dedup();
     names

@@ -85,9 +85,9 @@ impl Source {
         if let Some(rest) = url.strip_prefix("http://") {
             let (authority, base) = rest.split_once('/').unwrap_or((rest, ""));
             let authority_ok = !authority.is_empty()
-                && authority
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+                && authority.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                });
             if !authority_ok {
                 return Err(unsupported("the host must be a name or an address, with an optional port, and no user info"));
             }
@@ -96,7 +96,9 @@ impl Source {
                 b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'-' | b'_' | b'~' | b'+')
             }) && !base.split('/').any(|part| part == "..");
             if !base_ok {
-                return Err(unsupported("the path may hold only letters, digits and / . - _ ~ + (no query, no '..')"));
+                return Err(unsupported(
+                    "the path may hold only letters, digits and / . - _ ~ + (no query, no '..')",
+                ));
             }
             let base = if base.is_empty() {
                 String::new()
@@ -113,7 +115,9 @@ impl Source {
         }
         let path = url.strip_prefix("file://").unwrap_or(url);
         if !path.starts_with('/') {
-            return Err(unsupported("use http://HOST[:PORT]/PATH, file:///PATH or an absolute directory path"));
+            return Err(unsupported(
+                "use http://HOST[:PORT]/PATH, file:///PATH or an absolute directory path",
+            ));
         }
         Ok(Source::Dir(PathBuf::from(path)))
     }
@@ -138,7 +142,12 @@ impl Fetcher {
 
     /// The file `path` (relative, already checked by the index) of `source`,
     /// in memory, at most `limit` bytes.
-    pub fn fetch_bytes(&self, source: &Source, path: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
+    pub fn fetch_bytes(
+        &self,
+        source: &Source,
+        path: &str,
+        limit: u64,
+    ) -> Result<Vec<u8>, FetchError> {
         let mut bytes = Vec::new();
         self.fetch(source, path, limit, None, &mut bytes)?;
         Ok(bytes)
@@ -223,10 +232,11 @@ fn read_file(path: &Path, what: &str, limit: u64, sink: &mut dyn Write) -> Resul
                 limit,
             });
         }
-        sink.write_all(&buf[..n]).map_err(|source| FetchError::Write {
-            what: what.to_string(),
-            source,
-        })?;
+        sink.write_all(&buf[..n])
+            .map_err(|source| FetchError::Write {
+                what: what.to_string(),
+                source,
+            })?;
     }
 }
 
@@ -296,7 +306,7 @@ async fn get(
                 // hyper reports a body cut short of its Content-Length as an
                 // error; name it as what it is.
                 break match declared {
-                    Some(expected) if source.is_incomplete_message() => Err(FetchError::Truncated {
+                    Some(expected) if received < expected => Err(FetchError::Truncated {
                         what: what.to_string(),
                         received,
                         expected,
@@ -345,7 +355,10 @@ mod tests {
             Source::parse("file:///srv/repo").unwrap(),
             Source::Dir("/srv/repo".into())
         );
-        assert_eq!(Source::parse("/srv/repo").unwrap(), Source::Dir("/srv/repo".into()));
+        assert_eq!(
+            Source::parse("/srv/repo").unwrap(),
+            Source::Dir("/srv/repo".into())
+        );
         for (bad, needle) in [
             ("https://example.com/", "https is not built in"),
             ("ftp://x/", "use http://"),
@@ -364,12 +377,28 @@ mod tests {
         std::fs::write(dir.path().join("a.bin"), b"0123456789").unwrap();
         let fetcher = Fetcher::new(DEFAULT_TIMEOUT).unwrap();
         let source = Source::Dir(dir.path().to_path_buf());
-        assert_eq!(fetcher.fetch_bytes(&source, "a.bin", 10).unwrap(), b"0123456789");
+        assert_eq!(
+            fetcher.fetch_bytes(&source, "a.bin", 10).unwrap(),
+            b"0123456789"
+        );
         let err = fetcher.fetch_bytes(&source, "a.bin", 9).unwrap_err();
-        assert!(matches!(err, FetchError::TooLarge { limit: 9, .. }), "{err}");
+        assert!(
+            matches!(err, FetchError::TooLarge { limit: 9, .. }),
+            "{err}"
+        );
         let err = fetcher
             .fetch(&source, "a.bin", 100, Some(11), &mut Vec::new())
             .unwrap_err();
-        assert!(matches!(err, FetchError::Truncated { received: 10, expected: 11, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                FetchError::Truncated {
+                    received: 10,
+                    expected: 11,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

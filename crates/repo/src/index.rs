@@ -20,7 +20,9 @@ use std::str::FromStr as _;
 use ed25519_dalek::{Signer as _, SigningKey};
 use secflow_supervisor::clock::{format_rfc3339, parse_rfc3339};
 use secflow_supervisor::trust::store::{decode_signature, encode_signature};
-use secflow_supervisor::trust::{check_hash_format, signed_bytes, KeyId, SignatureError, TrustStore};
+use secflow_supervisor::trust::{
+    check_hash_format, signed_bytes, KeyId, SignatureError, TrustStore,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
@@ -208,11 +210,10 @@ pub fn digest_of(bytes: &[u8]) -> String {
 
 /// The index document with its `signature` member, as `index.json` holds it.
 pub fn sign_index(index: &Index, key: &SigningKey) -> Result<Vec<u8>, IndexError> {
-    let Value::Object(mut doc) =
-        serde_json::to_value(index).map_err(|e| IndexError::Shape {
-            repository: "being built".into(),
-            reason: e.to_string(),
-        })?
+    let Value::Object(mut doc) = serde_json::to_value(index).map_err(|e| IndexError::Shape {
+        repository: "being built".into(),
+        reason: e.to_string(),
+    })?
     else {
         unreachable!("an Index serializes to an object")
     };
@@ -222,10 +223,11 @@ pub fn sign_index(index: &Index, key: &SigningKey) -> Result<Vec<u8>, IndexError
         "signature".into(),
         Value::String(encode_signature(&signature)),
     );
-    let mut text = serde_json::to_vec_pretty(&Value::Object(doc)).map_err(|e| IndexError::Shape {
-        repository: "being built".into(),
-        reason: e.to_string(),
-    })?;
+    let mut text =
+        serde_json::to_vec_pretty(&Value::Object(doc)).map_err(|e| IndexError::Shape {
+            repository: "being built".into(),
+            reason: e.to_string(),
+        })?;
     text.push(b'\n');
     Ok(text)
 }
@@ -256,11 +258,10 @@ pub fn verify_index(
             limit: MAX_INDEX_BYTES,
         });
     }
-    let doc: Map<String, Value> =
-        serde_json::from_slice(bytes).map_err(|e| IndexError::Parse {
-            repository: repository_name(),
-            reason: e.to_string(),
-        })?;
+    let doc: Map<String, Value> = serde_json::from_slice(bytes).map_err(|e| IndexError::Parse {
+        repository: repository_name(),
+        reason: e.to_string(),
+    })?;
     let signed_by = check_index_signature(repository, &doc, trust)?;
     let mut unsigned = doc;
     unsigned.remove("signature");
@@ -417,7 +418,10 @@ fn check_release(release: &Release) -> Result<(), String> {
         release.category.as_str(),
         "detector" | "enricher" | "analytics"
     ) {
-        return Err(format!("category {:?} is not a plugin category", release.category));
+        return Err(format!(
+            "category {:?} is not a plugin category",
+            release.category
+        ));
     }
     if release.description.chars().count() > MAX_DESCRIPTION_CHARS {
         return Err(format!(
@@ -458,7 +462,8 @@ pub fn check_plugin_name(name: &str) -> Result<(), String> {
     let first_ok = bytes
         .next()
         .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    let rest_ok = bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    let rest_ok =
+        bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if first_ok && rest_ok && name.len() <= 64 {
         Ok(())
     } else {
@@ -628,7 +633,14 @@ mod tests {
         let v4 = sign_index(&index(4, now), &s.key).unwrap();
         let err = verify(&s, &v4, now, Some(&v5)).unwrap_err();
         assert!(
-            matches!(err, IndexError::RolledBack { found: 4, seen: 5, .. }),
+            matches!(
+                err,
+                IndexError::RolledBack {
+                    found: 4,
+                    seen: 5,
+                    ..
+                }
+            ),
             "{err}"
         );
         let mut changed = index(5, now);
@@ -636,7 +648,10 @@ mod tests {
         let err = verify(&s, &sign_index(&changed, &s.key).unwrap(), now, Some(&v5)).unwrap_err();
         assert!(matches!(err, IndexError::VersionReused { .. }), "{err}");
         let same = sign_index(&index(5, now), &s.key).unwrap();
-        assert!(verify(&s, &same, now, Some(&v5)).is_ok(), "the same index again is fine");
+        assert!(
+            verify(&s, &same, now, Some(&v5)).is_ok(),
+            "the same index again is fine"
+        );
     }
 
     #[test]
@@ -645,12 +660,22 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let cases: [(&str, fn(&mut Index)); 4] = [
             ("../", |i| {
-                i.plugins.get_mut("probe").unwrap().versions.get_mut("1.0.0").unwrap().binary.path =
-                    "../../etc/passwd".into()
+                i.plugins
+                    .get_mut("probe")
+                    .unwrap()
+                    .versions
+                    .get_mut("1.0.0")
+                    .unwrap()
+                    .binary
+                    .path = "../../etc/passwd".into()
             }),
             ("not semver", |i| {
                 let r = i.plugins["probe"].versions["1.0.0"].clone();
-                i.plugins.get_mut("probe").unwrap().versions.insert("1.0".into(), r);
+                i.plugins
+                    .get_mut("probe")
+                    .unwrap()
+                    .versions
+                    .insert("1.0".into(), r);
             }),
             ("not a semver version requirement", |i| {
                 i.plugins

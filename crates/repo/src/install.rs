@@ -93,7 +93,9 @@ pub enum InstallError {
         expected: String,
         actual: String,
     },
-    #[error("the manifest of plugin {name} {version} does not agree with the signed index: {reason}")]
+    #[error(
+        "the manifest of plugin {name} {version} does not agree with the signed index: {reason}"
+    )]
     Disagrees {
         name: String,
         version: String,
@@ -298,7 +300,13 @@ impl Locked<'_> {
         };
 
         let manifest_path = staged.path.join(MANIFEST_FILE);
-        self.download(fetcher, plan, "manifest", &plan.release.manifest, &manifest_path)?;
+        self.download(
+            fetcher,
+            plan,
+            "manifest",
+            &plan.release.manifest,
+            &manifest_path,
+        )?;
         let bytes = std::fs::read(&manifest_path).map_err(self.dir.dir_error(&manifest_path))?;
         let (doc, parsed) = manifest::parse_manifest(&manifest_path, &bytes).map_err(|e| {
             InstallError::Manifest {
@@ -327,10 +335,15 @@ impl Locked<'_> {
             )));
         }
         check_artifact_path(&parsed.entrypoint).map_err(|reason| {
-            disagrees(format!("its entrypoint must be a path inside the plugin's directory: {reason}"))
+            disagrees(format!(
+                "its entrypoint must be a path inside the plugin's directory: {reason}"
+            ))
         })?;
         if parsed.entrypoint == MANIFEST_FILE || parsed.entrypoint == RECORD_FILE {
-            return Err(disagrees(format!("its entrypoint is {:?}", parsed.entrypoint)));
+            return Err(disagrees(format!(
+                "its entrypoint is {:?}",
+                parsed.entrypoint
+            )));
         }
 
         let binary_path = staged.path.join(&parsed.entrypoint);
@@ -451,10 +464,13 @@ impl Locked<'_> {
     /// Removes plugin `name`, refused while another installed plugin
     /// depends on it. The directory disappears in one rename.
     pub fn remove(&self, name: &str) -> Result<InstallRecord, InstallError> {
-        let record = self.dir.record(name)?.ok_or_else(|| InstallError::NotInstalled {
-            name: name.to_string(),
-            dir: self.dir.root.clone(),
-        })?;
+        let record = self
+            .dir
+            .record(name)?
+            .ok_or_else(|| InstallError::NotInstalled {
+                name: name.to_string(),
+                dir: self.dir.root.clone(),
+            })?;
         let needed_by: Vec<String> = self
             .dir
             .installed()?
@@ -472,10 +488,11 @@ impl Locked<'_> {
             });
         }
         let target = self.dir.root.join(name);
-        let graveyard = self.dir.root.join(STAGING_DIR).join(format!(
-            "{name}.removed.{}",
-            std::process::id()
-        ));
+        let graveyard = self
+            .dir
+            .root
+            .join(STAGING_DIR)
+            .join(format!("{name}.removed.{}", std::process::id()));
         std::fs::rename(&target, &graveyard).map_err(self.dir.dir_error(&target))?;
         sync_dir(&self.dir.root).map_err(self.dir.dir_error(&self.dir.root))?;
         let _ = std::fs::remove_dir_all(&graveyard);

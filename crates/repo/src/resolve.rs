@@ -174,10 +174,7 @@ impl DependencyProvider for Provider<'_> {
             .versions(name)
             .filter(|v| range.contains(v))
             .count();
-        (
-            statistics.conflict_count(),
-            std::cmp::Reverse(candidates),
-        )
+        (statistics.conflict_count(), std::cmp::Reverse(candidates))
     }
 
     fn choose_version(
@@ -202,9 +199,11 @@ impl DependencyProvider for Provider<'_> {
         version: &Version,
     ) -> Result<Dependencies<Package, Ranges<Version>, String>, Exhausted> {
         Ok(match package {
-            Package::Request => self.constraints(self.request.iter().map(|r| {
-                (r.name.clone(), r.text.clone(), r.requirement.clone())
-            })),
+            Package::Request => self.constraints(
+                self.request
+                    .iter()
+                    .map(|r| (r.name.clone(), r.text.clone(), r.requirement.clone())),
+            ),
             Package::Plugin(name) => {
                 match self.catalog.plugins.get(name).and_then(|v| v.get(version)) {
                     Some(release) => self.constraints(
@@ -329,7 +328,14 @@ fn install_order(
     let mut marks = BTreeMap::new();
     let mut order = Vec::with_capacity(chosen.len());
     for name in chosen.keys() {
-        visit(name, catalog, chosen, &mut marks, &mut Vec::new(), &mut order)?;
+        visit(
+            name,
+            catalog,
+            chosen,
+            &mut marks,
+            &mut Vec::new(),
+            &mut order,
+        )?;
     }
     Ok(Resolution { order })
 }
@@ -353,21 +359,24 @@ impl Explanation<'_> {
         }
     }
 
-    fn simplify(&self, external: &External<Package, Ranges<Version>, String>) -> External<Package, Ranges<Version>, String> {
+    fn simplify(
+        &self,
+        external: &External<Package, Ranges<Version>, String>,
+    ) -> External<Package, Ranges<Version>, String> {
         match external {
             External::NoVersions(p, s) => External::NoVersions(p.clone(), self.set(p, s)),
-            External::FromDependencyOf(p, s, d, ds) => External::FromDependencyOf(
-                p.clone(),
-                self.set(p, s),
-                d.clone(),
-                self.set(d, ds),
-            ),
+            External::FromDependencyOf(p, s, d, ds) => {
+                External::FromDependencyOf(p.clone(), self.set(p, s), d.clone(), self.set(d, ds))
+            }
             External::Custom(p, s, m) => External::Custom(p.clone(), self.set(p, s), m.clone()),
             other => other.clone(),
         }
     }
 
-    fn terms(&self, terms: &Map<Package, Term<Ranges<Version>>>) -> Map<Package, Term<Ranges<Version>>> {
+    fn terms(
+        &self,
+        terms: &Map<Package, Term<Ranges<Version>>>,
+    ) -> Map<Package, Term<Ranges<Version>>> {
         terms
             .iter()
             .map(|(p, t)| {
@@ -430,7 +439,14 @@ impl ReportFormatter<Package, Ranges<Version>, String> for Explanation<'_> {
         )
     }
 
-    fn explain_both_ref(&self, id1: usize, d1: &Tree, id2: usize, d2: &Tree, current: &Terms) -> String {
+    fn explain_both_ref(
+        &self,
+        id1: usize,
+        d1: &Tree,
+        id2: usize,
+        d2: &Tree,
+        current: &Terms,
+    ) -> String {
         format!(
             "Because {} ({id1}) and {} ({id2}), {}.",
             self.format_terms(&d1.terms),
@@ -491,7 +507,12 @@ mod tests {
         ReleaseDependencies {
             requirements: deps
                 .iter()
-                .map(|(n, r)| (n.to_string(), (r.to_string(), VersionReq::parse(r).unwrap())))
+                .map(|(n, r)| {
+                    (
+                        n.to_string(),
+                        (r.to_string(), VersionReq::parse(r).unwrap()),
+                    )
+                })
                 .collect(),
         }
     }
@@ -542,8 +563,12 @@ mod tests {
         c.add("mapper", v("1.0.0"), release(&[("helper", "^1")]));
         c.add("helper", v("1.0.0"), release(&[]));
         c.add("helper", v("2.0.0"), release(&[]));
-        let err = resolve(&c, &[want("probe", "^1"), want("mapper", "^1")], &BTreeMap::new())
-            .unwrap_err();
+        let err = resolve(
+            &c,
+            &[want("probe", "^1"), want("mapper", "^1")],
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, ResolveError::NoSolution { .. }), "{text}");
         for needle in ["probe", "mapper", "helper", "the request"] {
@@ -559,7 +584,10 @@ mod tests {
         let err = resolve(&c, &[want("probe", "^1")], &BTreeMap::new()).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("helper ^3"), "{text}");
-        assert!(text.contains("the known versions of helper are 1.0.0"), "{text}");
+        assert!(
+            text.contains("the known versions of helper are 1.0.0"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -569,7 +597,10 @@ mod tests {
         let err = resolve(&c, &[want("nope", "*")], &BTreeMap::new()).unwrap_err();
         assert!(err.to_string().contains("no plugin nope is known"), "{err}");
         let err = resolve(&c, &[want("probe", "^2")], &BTreeMap::new()).unwrap_err();
-        assert!(err.to_string().contains("nothing matches probe ^2"), "{err}");
+        assert!(
+            err.to_string().contains("nothing matches probe ^2"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -581,7 +612,8 @@ mod tests {
         let err = resolve(&c, &[want("a", "^1")], &BTreeMap::new()).unwrap_err();
         assert!(matches!(err, ResolveError::Cycle { .. }), "{err}");
         assert!(
-            err.to_string().contains("a 1.0.0 -> b 1.0.0 -> c 1.0.0 -> a 1.0.0"),
+            err.to_string()
+                .contains("a 1.0.0 -> b 1.0.0 -> c 1.0.0 -> a 1.0.0"),
             "{err}"
         );
     }
