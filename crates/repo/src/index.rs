@@ -658,7 +658,8 @@ mod tests {
     fn unsafe_paths_bad_versions_and_bad_requirements_are_named() {
         let s = setup();
         let now = OffsetDateTime::now_utc();
-        let cases: [(&str, fn(&mut Index)); 4] = [
+        type Change = fn(&mut Index);
+        let cases: [(&str, Change); 4] = [
             ("../", |i| {
                 i.plugins
                     .get_mut("probe")
