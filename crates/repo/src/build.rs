@@ -255,3 +255,70 @@ fn file_name(path: &Path) -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secflow_supervisor::trust::{keys, sign_manifest};
+    use serde_json::json;
+
+    /// A release directory with `binary` as its executable and a manifest
+    /// whose code hash is `code_hash_of`'s, signed when `signed`.
+    fn release(root: &Path, binary: &[u8], code_hash_of: &[u8], signed: bool, key: &SigningKey) {
+        let dir = root.join("plugins/probe/1.0.0");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("probe"), binary).unwrap();
+        let doc = json!({
+            "name": "probe", "version": "1.0.0", "category": "detector",
+            "entrypoint": "probe", "code_hash": digest_of(code_hash_of),
+            "plugin_dependencies": { "helper": "^1" },
+        });
+        let Value::Object(mut map) = doc else {
+            unreachable!()
+        };
+        if signed {
+            sign_manifest(&mut map, key).unwrap();
+        }
+        std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&map).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn each_build_raises_the_version_and_lists_digests_and_dependencies() {
+        let root = tempfile::tempdir().unwrap();
+        let key = keys::generate().unwrap();
+        release(root.path(), b"exe", b"exe", true, &key);
+        let now = OffsetDateTime::now_utc();
+        assert_eq!(
+            build(root.path(), &key, now, DEFAULT_VALID_FOR)
+                .unwrap()
+                .version,
+            1
+        );
+        let built = build(root.path(), &key, now, DEFAULT_VALID_FOR).unwrap();
+        assert_eq!((built.version, built.releases), (2, 1));
+        let doc: Value = serde_json::from_slice(&std::fs::read(built.path).unwrap()).unwrap();
+        let entry = &doc["plugins"]["probe"]["versions"]["1.0.0"];
+        assert_eq!(entry["binary"]["digest"], digest_of(b"exe"));
+        assert_eq!(entry["binary"]["path"], "plugins/probe/1.0.0/probe");
+        assert_eq!(entry["dependencies"]["helper"], "^1");
+    }
+
+    #[test]
+    fn an_unsigned_manifest_or_a_binary_off_its_code_hash_is_refused() {
+        let key = keys::generate().unwrap();
+        let now = OffsetDateTime::now_utc();
+        for (binary, hashed, signed, needle) in [
+            (&b"exe"[..], &b"exe"[..], false, "not ed25519-signed"),
+            (b"swapped", b"exe", true, "hashes to"),
+        ] {
+            let root = tempfile::tempdir().unwrap();
+            release(root.path(), binary, hashed, signed, &key);
+            let err = build(root.path(), &key, now, DEFAULT_VALID_FOR).unwrap_err();
+            assert!(err.to_string().contains(needle), "{needle}: {err}");
+            assert!(
+                !root.path().join(INDEX_FILE).exists(),
+                "no index is written"
+            );
+        }
+    }
+}

@@ -417,17 +417,11 @@ impl Locked<'_> {
         let target = self.dir.root.join(&staged.name);
         match std::fs::symlink_metadata(&target) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                nix::fcntl::renameat2(
-                    nix::fcntl::AT_FDCWD,
+                rename(
                     &staged.path,
-                    nix::fcntl::AT_FDCWD,
                     &target,
                     nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-                )
-                .map_err(|e| InstallError::Dir {
-                    path: target.clone(),
-                    source: e.into(),
-                })?;
+                )?;
             }
             Err(source) => {
                 return Err(InstallError::Dir {
@@ -444,17 +438,11 @@ impl Locked<'_> {
                 }
                 // The old release moves to the staging path; dropping
                 // `staged` then removes it.
-                nix::fcntl::renameat2(
-                    nix::fcntl::AT_FDCWD,
+                rename(
                     &staged.path,
-                    nix::fcntl::AT_FDCWD,
                     &target,
                     nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-                )
-                .map_err(|e| InstallError::Dir {
-                    path: target.clone(),
-                    source: e.into(),
-                })?;
+                )?;
             }
         }
         sync_dir(&self.dir.root).map_err(self.dir.dir_error(&self.dir.root))?;
@@ -498,6 +486,16 @@ impl Locked<'_> {
         let _ = std::fs::remove_dir_all(&graveyard);
         Ok(record)
     }
+}
+
+/// `renameat2(from, to, flags)`.
+fn rename(from: &Path, to: &Path, flags: nix::fcntl::RenameFlags) -> Result<(), InstallError> {
+    nix::fcntl::renameat2(nix::fcntl::AT_FDCWD, from, nix::fcntl::AT_FDCWD, to, flags).map_err(
+        |e| InstallError::Dir {
+            path: to.to_path_buf(),
+            source: e.into(),
+        },
+    )
 }
 
 /// The manifest document's `plugin_dependencies` (already schema-checked).
