@@ -9,9 +9,11 @@
 //! - [`resolve`]: dependency resolution (PubGrub) with explanations;
 //! - [`install`]: verified, staged, atomic installs and removals;
 //! - [`client`]: the operations behind `secflow plugin …`;
+//! - [`cli`]: the `secflow plugin …` / `secflow repo build` subcommands;
 //! - [`build`]: `secflow repo build`, for a repository's maintainer.
 
 pub mod build;
+pub mod cli;
 pub mod client;
 pub mod fetch;
 pub mod index;

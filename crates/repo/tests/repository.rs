@@ -500,3 +500,45 @@ fn a_directory_repository_serves_as_well_as_http() {
     w.install("probe").unwrap();
     assert_eq!(w.installed_version("probe").as_deref(), Some("1.0.0"));
 }
+
+#[test]
+fn the_plugin_subcommands_say_what_they_did() {
+    use secflow_repo::cli::{run_plugin, PluginAction};
+    let w = World::new();
+    w.publish("helper", "1.0.0", &[]);
+    w.publish("probe", "1.0.0", &[("helper", "^1")]);
+    w.build();
+    let run = |action: PluginAction| {
+        let mut out = Vec::new();
+        run_plugin(&action, &w.client(), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let text = run(PluginAction::Install {
+        specs: vec!["probe@^1".into()],
+    });
+    assert!(
+        text.contains("installed helper 1.0.0 from main\ninstalled probe 1.0.0 from main\n"),
+        "{text}"
+    );
+    let text = run(PluginAction::List { outdated: false });
+    assert!(
+        text.contains("probe  1.0.0  main  binary sha256:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("requested ^1") && text.contains("(dependency)"),
+        "{text}"
+    );
+    w.publish("probe", "1.1.0", &[("helper", "^1")]);
+    w.build();
+    let text = run(PluginAction::List { outdated: true });
+    assert_eq!(text, "probe  1.0.0 -> 1.1.0  (main)\n");
+    let text = run(PluginAction::Info {
+        name: "probe".into(),
+    });
+    assert!(
+        text.starts_with("probe (repository main)\ninstalled: 1.0.0 from main\n  1.1.0  detector"),
+        "{text}"
+    );
+    assert!(text.contains("needs helper ^1"), "{text}");
+}
