@@ -542,3 +542,37 @@ fn the_plugin_subcommands_say_what_they_did() {
     );
     assert!(text.contains("needs helper ^1"), "{text}");
 }
+
+#[test]
+fn a_missing_or_oversized_index_is_refused_with_what_the_server_did() {
+    let mut w = World::new();
+    w.publish("probe", "1.0.0", &[]);
+    w.build();
+    let base = w.settings.repositories[0].url.clone();
+    w.settings.repositories[0].url = format!("{base}/nowhere");
+    let err = w.install("probe").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Fetch {
+                source: FetchError::Status { status: 404, .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    w.settings.repositories[0].url = base;
+    std::fs::write(w.repo.join("index.json"), vec![b' '; 9 << 20]).unwrap();
+    let err = w.install("probe").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Fetch {
+                source: FetchError::TooLarge { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(w.installed_tree().is_empty());
+}
