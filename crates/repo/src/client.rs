@@ -196,6 +196,7 @@ impl<'a> Client<'a> {
         if self.settings.repositories.is_empty() {
             return Err(ClientError::NoRepositories);
         }
+        let _lock = self.state.lock()?;
         let mut fetched = Vec::new();
         for r in &self.settings.repositories {
             let source = Source::parse(&r.url).map_err(|e| ClientError::Config {

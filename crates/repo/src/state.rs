@@ -56,6 +56,30 @@ impl RepositoryState {
         Ok(self.dir.join(format!("{repository}.json")))
     }
 
+    /// Holds the state directory's lock (waiting for it) until dropped, so
+    /// that two processes refreshing at once cannot write an older record
+    /// over a newer one.
+    pub fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, StateError> {
+        let write_error = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Write { path, source }
+        };
+        std::fs::create_dir_all(&self.dir).map_err(write_error(&self.dir))?;
+        let path = self.dir.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(write_error(&path))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
+            StateError::Write {
+                path,
+                source: errno.into(),
+            }
+        })
+    }
+
     /// The newest index accepted from `repository`, if any.
     pub fn seen(&self, repository: &str) -> Result<Option<SeenIndex>, StateError> {
         let path = self.record_path(repository)?;
