@@ -399,6 +399,9 @@ mod tests {
         assert_eq!(config.max_age_days, 3);
         assert_eq!(config.nvd_url, DEFAULT_NVD_URL);
         let error = toml::from_str::<VulndbConfig>("data_dirr = \"/x\"").unwrap_err();
-        assert!(error.to_string().contains("unknown field `data_dirr`"), "{error}");
+        assert!(
+            error.to_string().contains("unknown field `data_dirr`"),
+            "{error}"
+        );
     }
 }

@@ -155,7 +155,10 @@ impl Fetcher {
                             hint: status_hint(response.status),
                         });
                     }
-                    (format!("answered {}", response.status), response.retry_after)
+                    (
+                        format!("answered {}", response.status),
+                        response.retry_after,
+                    )
                 }
                 Ok(response) => {
                     return Err(FetchError::Status {
@@ -236,7 +239,10 @@ mod tests {
             retry_delay(1, base, cap, Some(Duration::from_secs(40))),
             Duration::from_secs(40)
         );
-        assert_eq!(retry_delay(1, base, cap, Some(Duration::from_secs(999))), cap);
+        assert_eq!(
+            retry_delay(1, base, cap, Some(Duration::from_secs(999))),
+            cap
+        );
     }
 
     #[test]

@@ -99,10 +99,18 @@ pub struct Response {
 }
 
 /// The HTTP client of updates.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     tls: TlsConnector,
     idle: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("idle", &self.idle)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -133,7 +141,10 @@ impl Client {
             _ => return Err(bad()),
         };
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let bare_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let idle = |url: &str| HttpError::Idle {
             url: url.to_owned(),
             after: self.idle,
@@ -184,9 +195,8 @@ impl Client {
             url: url.to_owned(),
             source,
         };
-        let (mut sender, connection) = http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(exchange)?;
+        let (mut sender, connection) =
+            http1::handshake(TokioIo::new(io)).await.map_err(exchange)?;
         tokio::spawn(async move {
             // Ends with the response; a failure shows up on the body stream.
             let _ = connection.await;
@@ -248,12 +258,13 @@ impl Client {
         let mut received = 0u64;
         let mut incoming = response.into_body();
         loop {
-            let frame = timeout(self.idle, incoming.frame())
-                .await
-                .map_err(|_| HttpError::Idle {
-                    url: url.to_owned(),
-                    after: self.idle,
-                })?;
+            let frame =
+                timeout(self.idle, incoming.frame())
+                    .await
+                    .map_err(|_| HttpError::Idle {
+                        url: url.to_owned(),
+                        after: self.idle,
+                    })?;
             let Some(frame) = frame else { break };
             let frame = frame.map_err(|source| HttpError::Exchange {
                 url: url.to_owned(),
@@ -270,13 +281,11 @@ impl Client {
                 });
             }
             match &mut file {
-                Some((path, file)) => {
-                    file.write_all(&data).map_err(|source| HttpError::Write {
-                        url: url.to_owned(),
-                        path: path.to_path_buf(),
-                        source,
-                    })?
-                }
+                Some((path, file)) => file.write_all(&data).map_err(|source| HttpError::Write {
+                    url: url.to_owned(),
+                    path: path.to_path_buf(),
+                    source,
+                })?,
                 None => body.extend_from_slice(&data),
             }
         }

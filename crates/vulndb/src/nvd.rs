@@ -122,7 +122,10 @@ pub fn is_cve_id(id: &str) -> bool {
     };
     year.len() == 4
         && (4..=12).contains(&number.len())
-        && year.bytes().chain(number.bytes()).all(|b| b.is_ascii_digit())
+        && year
+            .bytes()
+            .chain(number.bytes())
+            .all(|b| b.is_ascii_digit())
 }
 
 /// Where a record lives in a generation.
@@ -216,10 +219,7 @@ pub fn check_page<'a>(
 
 /// A single record file (`{"id": "CVE-…", …}` or `{"cve": {…}}`), as the
 /// fkie-cad mirror and cve-mapper's fixtures have them.
-pub fn check_record_file<'a>(
-    origin: &str,
-    raw: &'a RawValue,
-) -> Result<NvdRecord<'a>, NvdError> {
+pub fn check_record_file<'a>(origin: &str, raw: &'a RawValue) -> Result<NvdRecord<'a>, NvdError> {
     #[derive(Deserialize)]
     struct Wrapped<'a> {
         #[serde(borrow)]
@@ -285,7 +285,10 @@ pub fn newest(slot: &mut Option<String>, candidate: &str) {
 
 /// The `lastModStartDate`/`lastModEndDate` windows covering `since`..`until`,
 /// each at most [`MAX_WINDOW_DAYS`] long.
-pub fn windows(since: OffsetDateTime, until: OffsetDateTime) -> Vec<(OffsetDateTime, OffsetDateTime)> {
+pub fn windows(
+    since: OffsetDateTime,
+    until: OffsetDateTime,
+) -> Vec<(OffsetDateTime, OffsetDateTime)> {
     let mut out = Vec::new();
     let mut start = since;
     while start < until {
@@ -339,7 +342,12 @@ mod tests {
     fn page(declared: u64, records: &[&str]) -> String {
         let items: Vec<String> = records
             .iter()
-            .map(|id| format!(r#"{{"cve":{{"id":"{id}","lastModified":"2024-01-0{}T00:00:00.000"}}}}"#, id.len() % 9))
+            .map(|id| {
+                format!(
+                    r#"{{"cve":{{"id":"{id}","lastModified":"2024-01-0{}T00:00:00.000"}}}}"#,
+                    id.len() % 9
+                )
+            })
             .collect();
         format!(
             r#"{{"resultsPerPage":{declared},"startIndex":0,"totalResults":{},"format":"NVD_CVE","version":"2.0","timestamp":"2024-02-01T00:00:00.000","vulnerabilities":[{}]}}"#,
@@ -354,8 +362,13 @@ mod tests {
         let checked = check_page("p", body.as_bytes(), Some(0)).unwrap();
         assert_eq!(checked.records.len(), 2);
         assert_eq!(checked.records[1].id, "CVE-2021-42013");
-        assert!(checked.records[0].json.starts_with(r#"{"id":"CVE-2021-41773""#));
-        assert_eq!(record_path("CVE-2021-41773"), Path::new("nvd/CVE-2021/CVE-2021-41773.json"));
+        assert!(checked.records[0]
+            .json
+            .starts_with(r#"{"id":"CVE-2021-41773""#));
+        assert_eq!(
+            record_path("CVE-2021-41773"),
+            Path::new("nvd/CVE-2021/CVE-2021-41773.json")
+        );
     }
 
     #[test]
@@ -373,12 +386,22 @@ mod tests {
         for id in ["CVE-2021-41773", "CVE-1999-0001", "CVE-2024-1234567"] {
             assert!(is_cve_id(id), "{id}");
         }
-        for id in ["CVE-2021-../../x", "cve-2021-41773", "CVE-21-4177", "CVE-2021-417", "CVE-2021-41773-1", "GHSA-x"] {
+        for id in [
+            "CVE-2021-../../x",
+            "cve-2021-41773",
+            "CVE-21-4177",
+            "CVE-2021-417",
+            "CVE-2021-41773-1",
+            "GHSA-x",
+        ] {
             assert!(!is_cve_id(id), "{id}");
         }
         let body = page(1, &["CVE-2021-../../etc"]);
         let error = check_page("f", body.as_bytes(), None).unwrap_err();
-        assert!(matches!(error, NvdError::BadRecord { index: 0, .. }), "{error}");
+        assert!(
+            matches!(error, NvdError::BadRecord { index: 0, .. }),
+            "{error}"
+        );
     }
 
     #[test]
@@ -398,9 +421,15 @@ mod tests {
     fn dates_are_written_and_read_the_way_the_api_does() {
         let at = datetime!(2024-07-26 19:40:13.757 UTC);
         assert_eq!(api_date(at), "2024-07-26T19:40:13.757+00:00");
-        assert_eq!(query_date(&api_date(at)), "2024-07-26T19%3A40%3A13.757%2B00%3A00");
+        assert_eq!(
+            query_date(&api_date(at)),
+            "2024-07-26T19%3A40%3A13.757%2B00%3A00"
+        );
         assert_eq!(parse_time("2024-07-26T19:40:13.757"), Some(at));
-        assert_eq!(parse_time("2024-07-26T19:40:13Z"), Some(datetime!(2024-07-26 19:40:13 UTC)));
+        assert_eq!(
+            parse_time("2024-07-26T19:40:13Z"),
+            Some(datetime!(2024-07-26 19:40:13 UTC))
+        );
         assert_eq!(parse_time("yesterday"), None);
     }
 }

@@ -125,7 +125,9 @@ pub fn check_record(text: &str) -> Result<OsvRecord, String> {
 }
 
 fn record_path(dir: &str, id: &str) -> PathBuf {
-    Path::new("osv").join(dir).join(format!("{}.json", id.replace(':', "_")))
+    Path::new("osv")
+        .join(dir)
+        .join(format!("{}.json", id.replace(':', "_")))
 }
 
 /// What storing an archive did, per ecosystem directory.
@@ -210,7 +212,10 @@ pub fn apply_record(
 ) -> Result<(), StoreError> {
     let dir = record.ecosystem.clone().unwrap_or_else(|| "unknown".into());
     let counts = applied.entry(dir.clone()).or_default();
-    count(counts, staging.write_if_changed(&record_path(&dir, &record.id), text.get().as_bytes())?);
+    count(
+        counts,
+        staging.write_if_changed(&record_path(&dir, &record.id), text.get().as_bytes())?,
+    );
     newest(&mut counts.newest_modified, &record.modified);
     Ok(())
 }
@@ -234,9 +239,14 @@ mod tests {
         let escape = check_record(r#"{"id":"../../x","modified":"2023-01-23T20:11:26Z"}"#);
         assert!(escape.unwrap_err().contains("is not an OSV id"));
         let newer = check_record(r#"{"id":"X-1","modified":"2023","schema_version":"2.0.0"}"#);
-        assert!(newer.unwrap_err().contains("schema_version \"2.0.0\" is not 1.x"));
+        assert!(newer
+            .unwrap_err()
+            .contains("schema_version \"2.0.0\" is not 1.x"));
         assert_eq!(ecosystem_dir("Debian:12").as_deref(), Some("Debian"));
-        assert_eq!(ecosystem_dir("GitHub Actions").as_deref(), Some("GitHub_Actions"));
+        assert_eq!(
+            ecosystem_dir("GitHub Actions").as_deref(),
+            Some("GitHub_Actions")
+        );
         assert_eq!(ecosystem_dir("../x"), None);
     }
 }

@@ -69,7 +69,7 @@ pub enum StoreError {
     BadState { path: PathBuf, reason: String },
 }
 
-fn io_error(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> StoreError + '_ {
+fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         path: path.to_owned(),
         action,
@@ -128,7 +128,10 @@ pub struct UpdateProgress {
 /// next `startIndex` in it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NvdCursor {
-    /// `(lastModStartDate, lastModEndDate)` per window; empty for a full download.
+    /// A full download (no date range) rather than the changes in `windows`.
+    #[serde(default)]
+    pub full: bool,
+    /// `(lastModStartDate, lastModEndDate)` per window of an incremental download.
     pub windows: Vec<(String, String)>,
     pub window: usize,
     pub start_index: u64,
@@ -442,7 +445,7 @@ impl Staging {
 
     /// The `*.json` files under `relative`.
     pub fn count_json(&self, relative: &Path) -> Result<u64, StoreError> {
-        count_json(&self.dir.join(relative), 0)
+        count_json_under(&self.dir.join(relative), 0)
     }
 
     /// Persists the progress of the update (written atomically).
@@ -567,7 +570,12 @@ fn link_tree(from: &Path, to: &Path, depth: usize) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn count_json(dir: &Path, depth: usize) -> Result<u64, StoreError> {
+/// The `*.json` files under `dir`, hidden entries skipped (as cve-mapper reads them).
+pub(crate) fn count_json(dir: &Path) -> Result<u64, StoreError> {
+    count_json_under(dir, 0)
+}
+
+fn count_json_under(dir: &Path, depth: usize) -> Result<u64, StoreError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
@@ -583,7 +591,7 @@ fn count_json(dir: &Path, depth: usize) -> Result<u64, StoreError> {
         }
         let kind = entry.file_type().map_err(io_error(dir, "cannot list"))?;
         if kind.is_dir() && depth < MAX_DEPTH {
-            count += count_json(&entry.path(), depth + 1)?;
+            count += count_json_under(&entry.path(), depth + 1)?;
         } else if kind.is_file() && name.ends_with(".json") {
             count += 1;
         }
@@ -636,27 +644,42 @@ mod tests {
             fs::read(data.root().join("current/kev/k.json")).unwrap(),
             b"2"
         );
-        assert_eq!(data.generations().unwrap(), [".gen-0000000002", ".gen-0000000003"]);
+        assert_eq!(
+            data.generations().unwrap(),
+            [".gen-0000000002", ".gen-0000000003"]
+        );
     }
 
     #[test]
     fn an_unchanged_file_keeps_its_inode_and_a_changed_one_leaves_the_live_copy_alone() {
         let (_dir, data) = data_dir();
         let (staging, progress, _) = data.stage_update().unwrap();
-        staging.write_if_changed(Path::new("a.json"), b"same").unwrap();
-        staging.write_if_changed(Path::new("b.json"), b"old").unwrap();
+        staging
+            .write_if_changed(Path::new("a.json"), b"same")
+            .unwrap();
+        staging
+            .write_if_changed(Path::new("b.json"), b"old")
+            .unwrap();
         data.commit(staging, &progress.state).unwrap();
         let live_b = data.root().join("current/b.json");
         let (staging, _, _) = data.stage_update().unwrap();
         assert_eq!(
-            staging.write_if_changed(Path::new("a.json"), b"same").unwrap(),
+            staging
+                .write_if_changed(Path::new("a.json"), b"same")
+                .unwrap(),
             Change::Same
         );
         assert_eq!(
-            staging.write_if_changed(Path::new("b.json"), b"new!").unwrap(),
+            staging
+                .write_if_changed(Path::new("b.json"), b"new!")
+                .unwrap(),
             Change::Replaced
         );
-        assert_eq!(fs::read(&live_b).unwrap(), b"old", "the live generation is untouched");
+        assert_eq!(
+            fs::read(&live_b).unwrap(),
+            b"old",
+            "the live generation is untouched"
+        );
         use std::os::unix::fs::MetadataExt;
         let live_a = fs::metadata(data.root().join("current/a.json")).unwrap();
         let staged_a = fs::metadata(staging.path().join("a.json")).unwrap();
