@@ -653,7 +653,7 @@ fn an_import_with_one_bad_file_stores_nothing_and_names_the_file() {
     );
     let unknown = files_dir.path().join("notes.json");
     fs::write(&unknown, "{\"title\": \"not vulnerability data\"}").unwrap();
-    let error = import(&data, &[unknown.clone()]).unwrap_err();
+    let error = import(&data, std::slice::from_ref(&unknown)).unwrap_err();
     assert!(error.to_string().starts_with(&format!(
         "{}: not a known vulnerability format",
         unknown.display()
