@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod vulndb;
+
+pub use vulndb::VulndbConfig;
+
 /// Where the config is looked for when neither `--config` nor `SECFLOW_CONFIG` says.
 pub const SYSTEM_CONFIG: &str = "/etc/secflow/secflow.toml";
 
@@ -40,6 +44,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub sandbox: SandboxConfig,
     pub runs: RunsConfig,
+    /// Vulnerability data: where cve-mapper reads it, how `secflow vulndb` fetches it.
+    pub vulndb: VulndbConfig,
     /// Where the file was loaded from (`None` for built-in defaults).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -468,6 +474,10 @@ impl Config {
         join(&mut self.sandbox.work_root);
         join(&mut self.sandbox.state_root);
         self.trust.trusted_keys.iter_mut().for_each(join);
+        join(&mut self.vulndb.data_dir);
+        if let Some(path) = &mut self.vulndb.api_key_file {
+            join(path);
+        }
         for key in &mut self.trust.revoked_keys {
             if let RevokedKey::File(path) = key {
                 join(path);

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::vulndb::{vulndb_check, VulndbCheck};
 use super::{load_config, print_output, Cli, Failure};
 use secflow_core::config::Config;
 use secflow_sandbox::{Host, Layer};
@@ -34,6 +35,8 @@ struct Report {
     layers: Vec<LayerCheck>,
     uid_range: UidRangeCheck,
     honoured: bool,
+    /// A warning at most: scans still run (cve-mapper is `skipped` without data).
+    vulndb: VulndbCheck,
     config_file: Option<String>,
     config: Vec<ConfigValue>,
 }
@@ -69,6 +72,7 @@ pub fn doctor_command(cli: &Cli) -> Result<ExitCode, Failure> {
         layers,
         uid_range,
         honoured,
+        vulndb: vulndb_check(&config),
         config_file: config.source.as_ref().map(|p| p.display().to_string()),
         config: config_sources(&config),
     };
@@ -160,6 +164,13 @@ fn write_report(out: &mut dyn Write, r: &Report) -> std::io::Result<()> {
         } else {
             format!("CLASHES with {}", r.uid_range.clashes.join(", "))
         }
+    )?;
+    writeln!(
+        out,
+        "\nvulnerability data {}: {}{}",
+        r.vulndb.data_dir.display(),
+        if r.vulndb.needs_attention() { "WARNING: " } else { "" },
+        r.vulndb.message
     )?;
     writeln!(
         out,

@@ -13,6 +13,7 @@ mod doctor;
 pub mod sarif;
 mod scan;
 mod table;
+mod vulndb;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -121,6 +122,11 @@ pub enum Command {
     /// Scan a built-in local target (an Apache 2.4.49 and an OpenSSH
     /// look-alike) with an embedded supervisor and a throwaway database.
     Demo(scan::DemoArgs),
+    /// The vulnerability data cve-mapper reads: `update`, `import PATH...`, `status`.
+    Vulndb {
+        #[command(subcommand)]
+        action: vulndb::VulndbAction,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -299,6 +305,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Doctor => doctor::doctor_command(cli),
         Command::Scan(args) => scan::scan_command(cli, args),
         Command::Demo(args) => scan::demo_command(cli, args),
+        Command::Vulndb { action } => vulndb::vulndb_command(cli, action),
         Command::Plugins { action, local } => {
             let action = action.as_ref().unwrap_or(&PluginsAction::List);
             if *local {
