@@ -244,7 +244,11 @@ impl ScanRun {
     /// kind, or was skipped because data it reads is not installed (its
     /// error says which command installs it).
     pub fn ok(&self) -> bool {
-        self.declined || matches!(self.record.status, RunStatus::Succeeded | RunStatus::Skipped)
+        self.declined
+            || matches!(
+                self.record.status,
+                RunStatus::Succeeded | RunStatus::Skipped
+            )
     }
 }
 

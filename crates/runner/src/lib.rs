@@ -43,8 +43,8 @@ use secflow_core::config::{Config, RunLimits};
 use secflow_core::record::{ErrorKind, RunError, RunRecord, RunStatus};
 use secflow_manifest::VerifiedPlugin;
 use secflow_sandbox::{
-    PlanError,
-    EffectivePolicy, Host, Layer, RunDir, SandboxPlan, SeccompAudit, SeccompKill, UidLease, UidPool,
+    EffectivePolicy, Host, Layer, PlanError, RunDir, SandboxPlan, SeccompAudit, SeccompKill,
+    UidLease, UidPool,
 };
 use secflow_store::{AuditEvent, StoreWriter, TelemetryEvent, WriteOp};
 use session::{Ending, SessionOutcome, SessionSpec};
@@ -865,7 +865,6 @@ pub fn spawn_stdin_writer(stdin: Option<tokio::process::ChildStdin>) -> mpsc::Se
     }
     tx
 }
-
 
 /// What a `skipped` run's error says: the missing path and, when it is the
 /// vulnerability data directory, the command that fills it.

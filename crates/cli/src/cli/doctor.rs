@@ -169,7 +169,11 @@ fn write_report(out: &mut dyn Write, r: &Report) -> std::io::Result<()> {
         out,
         "\nvulnerability data {}: {}{}",
         r.vulndb.data_dir.display(),
-        if r.vulndb.needs_attention() { "WARNING: " } else { "" },
+        if r.vulndb.needs_attention() {
+            "WARNING: "
+        } else {
+            ""
+        },
         r.vulndb.message
     )?;
     writeln!(

@@ -165,12 +165,8 @@ fn max_age(config: &VulndbConfig) -> Duration {
 }
 
 fn health(config: &VulndbConfig) -> Result<Health, String> {
-    secflow_vulndb::health(
-        &config.data_dir,
-        OffsetDateTime::now_utc(),
-        max_age(config),
-    )
-    .map_err(|e| error_chain(&e))
+    secflow_vulndb::health(&config.data_dir, OffsetDateTime::now_utc(), max_age(config))
+        .map_err(|e| error_chain(&e))
 }
 
 /// `<what is wrong>; <the command that fixes it>`.

@@ -141,13 +141,18 @@ mod tests {
             Path::new("/etc/secflow/secflow.toml"),
         )
         .unwrap();
-        assert_eq!(config.vulndb.data_dir, Path::new("/etc/secflow/data/vulndb"));
+        assert_eq!(
+            config.vulndb.data_dir,
+            Path::new("/etc/secflow/data/vulndb")
+        );
         assert_eq!(
             config.vulndb.api_key_file.as_deref(),
             Some(Path::new("/etc/secflow/nvd.key"))
         );
         assert_eq!(config.vulndb.max_age_days, 3);
-        assert!(config.vulndb.holds(Path::new("/etc/secflow/data/vulndb/current")));
+        assert!(config
+            .vulndb
+            .holds(Path::new("/etc/secflow/data/vulndb/current")));
         assert!(!config.vulndb.holds(Path::new("/etc/secflow/data")));
     }
 
