@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod vulndb;
+pub mod web;
 
 pub use vulndb::VulndbConfig;
+pub use web::WebConfig;
 
 /// Where the config is looked for when neither `--config` nor `SECFLOW_CONFIG` says.
 pub const SYSTEM_CONFIG: &str = "/etc/secflow/secflow.toml";
@@ -46,6 +48,8 @@ pub struct Config {
     pub runs: RunsConfig,
     /// Vulnerability data: where cve-mapper reads it, how `secflow vulndb` fetches it.
     pub vulndb: VulndbConfig,
+    /// The read-only web dashboard.
+    pub web: WebConfig,
     /// Where the file was loaded from (`None` for built-in defaults).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -475,6 +479,7 @@ impl Config {
         join(&mut self.sandbox.state_root);
         self.trust.trusted_keys.iter_mut().for_each(join);
         join(&mut self.vulndb.data_dir);
+        join(&mut self.web.token_file);
         if let Some(path) = &mut self.vulndb.api_key_file {
             join(path);
         }
@@ -553,6 +558,9 @@ impl Config {
         if u64::from(self.sandbox.uid_min) + u64::from(self.sandbox.uid_count) > u64::from(u32::MAX)
         {
             return Err("sandbox.uid_min + sandbox.uid_count passes the largest uid".into());
+        }
+        if let Some(problem) = self.web.problem() {
+            return Err(problem);
         }
         if self.plugins.manifest_dirs.is_empty() {
             return Err("plugins.manifest_dirs must name at least one directory".into());
