@@ -185,15 +185,26 @@ pub fn lines(id: &str, title: &str, unit: &str, days: &[Day], series: &[(&str, f
     let step = (WIDTH - LEFT) / days.len().max(1) as f64;
     let plot = HEIGHT - BOTTOM - TOP;
     for (n, (name, value)) in series.iter().enumerate() {
-        let points: Vec<String> = days
+        let xy: Vec<(f64, f64, &Day)> = days
             .iter()
             .enumerate()
             .map(|(i, day)| {
                 let x = LEFT + step * (i as f64 + 0.5);
                 let y = HEIGHT - BOTTOM - plot * value(day) / scale(max);
-                format!("{x:.1},{y:.1}")
+                (x, y, day)
             })
             .collect();
+        let points: Vec<String> = xy.iter().map(|(x, y, _)| format!("{x:.1},{y:.1}")).collect();
+        // A dot per day: one day of data is a point, which a line alone would not show.
+        for (x, y, day) in &xy {
+            let _ = write!(
+                out,
+                "<circle class=\"dot series-{n}\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\"><title>{} {}: {}</title></circle>",
+                esc(name),
+                esc(&day.date),
+                format_value(value(day), unit)
+            );
+        }
         let _ = write!(
             out,
             "<polyline class=\"series series-{n}\" points=\"{}\"><title>{}</title></polyline>\

@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Longest query string read; a longer one is cut (every key is bounded).
 pub const MAX_QUERY_BYTES: usize = 4096;
@@ -27,9 +27,17 @@ pub fn esc(text: &str) -> String {
     out
 }
 
-/// `value` as one query-string component.
+/// What a URL component keeps as written: RFC 3986's unreserved characters
+/// (run ids stay readable in the address bar).
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `value` as one path segment or query-string component.
 pub fn url_component(value: &str) -> String {
-    utf8_percent_encode(value, NON_ALPHANUMERIC).to_string()
+    utf8_percent_encode(value, COMPONENT).to_string()
 }
 
 /// `a=1&b=x+y` as pairs (`+` is a space; bad escapes are kept as written).
@@ -183,6 +191,7 @@ mod tests {
         assert_eq!(param(&pairs, "empty"), None);
         assert_eq!(param(&pairs, "missing"), None);
         assert_eq!(url_component("a b/c"), "a%20b%2Fc");
+        assert_eq!(url_component("01a2-b_c.d~e"), "01a2-b_c.d~e");
     }
 
     #[test]

@@ -56,7 +56,7 @@ const CSS: &str = include_str!("../assets/app.css");
 const LIVE_JS: &str = include_str!("../assets/live.js");
 
 /// Every answer's security headers: no inline script or style, no framing,
-/// no referrer, nothing sniffed.
+/// no referrer to other sites, nothing sniffed.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
@@ -123,7 +123,7 @@ pub async fn serve(
                 Ok(permit) => permit,
                 Err(_) => return,
             },
-            _ = stopping.wait_for(|s| *s) => return,
+            _ = stopped(&mut stopping) => return,
         };
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -134,7 +134,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = stopping.wait_for(|s| *s) => return,
+            _ = stopped(&mut stopping) => return,
         };
         let dashboard = Arc::clone(&dashboard);
         tokio::spawn(async move {
@@ -155,6 +155,16 @@ pub async fn serve(
     }
 }
 
+/// Returns once `stopping` is true (or its sender is gone).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    // The borrow ends before each await: the future stays `Send`.
+    while !*stopping.borrow_and_update() {
+        if stopping.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 type Answer = Response<Full<Bytes>>;
 
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Answer {
@@ -172,7 +182,9 @@ fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        // Not `no-referrer`: with it browsers send `Origin: null` on the
+        // dashboard's own form posts, and the CSRF check needs the origin.
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -237,14 +249,23 @@ fn user_of(dashboard: &Dashboard, req: &Request<Incoming>) -> Option<String> {
 
 /// A form post is only accepted from the dashboard's own pages: a browser
 /// sends `Origin`, and it must name the host the request was sent to.
-fn same_origin(req: &Request<Incoming>) -> bool {
+fn same_origin(req: &Request<Incoming>) -> Result<(), String> {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         // Not a browser (curl, scripts): no cross-site request to fear.
-        return true;
+        return Ok(());
     };
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin = origin.to_str().ok().and_then(|o| o.split_once("://"));
-    matches!((origin, host), (Some((_, o)), Some(h)) if o == h)
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let origin = origin.to_str().unwrap_or("");
+    match origin.split_once("://") {
+        Some((_, authority)) if !host.is_empty() && authority == host => Ok(()),
+        _ => Err(format!(
+            "cross-site request refused: Origin {origin:?} is not this dashboard (Host {host:?})"
+        )),
+    }
 }
 
 async fn handle(dashboard: &Dashboard, req: Request<Incoming>) -> Answer {
@@ -263,8 +284,8 @@ async fn handle(dashboard: &Dashboard, req: Request<Incoming>) -> Answer {
         }
         (&Method::POST, "/login") => return login(dashboard, req).await,
         (&Method::POST, "/logout") => {
-            if !same_origin(&req) {
-                return respond(StatusCode::FORBIDDEN, "text/plain", "cross-site request refused");
+            if let Err(refusal) = same_origin(&req) {
+                return respond(StatusCode::FORBIDDEN, "text/plain; charset=utf-8", refusal);
             }
             if let Some(id) = cookie(&req, SESSION_COOKIE) {
                 dashboard.auth.close_session(id);
@@ -323,12 +344,8 @@ async fn handle(dashboard: &Dashboard, req: Request<Incoming>) -> Answer {
 }
 
 async fn login(dashboard: &Dashboard, req: Request<Incoming>) -> Answer {
-    if !same_origin(&req) {
-        return respond(
-            StatusCode::FORBIDDEN,
-            "text/plain",
-            "cross-site login refused",
-        );
+    if let Err(refusal) = same_origin(&req) {
+        return respond(StatusCode::FORBIDDEN, "text/plain; charset=utf-8", refusal);
     }
     let body = match Limited::new(req.into_body(), MAX_FORM_BYTES).collect().await {
         Ok(body) => body.to_bytes(),
@@ -405,7 +422,16 @@ async fn route(
     let page = |title: &str, nav: Nav, body: String| {
         html_page(StatusCode::OK, html::page(title, nav, Some(user), &body))
     };
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let decoded: Vec<String> = path
+        .trim_matches('/')
+        .split('/')
+        .map(|segment| {
+            percent_encoding::percent_decode_str(segment)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     Ok(match segments.as_slice() {
         [""] => redirect("/findings"),
         ["findings"] => {

@@ -14,6 +14,7 @@ pub mod sarif;
 mod scan;
 mod table;
 mod vulndb;
+mod web;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -126,6 +127,11 @@ pub enum Command {
     Vulndb {
         #[command(subcommand)]
         action: vulndb::VulndbAction,
+    },
+    /// The web dashboard: `web token --user NAME` issues a login.
+    Web {
+        #[command(subcommand)]
+        action: web::WebAction,
     },
 }
 
@@ -306,6 +312,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Scan(args) => scan::scan_command(cli, args),
         Command::Demo(args) => scan::demo_command(cli, args),
         Command::Vulndb { action } => vulndb::vulndb_command(cli, action),
+        Command::Web { action } => web::web_command(cli, action),
         Command::Plugins { action, local } => {
             let action = action.as_ref().unwrap_or(&PluginsAction::List);
             if *local {
@@ -389,8 +396,8 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
             let events: Vec<AuditEvent> = if *local {
                 open_store(cli)?.audit(&AuditQuery {
                     event: event.clone(),
-                    plugin: None,
                     limit: Some(*limit),
+                    ..AuditQuery::default()
                 })?
             } else {
                 call_daemon(
