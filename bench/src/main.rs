@@ -1,7 +1,7 @@
 //! `secflow-bench`: SecFlow's benchmark suite (issue 9), one program run by
-//! `scripts/bench`. Five sections, each measured beside its anchor in the same
-//! run on the same machine: spawn, run throughput, findings ingestion, API
-//! latency, footprint. It prints a table, writes the figures as JSON and, when
+//! `scripts/bench`. Six sections, each measured beside its anchor in the same
+//! run on the same machine where there is one: spawn, run throughput, findings
+//! ingestion, API latency, footprint, dashboard pages. It prints a table, writes the figures as JSON and, when
 //! asked, the generated part of BENCHMARKS.md.
 //!
 //! It drives the real release binaries (`secflowd`, the fixture detector, the
@@ -56,7 +56,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "spawn,throughput,ingest,api,footprint"
+        default_value = "spawn,throughput,ingest,api,footprint,dashboard"
     )]
     sections: Vec<String>,
     /// Timed runs per spawn variant [full 300, quick 30].
@@ -195,7 +195,7 @@ fn run(args: &Args) -> Result<Vec<Figure>, BenchError> {
     let bins = Bins::find(&bin_dir)?;
     let sizes = Sizes::of(args);
     for name in &args.sections {
-        if !["spawn", "throughput", "ingest", "api", "footprint"].contains(&name.as_str()) {
+        if !["spawn", "throughput", "ingest", "api", "footprint", "dashboard"].contains(&name.as_str()) {
             return Err(BenchError::Setup(format!("unknown section {name:?}")));
         }
     }
@@ -219,6 +219,9 @@ fn run(args: &Args) -> Result<Vec<Figure>, BenchError> {
     }
     if wanted("footprint") {
         figures.extend(section::footprint::run(&bins, args.in_flight)?);
+    }
+    if wanted("dashboard") {
+        figures.extend(section::dashboard::run(&bins, sizes.findings)?);
     }
 
     print!("{}", report::terminal_table(&figures));
