@@ -195,7 +195,16 @@ fn run(args: &Args) -> Result<Vec<Figure>, BenchError> {
     let bins = Bins::find(&bin_dir)?;
     let sizes = Sizes::of(args);
     for name in &args.sections {
-        if !["spawn", "throughput", "ingest", "api", "footprint", "dashboard"].contains(&name.as_str()) {
+        if ![
+            "spawn",
+            "throughput",
+            "ingest",
+            "api",
+            "footprint",
+            "dashboard",
+        ]
+        .contains(&name.as_str())
+        {
             return Err(BenchError::Setup(format!("unknown section {name:?}")));
         }
     }

@@ -116,10 +116,20 @@ fn nothing_but_the_login_page_is_reachable_without_a_token() {
     let get = |path: &str, extra: &str| {
         raw_request(
             port,
-            &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Connection: close\r\n\r\n"),
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Connection: close\r\n\r\n"
+            ),
         )
     };
-    for page in ["/", "/findings", "/runs", "/plugins", "/live", "/findings/1", "/static/live.js"] {
+    for page in [
+        "/",
+        "/findings",
+        "/runs",
+        "/plugins",
+        "/live",
+        "/findings/1",
+        "/static/live.js",
+    ] {
         let answer = get(page, "");
         assert!(answer.starts_with("HTTP/1.1 303"), "{page}: {answer}");
         assert!(answer.contains("location: /login"), "{page}: {answer}");
@@ -176,16 +186,25 @@ async fn a_person_logs_in_filters_findings_reads_a_run_and_sees_the_charts() {
     page.goto(&format!("{base}/findings")).await;
     assert_eq!(page.path().await, "/login");
     shoot(&mut page, &shots, "login").await;
-    page.eval("document.getElementById('token').value = 'wrong'").await;
-    page.submit("document.getElementById('login').click()").await;
-    let error = page.eval("document.getElementById('login-error').textContent").await;
+    page.eval("document.getElementById('token').value = 'wrong'")
+        .await;
+    page.submit("document.getElementById('login').click()")
+        .await;
+    let error = page
+        .eval("document.getElementById('login-error').textContent")
+        .await;
     assert_eq!(error, "that token is not valid");
 
-    page.eval(&format!("document.getElementById('token').value = '{token}'"))
+    page.eval(&format!(
+        "document.getElementById('token').value = '{token}'"
+    ))
+    .await;
+    page.submit("document.getElementById('login').click()")
         .await;
-    page.submit("document.getElementById('login').click()").await;
     assert_eq!(page.path().await, "/findings", "{}", daemon.log());
-    let user = page.eval("document.querySelector('header .user').textContent").await;
+    let user = page
+        .eval("document.querySelector('header .user').textContent")
+        .await;
     assert_eq!(user, "alice");
 
     // Ten distinct findings (three runs of the same ten: deduplicated).
@@ -194,7 +213,8 @@ async fn a_person_logs_in_filters_findings_reads_a_run_and_sees_the_charts() {
         .await;
     assert_eq!(shown, 10);
     assert_eq!(
-        page.eval("document.getElementById('finding-count').dataset.count").await,
+        page.eval("document.getElementById('finding-count').dataset.count")
+            .await,
         "10"
     );
     let seen = page
@@ -207,8 +227,10 @@ async fn a_person_logs_in_filters_findings_reads_a_run_and_sees_the_charts() {
     shoot(&mut page, &shots, "findings").await;
 
     // The severity filter narrows to what is at least high: two high, two critical.
-    page.eval("document.getElementById('filter-severity').value = 'high'").await;
-    page.submit("document.getElementById('apply-filters').click()").await;
+    page.eval("document.getElementById('filter-severity').value = 'high'")
+        .await;
+    page.submit("document.getElementById('apply-filters').click()")
+        .await;
     assert_eq!(
         page.eval("location.search").await,
         "?severity=high&plugin=",
@@ -223,9 +245,14 @@ async fn a_person_logs_in_filters_findings_reads_a_run_and_sees_the_charts() {
     );
 
     // A finding's detail: its description and its occurrences.
-    page.submit("document.querySelector('#findings tbody a').click()").await;
+    page.submit("document.querySelector('#findings tbody a').click()")
+        .await;
     assert!(page.path().await.starts_with("/findings/"));
-    assert_eq!(page.eval("document.getElementById('occurrences').textContent").await, "3");
+    assert_eq!(
+        page.eval("document.getElementById('occurrences').textContent")
+            .await,
+        "3"
+    );
     let description = page
         .eval("document.querySelector('.description').textContent")
         .await;
@@ -235,21 +262,30 @@ async fn a_person_logs_in_filters_findings_reads_a_run_and_sees_the_charts() {
     // Runs: the three stored runs, and a run's audit trail.
     page.goto(&format!("{base}/runs")).await;
     assert_eq!(
-        page.eval("document.getElementById('run-count').dataset.count").await,
+        page.eval("document.getElementById('run-count').dataset.count")
+            .await,
         "3"
     );
     let statuses = page
         .eval("[...document.querySelectorAll('#runs tbody .status')].map(s => s.textContent)")
         .await;
-    assert_eq!(statuses, serde_json::json!(["succeeded", "succeeded", "succeeded"]));
+    assert_eq!(
+        statuses,
+        serde_json::json!(["succeeded", "succeeded", "succeeded"])
+    );
     shoot(&mut page, &shots, "runs").await;
-    page.submit("document.querySelector('#runs tbody a').click()").await;
+    page.submit("document.querySelector('#runs tbody a').click()")
+        .await;
     assert!(page.path().await.starts_with("/runs/"));
     let audit = page
         .eval("[...document.querySelectorAll('#audit tbody tr td:nth-child(2)')].map(td => td.textContent)")
         .await;
     assert!(
-        audit.as_array().unwrap().iter().any(|e| e == "plugin_invoked"),
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "plugin_invoked"),
         "the run's audit trail: {audit}"
     );
     shoot(&mut page, &shots, "run").await;
@@ -279,7 +315,8 @@ async fn a_person_logs_in_filters_findings_reads_a_run_and_sees_the_charts() {
     page.wait_until("document.getElementById('live-count').dataset.count === '0'")
         .await;
     assert_eq!(
-        page.eval("document.getElementById('live-count').textContent").await,
+        page.eval("document.getElementById('live-count').textContent")
+            .await,
         "0 running, 0 queued"
     );
     shoot(&mut page, &shots, "live").await;

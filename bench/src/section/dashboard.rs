@@ -55,7 +55,10 @@ pub fn run(bins: &Bins, findings: u64) -> Result<Vec<Figure>, BenchError> {
     let middle = findings / 2;
     let pages = [
         ("findings, first page", "/findings".to_owned()),
-        ("findings, at least high", "/findings?severity=high".to_owned()),
+        (
+            "findings, at least high",
+            "/findings?severity=high".to_owned(),
+        ),
         ("findings, a page near the end", last_page),
         ("a finding's detail", format!("/findings/{}", middle.max(1))),
         ("runs", "/runs".to_owned()),
@@ -68,8 +71,13 @@ pub fn run(bins: &Bins, findings: u64) -> Result<Vec<Figure>, BenchError> {
         let samples = client.time(path)?;
         let measure = format!("{name}, {findings} findings stored");
         figures.push(
-            Figure::new(SECTION, format!("{measure}, p50"), samples.median_ms(), "ms")
-                .target(Bound::AtMost(50.0)),
+            Figure::new(
+                SECTION,
+                format!("{measure}, p50"),
+                samples.median_ms(),
+                "ms",
+            )
+            .target(Bound::AtMost(50.0)),
         );
         figures.push(Figure::new(
             SECTION,

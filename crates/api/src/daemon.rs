@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
+use secflow_web::Dashboard;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
-use secflow_web::Dashboard;
 use tokio::sync::watch;
 
 use crate::ApiServer;

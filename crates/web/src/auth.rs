@@ -220,7 +220,10 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let auth = Auth::new(path.clone(), Duration::from_secs(60));
-        assert_eq!(auth.user_of_token(&token).unwrap().as_deref(), Some("alice"));
+        assert_eq!(
+            auth.user_of_token(&token).unwrap().as_deref(),
+            Some("alice")
+        );
         assert_eq!(auth.user_of_token("guess").unwrap(), None);
         assert!(matches!(
             issue_token(&path, "alice"),

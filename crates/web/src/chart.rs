@@ -21,6 +21,9 @@ const LEFT: f64 = 44.0;
 const BOTTOM: f64 = 22.0;
 const TOP: f64 = 10.0;
 
+/// What a chart plots of a day.
+pub type Measure = fn(&Day) -> f64;
+
 /// One day of a plugin's runs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Day {
@@ -149,7 +152,7 @@ fn x_labels(days: &[Day], step: f64, out: &mut String) {
 }
 
 /// A bar per day of `value(day)`.
-pub fn bars(id: &str, title: &str, unit: &str, days: &[Day], value: fn(&Day) -> f64) -> String {
+pub fn bars(id: &str, title: &str, unit: &str, days: &[Day], value: Measure) -> String {
     let mut out = String::new();
     let max = days.iter().map(value).fold(0.0, f64::max);
     frame(id, title, max, unit, &mut out);
@@ -175,7 +178,13 @@ pub fn bars(id: &str, title: &str, unit: &str, days: &[Day], value: fn(&Day) -> 
 }
 
 /// A line per series over the days; the legend names each.
-pub fn lines(id: &str, title: &str, unit: &str, days: &[Day], series: &[(&str, fn(&Day) -> f64)]) -> String {
+pub fn lines(
+    id: &str,
+    title: &str,
+    unit: &str,
+    days: &[Day],
+    series: &[(&str, Measure)],
+) -> String {
     let mut out = String::new();
     let max = series
         .iter()
@@ -194,7 +203,10 @@ pub fn lines(id: &str, title: &str, unit: &str, days: &[Day], series: &[(&str, f
                 (x, y, day)
             })
             .collect();
-        let points: Vec<String> = xy.iter().map(|(x, y, _)| format!("{x:.1},{y:.1}")).collect();
+        let points: Vec<String> = xy
+            .iter()
+            .map(|(x, y, _)| format!("{x:.1},{y:.1}"))
+            .collect();
         // A dot per day: one day of data is a point, which a line alone would not show.
         for (x, y, day) in &xy {
             let _ = write!(
@@ -275,7 +287,10 @@ mod tests {
         assert_eq!(svg.matches("<rect class=\"bar\"").count(), 2);
         let full = HEIGHT - BOTTOM - TOP;
         assert!(svg.contains(&format!("height=\"{full:.1}\"")), "{svg}");
-        assert!(svg.contains(&format!("height=\"{:.1}\"", full / 2.0)), "{svg}");
+        assert!(
+            svg.contains(&format!("height=\"{:.1}\"", full / 2.0)),
+            "{svg}"
+        );
     }
 
     #[test]

@@ -115,9 +115,9 @@ pub fn page(title: &str, nav: Nav, user: Option<&str>, body: &str) -> String {
             esc(user)
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "</header><main><h1>{}</h1>{body}</main></body></html>\n",
+        "</header><main><h1>{}</h1>{body}</main></body></html>",
         esc(title)
     );
     out

@@ -347,7 +347,10 @@ async fn login(dashboard: &Dashboard, req: Request<Incoming>) -> Answer {
     if let Err(refusal) = same_origin(&req) {
         return respond(StatusCode::FORBIDDEN, "text/plain; charset=utf-8", refusal);
     }
-    let body = match Limited::new(req.into_body(), MAX_FORM_BYTES).collect().await {
+    let body = match Limited::new(req.into_body(), MAX_FORM_BYTES)
+        .collect()
+        .await
+    {
         Ok(body) => body.to_bytes(),
         Err(_) => {
             return respond(
@@ -476,11 +479,7 @@ async fn route(
             })
             .await?;
             match found.findings.into_iter().find(|f| f.id == id) {
-                Some(f) => page(
-                    &format!("Finding {id}"),
-                    Nav::Findings,
-                    pages::finding(&f),
-                ),
+                Some(f) => page(&format!("Finding {id}"), Nav::Findings, pages::finding(&f)),
                 None => not_found(user, &format!("no finding {id}")),
             }
         }
@@ -569,11 +568,7 @@ async fn route(
             page("Plugins", Nav::Plugins, pages::plugins(&views))
         }
         ["live"] => page("Runs in progress", Nav::Live, pages::live()),
-        ["static", "live.js"] => respond(
-            StatusCode::OK,
-            "text/javascript; charset=utf-8",
-            LIVE_JS,
-        ),
+        ["static", "live.js"] => respond(StatusCode::OK, "text/javascript; charset=utf-8", LIVE_JS),
         ["api", "live"] => {
             let running = query(dashboard, |s| {
                 s.store().runs(&RunQuery {

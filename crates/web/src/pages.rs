@@ -273,7 +273,12 @@ const RUN_HEADERS: [&str; 8] = [
     "Run", "Plugin", "Status", "Started", "ms", "MiB", "Findings", "Error",
 ];
 
-pub fn runs(runs: &[RunRecord], status: Option<&str>, plugin: Option<&str>, plugins: &[String]) -> String {
+pub fn runs(
+    runs: &[RunRecord],
+    status: Option<&str>,
+    plugin: Option<&str>,
+    plugins: &[String],
+) -> String {
     let mut out = String::from("<form method=\"get\" action=\"/runs\" class=\"filters\">");
     let statuses: Vec<String> = [
         "running",
@@ -381,10 +386,7 @@ pub fn plugins(views: &[PluginView<'_>]) -> String {
         .map(|v| {
             let e = v.entry;
             vec![
-                format!(
-                    "<a href=\"#plugin-{0}\">{0}</a>",
-                    esc(&e.name)
-                ),
+                format!("<a href=\"#plugin-{0}\">{0}</a>", esc(&e.name)),
                 esc(&e.version),
                 e.category.map(|c| esc(c.as_str())).unwrap_or_default(),
                 format!(
@@ -480,13 +482,10 @@ pub fn plugins(views: &[PluginView<'_>]) -> String {
 }
 
 pub fn live() -> String {
-    let mut out = String::from(
-        "<p class=\"count\" id=\"live-count\" data-count=\"\">loading…</p>",
+    let mut out = String::from("<p class=\"count\" id=\"live-count\" data-count=\"\">loading…</p>");
+    out.push_str(
+        &table("live", &RUN_HEADERS, &[]).replace("<p class=\"empty\">Nothing to show.</p>", ""),
     );
-    out.push_str(&table("live", &RUN_HEADERS, &[]).replace(
-        "<p class=\"empty\">Nothing to show.</p>",
-        "",
-    ));
     out.push_str("<p class=\"hint\">Refreshed every second.</p>");
     out
 }
@@ -494,7 +493,11 @@ pub fn live() -> String {
 pub fn login(error: Option<&str>) -> String {
     let mut out = String::new();
     if let Some(error) = error {
-        let _ = write!(out, "<p class=\"error\" id=\"login-error\">{}</p>", esc(error));
+        let _ = write!(
+            out,
+            "<p class=\"error\" id=\"login-error\">{}</p>",
+            esc(error)
+        );
     }
     out.push_str(
         "<form method=\"post\" action=\"/login\" class=\"login\">\

@@ -79,7 +79,10 @@ impl Browser {
                     break (port.to_owned(), path.to_owned());
                 }
             }
-            assert!(Instant::now() < deadline, "chromium did not open its DevTools port");
+            assert!(
+                Instant::now() < deadline,
+                "chromium did not open its DevTools port"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let url = format!("ws://127.0.0.1:{port}{path}");
@@ -216,7 +219,11 @@ impl Browser {
 
     /// The page's path (`location.pathname`).
     pub async fn path(&mut self) -> String {
-        self.eval("location.pathname").await.as_str().unwrap_or("").to_owned()
+        self.eval("location.pathname")
+            .await
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
     }
 
     /// A PNG of the whole page.
