@@ -178,7 +178,10 @@ impl Governor {
     /// The lowest limit so far.
     pub fn lowest(&self) -> usize {
         match &self.policy {
-            Some(policy) => policy.lock().unwrap_or_else(PoisonError::into_inner).lowest(),
+            Some(policy) => policy
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .lowest(),
             None => self.limit(),
         }
     }
@@ -327,6 +330,9 @@ mod tests {
         assert_eq!(backoff(base, 3, 0.0), 400 * MS);
         assert_eq!(backoff(base, 3, 1.0), 200 * MS);
         assert_eq!(backoff(base, 40, 0.0), MAX_BACKOFF);
-        assert_eq!(backoff(Duration::from_secs(60), 1, 0.5), MAX_BACKOFF * 3 / 4);
+        assert_eq!(
+            backoff(Duration::from_secs(60), 1, 0.5),
+            MAX_BACKOFF * 3 / 4
+        );
     }
 }
