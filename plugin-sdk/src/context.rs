@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::error::PluginError;
 use crate::framing::find_newline;
-use crate::protocol::{FindingParams, LogLevel, LogParams, ProgressParams};
+use crate::protocol::{FindingParams, Incomplete, LogLevel, LogParams, ProgressParams};
 
 /// A notification a plugin sends while `run` is pending.
 #[derive(Debug, Clone)]
@@ -45,6 +45,7 @@ pub struct RunContext<'a> {
     deadline: Instant,
     max_findings: u64,
     emitted: u64,
+    incomplete: Option<Incomplete>,
 }
 
 impl fmt::Debug for RunContext<'_> {
@@ -80,6 +81,7 @@ impl<'a> RunContext<'a> {
             deadline: setup.deadline,
             max_findings: setup.max_findings,
             emitted: 0,
+            incomplete: None,
         }
     }
 
@@ -147,6 +149,20 @@ impl<'a> RunContext<'a> {
     /// How many findings were sent so far (the `findings` of the `run` answer).
     pub fn emitted(&self) -> u64 {
         self.emitted
+    }
+
+    /// Says that the run, although it answers `run` with outputs, could not do all
+    /// its work: `untried` units (words, hosts, templates) were not done, for
+    /// `reason`. The `run` answer then carries `incomplete` and the supervisor
+    /// records the run as `partial` instead of `succeeded`. A later call replaces
+    /// an earlier one.
+    pub fn report_incomplete(&mut self, untried: u64, reason: impl Into<String>) {
+        self.incomplete = Some(Incomplete::new(untried, reason));
+    }
+
+    /// What [`RunContext::report_incomplete`] set, if anything.
+    pub fn incomplete(&self) -> Option<&Incomplete> {
+        self.incomplete.as_ref()
     }
 
     /// Reports progress: `completed` of `total` units of work.

@@ -311,6 +311,37 @@ pub struct RunResult {
     pub outputs: Map<String, Value>,
     /// How many `finding` notifications the plugin sent; the supervisor checks it.
     pub findings: u64,
+    /// Set when the plugin could not do all the work it was asked for (a scan
+    /// whose target stopped answering): the run is then `partial`, not `succeeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<Incomplete>,
+}
+
+/// Longest [`Incomplete::reason`], in bytes.
+pub const MAX_INCOMPLETE_REASON_BYTES: usize = 1024;
+
+/// What a run that answered `run` could not do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incomplete {
+    /// Units of work not done (for a content scan: words whose request got no answer).
+    pub untried: u64,
+    /// Why, in a sentence (at most [`MAX_INCOMPLETE_REASON_BYTES`]).
+    pub reason: String,
+}
+
+impl Incomplete {
+    /// `reason` is cut at a character boundary to [`MAX_INCOMPLETE_REASON_BYTES`].
+    pub fn new(untried: u64, reason: impl Into<String>) -> Incomplete {
+        let mut reason = reason.into();
+        if reason.len() > MAX_INCOMPLETE_REASON_BYTES {
+            let mut end = MAX_INCOMPLETE_REASON_BYTES;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+        }
+        Incomplete { untried, reason }
+    }
 }
 
 /// `finding` notification params.
@@ -360,6 +391,29 @@ pub struct CancelParams {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_run_result_carries_incomplete_only_when_work_was_left_undone() {
+        let complete = RunResult::default();
+        assert_eq!(
+            serde_json::to_value(&complete).unwrap(),
+            json!({"outputs": {}, "findings": 0})
+        );
+        let parsed: RunResult = serde_json::from_value(
+            json!({"outputs": {}, "findings": 2, "incomplete": {"untried": 5, "reason": "timeouts"}}),
+        )
+        .unwrap();
+        assert_eq!(parsed.incomplete, Some(Incomplete::new(5, "timeouts")));
+    }
+
+    #[test]
+    fn an_incomplete_reason_is_cut_to_its_bound_on_a_character_boundary() {
+        let long = "é".repeat(MAX_INCOMPLETE_REASON_BYTES);
+        let cut = Incomplete::new(1, long);
+        assert!(cut.reason.len() <= MAX_INCOMPLETE_REASON_BYTES);
+        assert!(cut.reason.len() > MAX_INCOMPLETE_REASON_BYTES - 2);
+        assert!(cut.reason.chars().all(|c| c == 'é'));
+    }
 
     #[test]
     fn messages_are_classified_by_their_members() {

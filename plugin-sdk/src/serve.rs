@@ -382,8 +382,13 @@ impl<P: Plugin, W: Write + Send> Session<P, W> {
             panic::catch_unwind(AssertUnwindSafe(|| plugin.run(&mut ctx, params.inputs)))
         });
         let findings = ctx.emitted();
+        let incomplete = ctx.incomplete().cloned();
         match outcome {
-            Ok(Ok(outputs)) => Ok(json!(RunResult { outputs, findings })),
+            Ok(Ok(outputs)) => Ok(json!(RunResult {
+                outputs,
+                findings,
+                incomplete,
+            })),
             Ok(Err(err)) if !err.is_cancelled() && self.cancelled.load(Ordering::Acquire) => Err(
                 RpcError::new(code::CANCELLED, format!("run cancelled: {}", err.message())),
             ),

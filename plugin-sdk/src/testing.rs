@@ -13,8 +13,8 @@ use serde_json::{Map, Value};
 use crate::context::{Notice, NoticeSink, RunContext, RunSetup};
 use crate::error::PluginError;
 use crate::protocol::{
-    FindingParams, InitializeParams, InitializeResult, LogParams, PluginRef, ProgressParams,
-    ProtocolLimits, RunContextInfo, PROTOCOL_VERSION,
+    FindingParams, Incomplete, InitializeParams, InitializeResult, LogParams, PluginRef,
+    ProgressParams, ProtocolLimits, RunContextInfo, PROTOCOL_VERSION,
 };
 use crate::Plugin;
 
@@ -27,6 +27,8 @@ pub struct TestOutcome {
     pub findings: Vec<Value>,
     /// `run`'s outputs (empty when it failed).
     pub outputs: Map<String, Value>,
+    /// What the run reported it could not do ([`RunContext::report_incomplete`]).
+    pub incomplete: Option<Incomplete>,
     pub logs: Vec<LogParams>,
     pub progress: Vec<ProgressParams>,
     /// The error `initialize` or `run` returned.
@@ -153,8 +155,13 @@ impl TestRun {
             },
         );
         let result = plugin.run(&mut ctx, self.inputs);
+        let incomplete = ctx.incomplete().cloned();
+        drop(ctx);
         match result {
-            Ok(outputs) => outcome.outputs = outputs,
+            Ok(outputs) => {
+                outcome.outputs = outputs;
+                outcome.incomplete = incomplete;
+            }
             Err(err) => outcome.error = Some(err),
         }
         outcome
@@ -266,6 +273,9 @@ mod tests {
                 ))?;
                 ctx.progress(i, Some(count), None)?;
             }
+            if let Some(skipped) = inputs.get("skipped").and_then(Value::as_u64) {
+                ctx.report_incomplete(skipped, "the target stopped answering");
+            }
             let mut outputs = Map::new();
             outputs.insert("emitted".into(), json!(ctx.emitted()));
             outputs.insert("workdir_exists".into(), json!(ctx.workdir().is_dir()));
@@ -292,6 +302,19 @@ mod tests {
             (identity.name.as_str(), identity.category),
             ("emitter", Category::Enricher)
         );
+    }
+
+    #[test]
+    fn a_run_that_reports_work_left_undone_carries_it_beside_its_outputs() {
+        let complete = run(Emitter, json!({}), json!({"count": 1}));
+        assert_eq!(complete.incomplete, None);
+        let outcome = run(Emitter, json!({}), json!({"count": 1, "skipped": 7}));
+        assert!(outcome.error.is_none(), "{:?}", outcome.error);
+        assert_eq!(
+            outcome.incomplete,
+            Some(Incomplete::new(7, "the target stopped answering"))
+        );
+        assert_eq!(outcome.outputs["emitted"], 1);
     }
 
     #[test]

@@ -8,6 +8,12 @@
 //! calibrated by the worker that found it and appended to the queue. The scan ends
 //! when the queue is empty and no worker is busy, or when [`Scan::stop`] is called
 //! (cancel, deadline); the event channel then closes.
+//!
+//! A request that got no answer is sent again after a backoff ([`governor::backoff`]),
+//! up to `retries` times, and the [`Governor`] parks the workers above the number of
+//! requests in flight the target keeps up with. A word whose request never got an
+//! answer, or that the scan stopped before, is counted in [`Summary::untried`], so
+//! that a scan that could not try every word never passes for a complete one.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::calibration::{self, Calibration, Measure};
 use crate::classify::{self, Kind};
+use crate::governor::{self, Governor, Signal};
 use crate::http::{Client, Connection, HttpError, Response};
 use crate::settings::Settings;
 use crate::target::{encode_path, Target};
@@ -91,6 +98,8 @@ pub enum StopReason {
     Cancelled,
     Deadline,
     MaxRequests,
+    /// `max_consecutive_failures` words in a row got no answer.
+    Unresponsive,
 }
 
 impl StopReason {
@@ -99,6 +108,7 @@ impl StopReason {
             StopReason::Cancelled => "cancelled",
             StopReason::Deadline => "deadline",
             StopReason::MaxRequests => "max_requests",
+            StopReason::Unresponsive => "unresponsive",
         }
     }
 }
@@ -110,8 +120,14 @@ pub struct Counters {
     pub sent: AtomicU64,
     /// Requests the scan plans so far (grows as directories are found).
     pub planned: AtomicU64,
-    /// Requests that got no response.
+    /// Requests that got no response, after their retries.
     pub errors: AtomicU64,
+    /// Requests sent again after getting no response.
+    pub retries: AtomicU64,
+    /// Words (wordlist entries with their extensions, per directory) to request.
+    pub words_planned: AtomicU64,
+    /// Words whose request got an answer.
+    pub words_answered: AtomicU64,
     /// Responses dropped by the status and size filters.
     pub filtered: AtomicU64,
     /// Responses dropped as the target's wildcard answers.
@@ -127,6 +143,14 @@ pub struct Summary {
     pub requests: u64,
     pub planned: u64,
     pub errors: u64,
+    pub retries: u64,
+    /// Words the scan planned whose request got no answer or was never sent.
+    pub untried: u64,
+    /// Words whose request got no answer after its retries.
+    pub unanswered: u64,
+    /// The requests in flight allowed at the end, and the fewest allowed on the way.
+    pub concurrency: usize,
+    pub concurrency_lowest: usize,
     pub filtered: u64,
     pub wildcards: u64,
     pub found: u64,
@@ -156,6 +180,11 @@ struct Shared {
     first_error: Mutex<Option<String>>,
     counters: Counters,
     limiter: Option<RateLimiter>,
+    governor: Governor,
+    /// Words in a row whose request got no answer after its retries.
+    failed_in_a_row: AtomicU64,
+    /// Words whose request got no answer after its retries.
+    unanswered: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -204,6 +233,7 @@ impl Scan {
         let client = Client::new(&target, &settings).await.map_err(unreachable)?;
         let candidates = wordlist::candidates(words, &settings.extensions);
         let limiter = settings.rate_limit.map(RateLimiter::new);
+        let governor = Governor::new(settings.concurrency, settings.auto_tune);
         let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
         let shared = Arc::new(Shared {
             client,
@@ -215,6 +245,9 @@ impl Scan {
             first_error: Mutex::new(None),
             counters: Counters::default(),
             limiter,
+            governor,
+            failed_in_a_row: AtomicU64::new(0),
+            unanswered: AtomicU64::new(0),
             target,
             settings,
         });
@@ -223,10 +256,8 @@ impl Scan {
         let mut conn = None;
         let base = shared.target.base_path.clone();
         shared.counters.planned.fetch_add(1, Ordering::Relaxed);
-        shared.counters.sent.fetch_add(1, Ordering::Relaxed);
         shared
-            .client
-            .fetch(&mut conn, &base)
+            .fetch_retrying(&mut conn, &base)
             .await
             .map_err(|source| ScanError::Unreachable {
                 target: shared.target.to_string(),
@@ -236,10 +267,10 @@ impl Scan {
         shared.add_directory(&mut conn, &events_tx, base, 0).await;
 
         let workers = shared.settings.concurrency;
-        for _ in 0..workers {
+        for index in 0..workers {
             let shared = Arc::clone(&shared);
             let events = events_tx.clone();
-            tokio::spawn(async move { worker(shared, events).await });
+            tokio::spawn(async move { worker(shared, events, index).await });
         }
         Ok(Scan { shared, events })
     }
@@ -266,10 +297,17 @@ impl Scan {
     /// The counts so far (final once [`Scan::next_event`] returned `None`).
     pub fn summary(&self) -> Summary {
         let c = &self.shared.counters;
+        let words = c.words_planned.load(Ordering::Relaxed);
+        let answered = c.words_answered.load(Ordering::Relaxed);
         Summary {
             requests: c.sent.load(Ordering::Relaxed),
             planned: c.planned.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            untried: words.saturating_sub(answered),
+            unanswered: self.shared.unanswered.load(Ordering::Relaxed),
+            concurrency: self.shared.governor.limit(),
+            concurrency_lowest: self.shared.governor.lowest(),
             filtered: c.filtered.load(Ordering::Relaxed),
             wildcards: c.wildcards.load(Ordering::Relaxed),
             found: c.found.load(Ordering::Relaxed),
@@ -307,6 +345,10 @@ impl Shared {
         path: String,
         depth: u32,
     ) {
+        // Counted before calibration: a scan stopped during it did not try them.
+        self.counters
+            .words_planned
+            .fetch_add(self.candidates.len() as u64, Ordering::Relaxed);
         let mut calibration = Calibration::default();
         if self.settings.auto_calibrate {
             let probes = calibration::probes(&self.settings.extensions);
@@ -352,13 +394,10 @@ impl Shared {
         self.wake.notify_waiters();
     }
 
-    /// One request, rate-limited and counted; `None` when it got no response.
+    /// One request, rate-limited, retried and counted; `None` when it got no
+    /// response.
     async fn request(&self, conn: &mut Option<Connection>, path: &str) -> Option<Response> {
-        if let Some(limiter) = &self.limiter {
-            limiter.acquire().await;
-        }
-        self.counters.sent.fetch_add(1, Ordering::Relaxed);
-        match self.client.fetch(conn, path).await {
+        match self.fetch_retrying(conn, path).await {
             Ok(response) => Some(response),
             Err(err) => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -371,9 +410,81 @@ impl Shared {
         }
     }
 
-    /// The next job, waiting while other workers may still queue directories;
-    /// `None` when the scan is over or stopped.
-    async fn next_job(&self) -> Option<Job> {
+    /// Sends `path` until it gets an answer or its retries are spent, telling the
+    /// governor how each attempt went; the last error when none got an answer.
+    async fn fetch_retrying(
+        &self,
+        conn: &mut Option<Connection>,
+        path: &str,
+    ) -> Result<Response, HttpError> {
+        let mut attempt = 0;
+        loop {
+            if let Some(limiter) = &self.limiter {
+                limiter.acquire().await;
+            }
+            self.counters.sent.fetch_add(1, Ordering::Relaxed);
+            let began = Instant::now();
+            let err = match self.client.fetch(conn, path).await {
+                Ok(response) => {
+                    if self.governor.observe(Signal::Answered(began.elapsed())) {
+                        self.wake.notify_waiters();
+                    }
+                    return Ok(response);
+                }
+                Err(err) => err,
+            };
+            if !err.is_retryable() {
+                return Err(err);
+            }
+            self.governor.observe(Signal::Failed);
+            if attempt >= self.settings.retries || self.is_stopped() {
+                return Err(err);
+            }
+            attempt += 1;
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            self.counters.planned.fetch_add(1, Ordering::Relaxed);
+            let wait = governor::backoff(self.settings.retry_backoff, attempt, fastrand::f64());
+            if !self.pause(wait).await {
+                return Err(err);
+            }
+        }
+    }
+
+    /// Waits `duration`; `false` when the scan was stopped meanwhile.
+    async fn pause(&self, duration: Duration) -> bool {
+        let until = Instant::now() + duration;
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_stopped() {
+                return false;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return true,
+                _ = notified => {}
+            }
+        }
+    }
+
+    /// Counts a word that got no answer, stopping the scan after
+    /// `max_consecutive_failures` of them in a row.
+    fn word_failed(&self) {
+        if self.is_stopped() {
+            return;
+        }
+        self.unanswered.fetch_add(1, Ordering::Relaxed);
+        let in_a_row = self.failed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        let bound = self.settings.max_consecutive_failures;
+        if bound > 0 && in_a_row >= bound {
+            self.stop(StopReason::Unresponsive);
+        }
+    }
+
+    /// The next job for worker `index`, waiting while other workers may still
+    /// queue directories or while the governor allows fewer requests in flight
+    /// than `index`; `None` when the scan is over or stopped.
+    async fn next_job(&self, index: usize) -> Option<Job> {
         loop {
             let notified = self.wake.notified();
             tokio::pin!(notified);
@@ -389,12 +500,17 @@ impl Shared {
                     self.stop(StopReason::MaxRequests);
                     return None;
                 }
-                if let Some(job) = queue.take(self.candidates.as_slice()) {
-                    queue.active += 1;
-                    queue.issued += 1;
-                    return Some(job);
+                // Worker 0 is always allowed, so a parked worker is never the last:
+                // it ends once an allowed one has seen the queue run dry.
+                let allowed = index < self.governor.limit();
+                if allowed {
+                    if let Some(job) = queue.take(self.candidates.as_slice()) {
+                        queue.active += 1;
+                        queue.issued += 1;
+                        return Some(job);
+                    }
                 }
-                if queue.active == 0 {
+                if queue.active == 0 && (allowed || queue.dirs.is_empty()) {
                     drop(queue);
                     self.wake.notify_waiters();
                     return None;
@@ -417,8 +533,11 @@ impl Shared {
     async fn process(&self, conn: &mut Option<Connection>, events: &mpsc::Sender<Event>, job: Job) {
         let path = encode_path(&format!("{}{}", job.dir.path, job.relative));
         let Some(response) = self.request(conn, &path).await else {
+            self.word_failed();
             return;
         };
+        self.counters.words_answered.fetch_add(1, Ordering::Relaxed);
+        self.failed_in_a_row.store(0, Ordering::Relaxed);
         let m = &response.measure;
         if self
             .settings
@@ -533,9 +652,9 @@ impl Queue {
     }
 }
 
-async fn worker(shared: Arc<Shared>, events: mpsc::Sender<Event>) {
+async fn worker(shared: Arc<Shared>, events: mpsc::Sender<Event>, index: usize) {
     let mut conn = None;
-    while let Some(job) = shared.next_job().await {
+    while let Some(job) = shared.next_job(index).await {
         shared.process(&mut conn, &events, job).await;
         shared.job_done();
     }

@@ -66,6 +66,19 @@ pub enum HttpError {
 }
 
 impl HttpError {
+    /// Whether sending the request again may get an answer: the target did not
+    /// answer this time (timeout, reset, refused), rather than the request being
+    /// one that cannot be sent.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            HttpError::Connect { .. }
+                | HttpError::Tls { .. }
+                | HttpError::Exchange { .. }
+                | HttpError::Timeout(_)
+        )
+    }
+
     /// Whether the target could not be reached at all (as opposed to one request failing).
     pub fn is_unreachable(&self) -> bool {
         matches!(

@@ -6,6 +6,10 @@
 //! thread that calls `run`: that thread blocks on a future that takes the scan's
 //! events and, every [`TICK`], looks at `ctx.is_cancelled()` (the bridge from the
 //! SDK's cancel flag to the async workers), the deadline and the progress clock.
+//!
+//! A scan that could not try every word (the target stopped answering, the
+//! deadline came first) says so with `ctx.report_incomplete`, naming how many
+//! words were not tried and why, so that the run is recorded `partial`.
 
 use std::time::{Duration, Instant};
 
@@ -73,6 +77,11 @@ async fn drive(
     let started = Instant::now();
     let stop_at = soft_deadline(ctx);
     let method = settings.method.clone();
+    let bounds = Bounds {
+        retries: settings.retries,
+        in_a_row: settings.max_consecutive_failures,
+        max_requests: settings.max_requests,
+    };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
@@ -122,12 +131,19 @@ async fn drive(
     if summary.errors > 0 {
         let mut fields = Map::new();
         fields.insert("errors".into(), json!(summary.errors));
+        fields.insert("retries".into(), json!(summary.retries));
         fields.insert("first".into(), json!(summary.first_error));
         ctx.log_with(
             LogLevel::Warn,
-            format!("{} requests got no response", summary.errors),
+            format!(
+                "{} requests got no response after {} retries",
+                summary.errors, bounds.retries
+            ),
             fields,
         )?;
+    }
+    if summary.untried > 0 {
+        ctx.report_incomplete(summary.untried, incomplete_reason(&summary, &bounds));
     }
     Ok(outputs(
         &summary,
@@ -173,6 +189,51 @@ fn handle(
     Ok(())
 }
 
+/// The settings an incomplete scan's reason names.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    retries: u32,
+    in_a_row: u64,
+    max_requests: u64,
+}
+
+/// Why words went untried, in a sentence: how the scan stopped, and how many
+/// words got no answer even after their retries.
+fn incomplete_reason(summary: &Summary, bounds: &Bounds) -> String {
+    let retries = bounds.retries;
+    let mut parts = Vec::new();
+    match summary.stopped {
+        Some(StopReason::Deadline) => {
+            parts.push("the scan stopped before the run's deadline".to_owned());
+        }
+        Some(StopReason::MaxRequests) => parts.push(format!(
+            "the scan stopped at max_requests ({})",
+            bounds.max_requests
+        )),
+        Some(StopReason::Unresponsive) => parts.push(format!(
+            "the scan stopped after {} words in a row got no answer \
+             (max_consecutive_failures)",
+            bounds.in_a_row
+        )),
+        Some(StopReason::Cancelled) => parts.push("the scan was cancelled".to_owned()),
+        None => {}
+    }
+    if summary.unanswered > 0 {
+        let mut part = format!(
+            "{} words got no answer after {retries} retries",
+            summary.unanswered
+        );
+        if let Some(first) = &summary.first_error {
+            part.push_str(&format!(" (first: {first})"));
+        }
+        parts.push(part);
+    }
+    if parts.is_empty() {
+        parts.push("some words were not tried".to_owned());
+    }
+    parts.join("; ")
+}
+
 fn report_progress(ctx: &mut RunContext<'_>, scan: &Scan) -> Result<(), PluginError> {
     let counters = scan.counters();
     let sent = counters.sent.load(std::sync::atomic::Ordering::Relaxed);
@@ -204,11 +265,21 @@ fn outputs(
     out.insert("requests".into(), json!(summary.requests));
     out.insert("found".into(), json!(summary.found));
     out.insert("errors".into(), json!(summary.errors));
+    out.insert("retries".into(), json!(summary.retries));
+    out.insert("untried".into(), json!(summary.untried));
+    out.insert("concurrency".into(), json!(summary.concurrency));
+    out.insert(
+        "concurrency_lowest".into(),
+        json!(summary.concurrency_lowest),
+    );
     out.insert("filtered".into(), json!(summary.filtered));
     out.insert("wildcards".into(), json!(summary.wildcards));
     out.insert("directories".into(), json!(summary.directories));
     out.insert("words".into(), json!(words));
-    out.insert("complete".into(), json!(summary.stopped.is_none()));
+    out.insert(
+        "complete".into(),
+        json!(summary.stopped.is_none() && summary.untried == 0),
+    );
     out.insert(
         "stopped".into(),
         json!(summary.stopped.map(StopReason::as_str)),

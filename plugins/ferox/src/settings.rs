@@ -19,6 +19,8 @@ pub const DEFAULT_STATUS_CODES: &[u16] = &[200, 204, 301, 302, 307, 308, 401, 40
 pub const MAX_CONCURRENCY: u64 = 1024;
 /// Most requests one run may send, whatever the wordlist and recursion ask for.
 pub const DEFAULT_MAX_REQUESTS: u64 = 2_000_000;
+/// Most retries of one request.
+pub const MAX_RETRIES: u64 = 10;
 
 /// A config value the scan cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +68,17 @@ pub struct Settings {
     pub rate_limit: Option<u32>,
     /// Limit for one request: connect, send and read the response.
     pub timeout: Duration,
+    /// How many times a request that got no answer (timeout, reset, refused) is
+    /// sent again before it counts as an error.
+    pub retries: u32,
+    /// The wait before the first retry; doubled for each next one, with jitter.
+    pub retry_backoff: Duration,
+    /// Adapt the requests in flight to the target (down when latency climbs or
+    /// requests fail, back up when it keeps pace); off: always `concurrency`.
+    pub auto_tune: bool,
+    /// Stop the scan once this many words in a row got no answer even after their
+    /// retries (the target is gone or blocks the scan); 0: never.
+    pub max_consecutive_failures: u64,
     /// Follow same-origin redirects of found resources (the first hop is still reported).
     pub follow_redirects: bool,
     pub max_redirects: u32,
@@ -96,6 +109,10 @@ impl Default for Settings {
             concurrency: 50,
             rate_limit: None,
             timeout: Duration::from_secs(7),
+            retries: 2,
+            retry_backoff: Duration::from_millis(200),
+            auto_tune: true,
+            max_consecutive_failures: 100,
             follow_redirects: false,
             max_redirects: 5,
             auto_calibrate: true,
@@ -170,6 +187,18 @@ impl Settings {
         }
         if let Some(v) = config.get("timeout_ms") {
             s.timeout = Duration::from_millis(bounded(v, "timeout_ms", 1, 600_000)?);
+        }
+        if let Some(v) = config.get("retries") {
+            s.retries = bounded(v, "retries", 0, MAX_RETRIES)? as u32;
+        }
+        if let Some(v) = config.get("retry_backoff_ms") {
+            s.retry_backoff = Duration::from_millis(bounded(v, "retry_backoff_ms", 1, 60_000)?);
+        }
+        if let Some(v) = config.get("auto_tune") {
+            s.auto_tune = as_bool(v, "auto_tune")?;
+        }
+        if let Some(v) = config.get("max_consecutive_failures") {
+            s.max_consecutive_failures = bounded(v, "max_consecutive_failures", 0, 1_000_000)?;
         }
         if let Some(v) = config.get("follow_redirects") {
             s.follow_redirects = as_bool(v, "follow_redirects")?;
@@ -285,6 +314,31 @@ mod tests {
         assert_eq!(s.filter_status, vec![404]);
         assert!(s.auto_calibrate);
         assert_eq!(s.method, Method::GET);
+        assert_eq!(s.retries, 2);
+        assert_eq!(s.retry_backoff, Duration::from_millis(200));
+        assert!(s.auto_tune);
+        assert_eq!(s.max_consecutive_failures, 100);
+    }
+
+    #[test]
+    fn retry_and_tuning_settings_are_read_and_bounded() {
+        let s = settings(json!({
+            "retries": 0, "retry_backoff_ms": 50, "auto_tune": false, "max_consecutive_failures": 0
+        }))
+        .expect("valid");
+        assert_eq!(s.retries, 0);
+        assert_eq!(s.retry_backoff, Duration::from_millis(50));
+        assert!(!s.auto_tune);
+        assert_eq!(s.max_consecutive_failures, 0);
+        let err = settings(json!({"retries": 11})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config.retries: must be an integer from 0 to 10"
+        );
+        let err = settings(json!({"retry_backoff_ms": 0})).unwrap_err();
+        assert_eq!(err.field, "retry_backoff_ms");
+        let err = settings(json!({"auto_tune": "yes"})).unwrap_err();
+        assert_eq!(err.to_string(), "config.auto_tune: must be true or false");
     }
 
     #[test]
