@@ -590,3 +590,62 @@ fn progress_counts_requests_done_against_the_total_over_stdio() {
     );
     assert!(done > 2000);
 }
+
+/// A loopback target that answers its root (so it is reachable) and closes
+/// every other request unanswered: a target that went away mid-scan, or a
+/// filter that resets the scanner.
+fn dropping_target() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut line = String::new();
+            let _ = BufReader::new(&stream).read_line(&mut line);
+            if line.starts_with("GET / ") {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            }
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scan_that_could_not_try_every_word_is_partial_never_succeeded() {
+    let port = dropping_target();
+    let words = tempfile::tempdir().unwrap();
+    let list = wordlist(
+        words.path(),
+        &[".env", ".git/HEAD", "admin", "backup", "login"],
+    );
+    let bed = install_ferox(&[words.path()]);
+    let supervisor = bed.supervisor().await;
+
+    let record = scan(
+        &supervisor,
+        &format!("http://127.0.0.1:{port}/"),
+        json!({"wordlist": list, "depth": 0, "retries": 1, "retry_backoff_ms": 5,
+               "max_consecutive_failures": 0}),
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Partial, "{record:#?}");
+    assert!(record.partial);
+    let error = record
+        .error
+        .as_ref()
+        .expect("a partial run says what it left");
+    assert_eq!(error.kind.as_str(), "incomplete");
+    assert_eq!(error.untried, Some(5), "{error:?}");
+    assert!(
+        error
+            .message
+            .contains("5 words got no answer after 1 retries"),
+        "{error:?}"
+    );
+    supervisor.flush().await.unwrap();
+    let stored = supervisor.store().run(&record.run_id).unwrap().unwrap();
+    assert_eq!(stored.status, RunStatus::Partial);
+    assert_eq!(stored.error.and_then(|e| e.untried), Some(5));
+}

@@ -329,10 +329,25 @@ pub struct ScanSummary {
     pub skipped_plugins: Vec<SkippedPlugin>,
     /// Every run did its job and no stage was cut short.
     pub complete: bool,
+    /// Runs that ended `partial`: what each left undone (a content scan's
+    /// untried words). Any makes the scan incomplete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<IncompleteRun>,
     /// What the operator should know about the results: stale or missing
     /// vulnerability data, with the command that fixes it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// A run that could not do all its work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncompleteRun {
+    pub run_id: String,
+    pub plugin: String,
+    pub target: Option<String>,
+    /// Units of work not done (for ferox: words).
+    pub untried: u64,
+    pub reason: String,
 }
 
 /// Runs the default pipeline on `targets`.
@@ -556,6 +571,22 @@ pub fn summarize(
         runs: outcomes,
         skipped_plugins: plan.skipped.clone(),
         complete: !cut_short && runs.iter().all(ScanRun::ok),
+        incomplete: runs
+            .iter()
+            .filter(|r| r.record.status == RunStatus::Partial)
+            .map(|r| IncompleteRun {
+                run_id: r.record.run_id.clone(),
+                plugin: r.record.plugin.clone(),
+                target: r.target.clone(),
+                untried: r.record.error.as_ref().and_then(|e| e.untried).unwrap_or(0),
+                reason: r
+                    .record
+                    .error
+                    .as_ref()
+                    .map(|e| e.message.clone())
+                    .unwrap_or_default(),
+            })
+            .collect(),
         warnings: Vec::new(),
     }
 }
@@ -709,8 +740,10 @@ mod tests {
         };
         let invalid = RunError {
             code: code::INVALID_INPUTS,
-            kind: secflow_core::record::ErrorKind::PluginError,
-            message: "inputs.target is not a URL".into(),
+            ..RunError::new(
+                secflow_core::record::ErrorKind::PluginError,
+                "inputs.target is not a URL",
+            )
         };
         let declined = ScanRun::new(&step, record("web", RunStatus::Failed, Some(invalid)));
         assert!(declined.declined && declined.ok());
@@ -789,5 +822,40 @@ mod tests {
         assert_eq!(s.runs.get("succeeded"), Some(&1));
         assert!(s.complete);
         assert!(!summarize(&plan, &runs, &findings, true).complete);
+    }
+
+    #[test]
+    fn a_partial_run_makes_the_scan_incomplete_and_the_summary_says_what_was_left() {
+        let plan = plan(
+            &["http://h/".to_string()],
+            &[listing("ferox", Category::Detector, PluginStatus::Active)],
+        )
+        .unwrap();
+        let step = &plan.steps()[0];
+        let left = RunError {
+            untried: Some(18),
+            ..RunError::new(
+                secflow_core::record::ErrorKind::Incomplete,
+                "18 not tried: 18 words got no answer after 2 retries",
+            )
+        };
+        let runs = [ScanRun::new(
+            step,
+            record("ferox", RunStatus::Partial, Some(left)),
+        )];
+        let s = summarize(&plan, &runs, &[], false);
+        assert!(!s.complete, "a partial scan is never reported complete");
+        assert_eq!(s.runs.get("partial"), Some(&1));
+        assert_eq!(s.incomplete.len(), 1);
+        assert_eq!(s.incomplete[0].untried, 18);
+        assert_eq!(s.incomplete[0].target.as_deref(), Some("http://h/"));
+        let skipped = [ScanRun::new(
+            step,
+            record("ferox", RunStatus::Skipped, None),
+        )];
+        assert!(
+            summarize(&plan, &skipped, &[], false).complete,
+            "a run skipped for missing data leaves the pipeline complete"
+        );
     }
 }

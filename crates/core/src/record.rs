@@ -23,6 +23,10 @@ pub enum RunStatus {
     /// not on this host: not the plugin's failure, and nothing to retry until
     /// the data is installed (the error says how).
     Skipped,
+    /// Answered `run` and exited cleanly, but said it could not do all the
+    /// work (`incomplete` in its answer: words a scan could not try, say);
+    /// the error (`kind: incomplete`) says how much and why.
+    Partial,
 }
 
 impl RunStatus {
@@ -36,6 +40,7 @@ impl RunStatus {
             RunStatus::Violated => "violated",
             RunStatus::Rejected => "rejected",
             RunStatus::Skipped => "skipped",
+            RunStatus::Partial => "partial",
         }
     }
 
@@ -49,6 +54,7 @@ impl RunStatus {
             RunStatus::Violated,
             RunStatus::Rejected,
             RunStatus::Skipped,
+            RunStatus::Partial,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)
@@ -87,6 +93,8 @@ pub enum ErrorKind {
     SandboxUnavailable,
     /// Data the plugin reads is not installed on this host (a run `skipped`).
     DataUnavailable,
+    /// The plugin could not do all its work (a run `partial`).
+    Incomplete,
     StorageError,
     /// The database's file system is full (SQLITE_FULL): findings or the
     /// record of the run could not all be committed.
@@ -118,6 +126,7 @@ impl ErrorKind {
             ErrorKind::SpawnFailed => "spawn_failed",
             ErrorKind::SandboxUnavailable => "sandbox_unavailable",
             ErrorKind::DataUnavailable => "data_unavailable",
+            ErrorKind::Incomplete => "incomplete",
             ErrorKind::StorageError => "storage_error",
             ErrorKind::StorageFull => "storage_full",
             ErrorKind::Interrupted => "interrupted",
@@ -138,6 +147,9 @@ pub struct RunError {
     pub code: i64,
     pub kind: ErrorKind,
     pub message: String,
+    /// With `kind: incomplete`: the units of work the plugin did not do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untried: Option<u64>,
 }
 
 impl RunRecord {
@@ -173,6 +185,7 @@ impl RunError {
             code: 0,
             kind,
             message: message.into(),
+            untried: None,
         }
     }
 }

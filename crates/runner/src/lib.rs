@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secflow_plugin_sdk::protocol::{
-    self, Category, InitializeParams, PluginRef, ProtocolLimits, RunContextInfo,
+    self, Category, Incomplete, InitializeParams, PluginRef, ProtocolLimits, RunContextInfo,
 };
 use serde_json::{json, Map, Value};
 use tokio::io::AsyncWriteExt;
@@ -787,10 +787,13 @@ fn conclude(
                 format!("the plugin {how} without answering run"),
             )),
         ),
-        Some(Ok(_)) => match exit {
+        Some(Ok(result)) => match exit {
             Some(ExitInfo {
                 exit_code: Some(0), ..
-            }) => (RunStatus::Succeeded, None),
+            }) => match &result.incomplete {
+                None => (RunStatus::Succeeded, None),
+                Some(incomplete) => (RunStatus::Partial, Some(incomplete_error(incomplete))),
+            },
             _ if outcome.killed => (
                 RunStatus::Failed,
                 Some(RunError::new(
@@ -864,6 +867,19 @@ pub fn spawn_stdin_writer(stdin: Option<tokio::process::ChildStdin>) -> mpsc::Se
         });
     }
     tx
+}
+
+/// The error of a `partial` run: how much the plugin left undone, and why.
+fn incomplete_error(incomplete: &Incomplete) -> RunError {
+    // The SDK bounds the reason; a plugin speaking the protocol by hand may not.
+    let reason = Incomplete::new(incomplete.untried, incomplete.reason.clone()).reason;
+    RunError {
+        untried: Some(incomplete.untried),
+        ..RunError::new(
+            ErrorKind::Incomplete,
+            format!("{} not tried: {reason}", incomplete.untried),
+        )
+    }
 }
 
 /// What a `skipped` run's error says: the missing path and, when it is the
@@ -955,6 +971,36 @@ mod tests {
         );
         assert_eq!(status, RunStatus::TimedOut);
         assert_eq!(error.unwrap().kind, ErrorKind::Timeout);
+    }
+
+    #[test]
+    fn a_clean_answer_that_left_work_undone_is_partial_with_the_count_and_reason() {
+        let outcome = SessionOutcome {
+            run_answer: Some(Ok(RunResult {
+                incomplete: Some(Incomplete::new(
+                    18,
+                    "18 words got no answer after 2 retries",
+                )),
+                ..RunResult::default()
+            })),
+            ..Default::default()
+        };
+        let (status, error) = conclude(
+            &outcome,
+            Some(&exit(Some(0), None)),
+            &[],
+            Duration::ZERO,
+            &LIMITS,
+            "",
+        );
+        assert_eq!(status, RunStatus::Partial);
+        let error = error.expect("a partial run says what is missing");
+        assert_eq!(error.kind, ErrorKind::Incomplete);
+        assert_eq!(error.untried, Some(18));
+        assert_eq!(
+            error.message,
+            "18 not tried: 18 words got no answer after 2 retries"
+        );
     }
 
     #[test]

@@ -338,6 +338,19 @@ fn write_human(
     }
     let runs: Vec<String> = s.runs.iter().map(|(k, n)| format!("{n} {k}")).collect();
     writeln!(out, "  runs:      {}", runs.join(", "))?;
+    for run in &s.incomplete {
+        writeln!(
+            out,
+            "  incomplete: {}{}: {} (run {}); the scan is not complete",
+            run.plugin,
+            run.target
+                .as_deref()
+                .map(|t| format!(" on {t}"))
+                .unwrap_or_default(),
+            run.reason,
+            run.run_id
+        )?;
+    }
     for warning in &s.warnings {
         writeln!(out, "  warning:   {warning}")?;
     }
