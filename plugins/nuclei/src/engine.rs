@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value as Json;
 
@@ -34,6 +35,30 @@ pub struct Options {
     pub max_response_bytes: usize,
     /// Where relative payload files are looked up (the configured template dirs).
     pub payload_roots: Vec<PathBuf>,
+    /// Times a request without an answer is sent again.
+    pub retries: u32,
+    /// Wait before the first retry; doubled per retry, capped at [`MAX_BACKOFF`].
+    pub retry_backoff: Duration,
+}
+
+/// Longest wait between two tries of one request.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Whether a failed request may succeed if sent again: no connection, a cut
+/// or garbled exchange, no answer in time. A request that cannot be built, or
+/// a TLS handshake the server refused, fails the same way every time.
+pub fn is_transient(err: &HttpError) -> bool {
+    matches!(
+        err,
+        HttpError::Connect { .. } | HttpError::Exchange { .. } | HttpError::Timeout { .. }
+    )
+}
+
+/// The wait before try `attempt` (1 = the first retry): the base doubled per
+/// retry, capped.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF)
 }
 
 /// One result: a template matched a response.
@@ -56,6 +81,12 @@ pub struct TemplateRun {
     pub requests: u64,
     /// Requests that got no answer or could not be built, with the reason.
     pub errors: Vec<String>,
+    /// Requests that got no answer even after their retries: checks not done.
+    pub unanswered: u64,
+    /// The first of them, with its reason.
+    pub first_unanswered: Option<String>,
+    /// Tries sent again after no answer.
+    pub retried: u64,
 }
 
 /// The target's variables (`BaseURL`, `Hostname`, …).
@@ -220,9 +251,24 @@ pub async fn run_template(
                     m.min(options.max_response_bytes)
                 });
                 run.requests += 1;
-                let response = match send_following(client, &outgoing, request, max_body).await {
+                let mut attempt = 0;
+                let sent = loop {
+                    match send_following(client, &outgoing, request, max_body).await {
+                        Err(err) if is_transient(&err) && attempt < options.retries => {
+                            attempt += 1;
+                            run.retried += 1;
+                            tokio::time::sleep(backoff(options.retry_backoff, attempt)).await;
+                        }
+                        other => break other,
+                    }
+                };
+                let response = match sent {
                     Ok(r) => r,
                     Err(err) => {
+                        if is_transient(&err) {
+                            run.unanswered += 1;
+                            run.first_unanswered.get_or_insert_with(|| err.to_string());
+                        }
                         run.errors.push(err.to_string());
                         continue;
                     }

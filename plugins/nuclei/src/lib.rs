@@ -33,6 +33,12 @@ use crate::template::{Loaded, Skip, Template};
 pub const DEFAULT_CONCURRENCY: u64 = 16;
 /// Per-request timeout unless the config says otherwise.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Times a request without an answer is sent again unless the config says otherwise.
+pub const DEFAULT_RETRIES: u64 = 2;
+/// Wait before the first retry unless the config says otherwise.
+pub const DEFAULT_RETRY_BACKOFF_MS: u64 = 200;
+/// Most retries a config may ask for.
+pub const MAX_RETRIES: u64 = 10;
 /// Body bytes read per response unless the config says otherwise.
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 1 << 20;
 /// Most template files read from the configured paths.
@@ -57,6 +63,8 @@ pub struct Settings {
     pub concurrency: usize,
     pub request_timeout: Duration,
     pub max_response_bytes: usize,
+    pub retries: u32,
+    pub retry_backoff: Duration,
 }
 
 impl Settings {
@@ -99,6 +107,19 @@ impl Settings {
             max_response_bytes: to_usize(number(
                 "max_response_bytes",
                 DEFAULT_MAX_RESPONSE_BYTES,
+                1,
+            )?),
+            retries: match number("retries", DEFAULT_RETRIES, 0)? {
+                n if n <= MAX_RETRIES => n as u32,
+                _ => {
+                    return Err(PluginError::invalid_config(format!(
+                        "config.retries must be at most {MAX_RETRIES}"
+                    )))
+                }
+            },
+            retry_backoff: Duration::from_millis(number(
+                "retry_backoff_ms",
+                DEFAULT_RETRY_BACKOFF_MS,
                 1,
             )?),
         })
@@ -249,6 +270,8 @@ impl Plugin for Nuclei {
                 .filter(|p| p.is_dir())
                 .cloned()
                 .collect(),
+            retries: settings.retries,
+            retry_backoff: settings.retry_backoff,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -260,6 +283,10 @@ impl Plugin for Nuclei {
         let summary = runtime.block_on(execute(
             ctx, &catalog, &client, &vars, &options, &settings, target,
         ))?;
+        let not_run = (catalog.ready.len() as u64).saturating_sub(summary.templates_run);
+        if let Some((untried, reason)) = incomplete(&summary, not_run, settings.retries) {
+            ctx.report_incomplete(untried, reason);
+        }
         let mut outputs = Map::new();
         outputs.insert("target".into(), json!(target));
         outputs.insert(
@@ -290,6 +317,8 @@ impl Plugin for Nuclei {
         );
         outputs.insert("requests".into(), json!(summary.requests));
         outputs.insert("request_errors".into(), json!(summary.request_errors));
+        outputs.insert("unanswered".into(), json!(summary.unanswered));
+        outputs.insert("retries".into(), json!(summary.retried));
         outputs.insert("matches".into(), json!(summary.matches));
         outputs.insert("complete".into(), json!(summary.complete));
         Ok(outputs)
@@ -318,8 +347,35 @@ struct Summary {
     templates_run: u64,
     requests: u64,
     request_errors: u64,
+    /// Requests without an answer after their retries, and the first of them.
+    unanswered: u64,
+    first_unanswered: Option<String>,
+    retried: u64,
     matches: u64,
     complete: bool,
+}
+
+/// What a run left undone, as `(untried, reason)`: checks whose request got
+/// no answer after its retries, and templates the deadline left unrun.
+fn incomplete(summary: &Summary, not_run: u64, retries: u32) -> Option<(u64, String)> {
+    let mut parts = Vec::new();
+    if summary.unanswered > 0 {
+        parts.push(format!(
+            "{} requests got no answer after {retries} retries{}",
+            summary.unanswered,
+            summary
+                .first_unanswered
+                .as_deref()
+                .map(|f| format!(" (first: {f})"))
+                .unwrap_or_default()
+        ));
+    }
+    if not_run > 0 {
+        parts.push(format!(
+            "{not_run} templates were not run before the deadline"
+        ));
+    }
+    (!parts.is_empty()).then(|| (summary.unanswered + not_run, parts.join("; ")))
 }
 
 /// Runs the ready templates, at most `concurrency` at a time, and sends each
@@ -366,6 +422,11 @@ async fn execute(
                 summary.templates_run += 1;
                 summary.requests += run.requests;
                 summary.request_errors += run.errors.len() as u64;
+                summary.retried += run.retried;
+                if summary.first_unanswered.is_none() {
+                    summary.first_unanswered = run.first_unanswered.clone();
+                }
+                summary.unanswered += run.unanswered;
                 if let (false, Some(first)) = (first_error_logged, run.errors.first()) {
                     ctx.log(LogLevel::Debug, format!("request failed: {first}"))?;
                     first_error_logged = true;

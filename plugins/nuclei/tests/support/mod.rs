@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use secflow_plugin_sdk::testing::{self, TestOutcome};
@@ -47,6 +47,11 @@ impl Reply {
                 .collect(),
             body: body.into(),
         }
+    }
+
+    /// No answer: the connection is closed once the request is read.
+    pub fn dropped() -> Reply {
+        Reply::new(0, &[], Vec::new())
     }
 
     pub fn text(status: u16, body: &str) -> Reply {
@@ -118,6 +123,10 @@ fn serve(stream: TcpStream, handler: &Handler, record: &Mutex<Vec<Seen>>) {
     };
     let reply = handler(&seen);
     record.lock().unwrap().push(seen);
+    if reply.status == 0 {
+        // Reply::dropped(): close without an answer.
+        return;
+    }
     let reason = match reply.status {
         200 => "OK",
         404 => "Not Found",
@@ -158,6 +167,17 @@ pub fn run_plugin(templates: &[PathBuf], url: &str) -> TestOutcome {
         json!({"templates": paths, "request_timeout_ms": 5000}),
         json!({"target": url}),
     )
+}
+
+/// Runs the plugin in-process with one template file, `config` added to
+/// the test defaults, against `url`.
+pub fn run_plugin_with(template: &Path, url: &str, config: Value) -> TestOutcome {
+    let mut full =
+        json!({"templates": [template.display().to_string()], "request_timeout_ms": 5000});
+    if let (Some(full), Value::Object(extra)) = (full.as_object_mut(), config) {
+        full.extend(extra);
+    }
+    testing::run(secflow_nuclei::Nuclei, full, json!({"target": url}))
 }
 
 /// Runs one inline template against a server answering with `handler`.
