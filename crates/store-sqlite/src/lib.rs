@@ -151,6 +151,7 @@ impl SqliteStore {
             batch_size,
             cache_mib,
             read_connections,
+            ..
         } = config;
         let (path, queue_capacity, batch_size) = (path.as_path(), *queue_capacity, *batch_size);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
