@@ -33,7 +33,7 @@ use migrations::*;
 pub use migrations::{MIGRATIONS, SCHEMA_VERSION};
 use runs::*;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,9 +44,9 @@ use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{
     params, params_from_iter, Connection, OptionalExtension, Row, Transaction, TransactionBehavior,
 };
-use secflow_plugin_sdk::protocol::{Category, Severity};
+use secflow_plugin_sdk::protocol::Category;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::read_pool::{ReadConnection, ReadPool};
@@ -55,8 +55,12 @@ use secflow_core::config::StorageConfig;
 use secflow_core::record::{ErrorKind, RunError, RunRecord, RunStatus};
 use secflow_store::{
     AuditEvent, AuditQuery, FindingPage, FindingQuery, FindingTextPage, FindingsBudget, NewFinding,
-    PluginId, PluginState, RunQuery, StorageError, StoragePort, StoreWriter, StoredFinding,
+    PluginState, RunQuery, StorageError, StoragePort, StoreWriter, StoredFinding,
     TelemetryEvent, TelemetryQuery, WriteOp, MAX_FINDINGS_IN_FLIGHT,
+};
+use secflow_store::document::{
+    merge_enrichment, page_limit, severity_rank, FindingRow, DEFAULT_EVENTS_LIMIT,
+    DEFAULT_FINDINGS_LIMIT, DEFAULT_RUNS_LIMIT, INTERRUPTED_MESSAGE,
 };
 
 /// A SQLite failure as the port reports it (its kind says whether the disk is full).
@@ -88,34 +92,6 @@ const WAL_AUTOCHECKPOINT_PAGES: i64 = 4096;
 
 /// How long a connection waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Page sizes of the list queries.
-const DEFAULT_RUNS_LIMIT: u32 = 50;
-const DEFAULT_FINDINGS_LIMIT: u32 = 100;
-const DEFAULT_EVENTS_LIMIT: u32 = 100;
-const MAX_LIMIT: u32 = 1000;
-
-/// Fields of a finding document that say what and where it is, or that storage
-/// owns; an enricher's document without them is what it added.
-const STANDARD_FIELDS: &[&str] = &[
-    "finding_schema_version",
-    "rule_id",
-    "title",
-    "severity",
-    "target",
-    "location",
-    "fingerprint",
-    "vulnerabilities",
-    "id",
-    "run_id",
-    "plugin",
-    "first_seen",
-    "last_seen",
-    "occurrences",
-    "enrichment",
-];
-
-const INTERRUPTED_MESSAGE: &str = "the supervisor stopped while this run was in flight";
 
 /// The SQLite store: the writer thread's queue plus the read connections.
 pub struct SqliteStore {
@@ -549,21 +525,6 @@ fn from_sql_int(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn severity_rank(s: Severity) -> i64 {
-    s as i64
-}
-
-fn severity_of_rank(rank: i64) -> Severity {
-    usize::try_from(rank)
-        .ok()
-        .and_then(|r| Severity::ALL.get(r).copied())
-        .unwrap_or(Severity::Unknown)
-}
-
-fn page_limit(limit: Option<u32>, default: u32) -> u32 {
-    limit.unwrap_or(default).clamp(1, MAX_LIMIT)
-}
-
 /// Runs `sql` with `args` on `conn` and reads every row with `read`.
 fn query_all<T>(
     conn: &Connection,
@@ -733,6 +694,9 @@ impl StoragePort for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secflow_plugin_sdk::protocol::Severity;
+    use secflow_store::document::{append_vulnerabilities, MAX_LIMIT};
+    use serde_json::Map;
     use serde_json::json;
 
     fn test_config(path: &Path, queue_capacity: usize, batch_size: usize) -> StorageConfig {

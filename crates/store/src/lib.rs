@@ -17,6 +17,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use secflow_core::record::{ErrorKind, RunRecord};
 
+pub mod document;
+#[cfg(feature = "testkit")]
+pub mod conformance;
+
 /// A backend's own failure (a SQLite or PostgreSQL error), kept as the cause
 /// so the port itself names no backend.
 pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
