@@ -295,3 +295,25 @@ fn raw_json<T: serde::Serialize + ?Sized>(
     serde_json::value::to_raw_value(value)
         .map_err(|e| StorageError::Malformed(format!("finding {id}: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_enricher_completes_a_cve_the_detector_already_named() {
+        let mut list = vec![json!({"cve": "CVE-2021-41773"})];
+        let enriched = json!({"cve": "cve-2021-41773", "cvss": [{"version": "3.1", "base_score": 7.5}],
+            "kev": {"date_added": "2021-11-03"}});
+        append_vulnerabilities(&mut list, &[enriched, json!({"cve": "CVE-2021-42013"})]);
+        assert_eq!(list.len(), 2);
+        assert_eq!(
+            list[0]["cve"], "CVE-2021-41773",
+            "the detector's entry stays, completed"
+        );
+        assert_eq!(list[0]["cvss"][0]["base_score"], 7.5);
+        assert_eq!(list[0]["kev"]["date_added"], "2021-11-03");
+        assert_eq!(list[1]["cve"], "CVE-2021-42013");
+    }
+}
