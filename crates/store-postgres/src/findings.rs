@@ -17,7 +17,8 @@ use crate::{db_error, param_refs, Params};
 /// A stored finding's columns, in [`finding_row`]'s order: the one list.
 pub(crate) const FINDING_COLUMNS: &str = "f.id, f.run_id, f.plugin_name, f.plugin_version, \
     f.fingerprint, f.first_seen, f.last_seen, f.occurrences, f.severity, f.document, \
-    f.enrichment, f.enrichment_vulnerabilities";
+    f.enrichment, f.enrichment_vulnerabilities, \
+    ARRAY(SELECT DISTINCT o.host FROM finding_observations o WHERE o.finding_id = f.id ORDER BY 1)";
 
 /// A batch of findings in one statement: new fingerprints are inserted,
 /// known ones (whichever host first stored them) are counted again and take
@@ -214,6 +215,7 @@ pub(crate) fn finding_row(row: &Row) -> Result<FindingRow, StorageError> {
         document: get(9)?,
         enrichment: get(10)?,
         enrichment_vulnerabilities: get(11)?,
+        hosts: row.try_get(12).map_err(db_error)?,
     })
 }
 
@@ -232,6 +234,12 @@ pub(crate) async fn page(
         sql.push_str(&format!(
             " AND f.id IN (SELECT finding_id FROM finding_observations WHERE run_id = {})",
             arg(Box::new(run_id.clone()))
+        ));
+    }
+    if let Some(host) = &query.host {
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM finding_observations o WHERE o.finding_id = f.id AND o.host = {})",
+            arg(Box::new(host.clone()))
         ));
     }
     if let Some(plugin) = &query.plugin {

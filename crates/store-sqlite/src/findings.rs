@@ -12,8 +12,8 @@ pub(crate) const SELECT_BY_FINGERPRINT: &str =
 pub(crate) const INSERT_FINDING: &str = "\
 INSERT INTO findings (fingerprint, fingerprint_key, run_id, plugin_name, plugin_version,
     rule_id, title, severity, severity_rank, target, first_seen, last_seen, occurrences,
-    document)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, 1, ?12)";
+    document, host)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, 1, ?12, ?13)";
 
 /// Seen again: count it, keep the newest document; what enrichers merged lives
 /// in its own columns, and the effective severity never drops below what they
@@ -32,7 +32,7 @@ WHERE id = ?1";
 
 /// A run reported a finding that another run first reported.
 pub(crate) const INSERT_SIGHTING: &str =
-    "INSERT OR IGNORE INTO finding_sightings (run_id, finding_id) VALUES (?1, ?2)";
+    "INSERT OR IGNORE INTO finding_sightings (run_id, finding_id, host) VALUES (?1, ?2, ?3)";
 
 /// Widens the id range of the findings a run first reported (one statement per
 /// batch: the range is how queries find those findings without a per-finding
@@ -48,6 +48,7 @@ pub(crate) fn store_findings(
     run_id: &str,
     plugin: &str,
     plugin_version: &str,
+    host: &str,
     findings: &[NewFinding],
     now: &str,
 ) -> Result<(), rusqlite::Error> {
@@ -79,6 +80,7 @@ pub(crate) fn store_findings(
                     f.target,
                     now,
                     document,
+                    host,
                 ])?;
                 let id = tx.last_insert_rowid();
                 inserted_ids =
@@ -98,7 +100,7 @@ pub(crate) fn store_findings(
                 // A sighting is only recorded for a run other than the first.
                 if first_run != run_id {
                     tx.prepare_cached(INSERT_SIGHTING)?
-                        .execute(params![run_id, id])?;
+                        .execute(params![run_id, id, host])?;
                 }
             }
         }
@@ -130,6 +132,7 @@ pub(crate) fn merge_enrichments(
     tx: &Transaction<'_>,
     run_id: &str,
     plugin: &str,
+    host: &str,
     findings: &[NewFinding],
 ) -> Result<(u64, u64), rusqlite::Error> {
     let mut select = tx.prepare_cached(SELECT_ENRICHABLE)?;
@@ -162,7 +165,7 @@ pub(crate) fn merge_enrichments(
             merged.severity.as_str(),
             merged.rank,
         ])?;
-        observe_one.execute(params![run_id, id])?;
+        observe_one.execute(params![run_id, id, host])?;
         accepted += 1;
     }
     Ok((accepted, rejected))
@@ -179,7 +182,8 @@ pub(crate) const OBSERVED_BY_RUN: &str = "((SELECT count(*) FROM findings f \
 pub(crate) const FINDING_COLUMNS: &str =
     "f.id, f.run_id, f.plugin_name, f.plugin_version, f.fingerprint, \
     f.first_seen, f.last_seen, f.occurrences, f.severity, f.document, f.enrichment, \
-    f.enrichment_vulnerabilities";
+    f.enrichment_vulnerabilities, f.host, \
+    (SELECT json_group_array(DISTINCT s.host) FROM finding_sightings s WHERE s.finding_id = f.id)";
 
 /// A findings row's columns ([`FINDING_COLUMNS`]).
 pub(crate) fn finding_row(row: &Row<'_>) -> Result<FindingRow, StorageError> {
@@ -196,7 +200,25 @@ pub(crate) fn finding_row(row: &Row<'_>) -> Result<FindingRow, StorageError> {
         document: row.get(9).map_err(db_error)?,
         enrichment: row.get(10).map_err(db_error)?,
         enrichment_vulnerabilities: row.get(11).map_err(db_error)?,
+        hosts: hosts_of(row)?,
     })
+}
+
+/// The first observation's host and the sightings' (`[FINDING_COLUMNS]` 12
+/// and 13), sorted, each once.
+fn hosts_of(row: &Row<'_>) -> Result<Vec<String>, StorageError> {
+    let first: String = row.get(12).map_err(db_error)?;
+    let others: Option<String> = row.get(13).map_err(db_error)?;
+    let mut hosts: Vec<String> = match others {
+        Some(text) => serde_json::from_str(&text).map_err(|e| {
+            StorageError::Malformed(format!("finding sightings' hosts: {e}"))
+        })?,
+        None => Vec::new(),
+    };
+    hosts.push(first);
+    hosts.sort();
+    hosts.dedup();
+    Ok(hosts)
 }
 
 pub(crate) fn read_finding(row: &Row<'_>) -> Result<StoredFinding, StorageError> {
@@ -216,6 +238,13 @@ pub(crate) fn findings_sql(query: &FindingQuery) -> (String, Vec<SqlValue>, u32)
         format!("?{}", args.len())
     };
     let mut filters = String::new();
+    if let Some(host) = &query.host {
+        let host = arg(SqlValue::Text(host.clone()));
+        filters.push_str(&format!(
+            " AND (f.host = {host} OR EXISTS (SELECT 1 FROM finding_sightings s \
+             WHERE s.finding_id = f.id AND s.host = {host}))"
+        ));
+    }
     if let Some(plugin) = &query.plugin {
         filters.push_str(&format!(
             " AND f.plugin_name = {}",

@@ -119,8 +119,15 @@ impl SqliteStore {
     ///
     /// `queue_capacity` bounds the writer queue (senders wait when it is full);
     /// `batch_size` is the most operations committed in one transaction;
-    /// `cache_mib` is the writer connection's page cache.
+    /// `cache_mib` is the writer connection's page cache. Rows are written
+    /// as this machine's hostname; [`SqliteStore::open_as`] names the host.
     pub fn open(config: &StorageConfig) -> Result<SqliteStore, StorageError> {
+        SqliteStore::open_as(config, &secflow_core::config::machine_hostname())
+    }
+
+    /// [`SqliteStore::open`], writing every run, finding observation,
+    /// telemetry and audit row as `host` (`[host] name`).
+    pub fn open_as(config: &StorageConfig, host: &str) -> Result<SqliteStore, StorageError> {
         let StorageConfig {
             path,
             queue_capacity,
@@ -160,7 +167,7 @@ impl SqliteStore {
             .map_err(open_error)?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
             .map_err(open_error)?;
-        migrate(&mut conn, path)?;
+        migrate(&mut conn, path, host)?;
 
         let readers = ReadPool::open(path, *read_connections, configure)?;
 
@@ -169,6 +176,7 @@ impl SqliteStore {
         let budget = FindingsBudget::new(MAX_FINDINGS_IN_FLIGHT);
         let writer = Writer {
             conn,
+            host: host.to_string(),
             batch_size: batch_size.max(1),
             budget: budget.clone(),
             counts: HashMap::new(),
@@ -323,6 +331,8 @@ struct Writer {
     /// retried first in every batch until one commits, so that once space
     /// returns no run stays `running` in the database.
     unfinished: Vec<RunRecord>,
+    /// The host every row is written as.
+    host: String,
 }
 
 impl Writer {
@@ -401,7 +411,7 @@ impl Writer {
             &mut self.conn,
             &mut self.counts,
             batch.drain(..),
-            &now,
+            (&now, &self.host),
             &mut replies,
         );
         if let Err(e) = &outcome {
@@ -433,7 +443,7 @@ fn apply_all(
     conn: &mut Connection,
     counts: &mut HashMap<String, RunCounts>,
     ops: impl Iterator<Item = WriteOp>,
-    now: &str,
+    (now, host): (&str, &str),
     replies: &mut Vec<Reply>,
 ) -> Result<(), rusqlite::Error> {
     let tx = match conn.transaction() {
@@ -449,7 +459,7 @@ fn apply_all(
             replies.extend(Reply::of(op));
             continue;
         }
-        if let Err(e) = apply(&tx, counts, op, now, replies) {
+        if let Err(e) = apply(&tx, counts, op, (now, host), replies) {
             failure = Some(e);
         }
     }
@@ -463,13 +473,13 @@ fn apply(
     tx: &Transaction<'_>,
     counts: &mut HashMap<String, RunCounts>,
     op: WriteOp,
-    now: &str,
+    (now, host): (&str, &str),
     replies: &mut Vec<Reply>,
 ) -> Result<(), rusqlite::Error> {
     match op {
         WriteOp::RunStarted(mut record) => {
             record.status = RunStatus::Running;
-            upsert_run(tx, &record)
+            upsert_run(tx, &record, host)
         }
         WriteOp::Findings {
             run_id,
@@ -477,7 +487,7 @@ fn apply(
             plugin_version,
             findings,
         } => {
-            store_findings(tx, &run_id, &plugin, &plugin_version, &findings, now)?;
+            store_findings(tx, &run_id, &plugin, &plugin_version, host, &findings, now)?;
             counts.entry(run_id).or_default().accepted += findings.len() as u64;
             Ok(())
         }
@@ -486,7 +496,7 @@ fn apply(
             plugin,
             findings,
         } => {
-            let (accepted, rejected) = merge_enrichments(tx, &run_id, &plugin, &findings)?;
+            let (accepted, rejected) = merge_enrichments(tx, &run_id, &plugin, host, &findings)?;
             let entry = counts.entry(run_id).or_default();
             entry.accepted += accepted;
             entry.rejected += rejected;
@@ -498,12 +508,12 @@ fn apply(
                 record.findings += c.accepted;
                 record.findings_rejected += c.rejected;
             }
-            upsert_run(tx, &record)?;
+            upsert_run(tx, &record, host)?;
             replies.push(Reply::Run(done, record));
             Ok(())
         }
-        WriteOp::Telemetry(event) => insert_telemetry(tx, &event),
-        WriteOp::Audit(event) => insert_audit(tx, &event, now),
+        WriteOp::Telemetry(event) => insert_telemetry(tx, &event, host),
+        WriteOp::Audit(event) => insert_audit(tx, &event, now, host),
         WriteOp::PluginState { state, done } => {
             upsert_plugin_state(tx, &state)?;
             replies.extend(done.map(Reply::Done));
@@ -745,14 +755,22 @@ mod tests {
     /// Every row of `table` (its version 1 columns), each value rendered as
     /// text, in a stable order.
     fn dump(conn: &Connection, table: &str) -> Vec<Vec<String>> {
-        // Version 2 added `fingerprint_key` to findings; the rest is as it was.
+        // Version 2 added `fingerprint_key` to findings, version 3 `host` to
+        // most tables; the rest is as it was.
         let columns = match table {
-            "findings" => {
-                "id, fingerprint, run_id, plugin_name, plugin_version, rule_id, title, \
+            "findings" => "id, fingerprint, run_id, plugin_name, plugin_version, rule_id, title, \
                  severity, severity_rank, target, first_seen, last_seen, occurrences, document, \
                  enrichment, enrichment_vulnerabilities, enriched_severity, enriched_severity_rank"
-            }
-            _ => "*",
+                .to_string(),
+            _ => conn
+                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                .unwrap()
+                .query_map([], |row| row.get::<_, String>(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .filter(|name| name != "host")
+                .collect::<Vec<_>>()
+                .join(", "),
         };
         let mut stmt = conn
             .prepare(&format!("SELECT {columns} FROM {table} ORDER BY 1, 2"))
@@ -874,6 +892,21 @@ mod tests {
                 observed.iter().map(|(r, i)| (r.to_string(), *i)).collect();
             table.sort();
             assert_eq!(view, table, "the view lists what the table held");
+            // The rows from before hosts were named are this host's.
+            for table in ["runs", "findings", "finding_sightings", "telemetry", "audit"] {
+                let hosts: Vec<String> = reader
+                    .prepare(&format!("SELECT DISTINCT host FROM {table}"))
+                    .unwrap()
+                    .query_map([], |row| row.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                assert_eq!(
+                    hosts,
+                    [secflow_core::config::machine_hostname()],
+                    "{table}"
+                );
+            }
             let keys: Vec<(String, i64)> = reader
                 .prepare("SELECT fingerprint, fingerprint_key FROM findings")
                 .unwrap()

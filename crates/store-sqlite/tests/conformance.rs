@@ -36,7 +36,7 @@ impl StoreFixture for SqliteFixture {
 
     fn reopen(&mut self) {
         self.close();
-        self.store = Some(SqliteStore::open(&self.config()).expect("open sqlite store"));
+        self.store = Some(SqliteStore::open_as(&self.config(), self.host()).expect("open sqlite store"));
     }
 
     fn close(&mut self) {
@@ -46,7 +46,7 @@ impl StoreFixture for SqliteFixture {
     }
 
     fn host(&self) -> &str {
-        "localhost"
+        "scan-sqlite"
     }
 }
 

@@ -742,6 +742,31 @@ pub async fn a_run_finished_without_starting_is_recorded_and_queries_filter_and_
     assert_eq!(by_plugin[0].event, "plugin_invoked");
 }
 
+pub async fn every_finding_names_the_hosts_that_saw_it_and_the_host_filter_keeps_them(
+    fx: &mut dyn StoreFixture,
+) {
+    let host = fx.host().to_string();
+    let store = fx.store();
+    detector_run(
+        store,
+        "run-1",
+        vec![finding("fp-1", Severity::Low), finding("fp-2", Severity::High)],
+    )
+    .await;
+    let all = all_findings(store, FindingQuery::default());
+    assert_eq!(all.len(), 2);
+    for f in &all {
+        assert_eq!(f.finding["hosts"], json!([host]), "{}", f.fingerprint);
+    }
+    let on = |name: &str| FindingQuery {
+        host: Some(name.to_string()),
+        ..FindingQuery::default()
+    };
+    assert_eq!(all_findings(store, on(&host)), all);
+    assert!(all_findings(store, on("elsewhere")).is_empty());
+    assert_text_page_is_the_tree_page(store, on(&host));
+}
+
 /// One `#[tokio::test]` per case of the suite, each on a fixture made by
 /// `$open` (an expression giving `Option<impl StoreFixture>`; `None` skips,
 /// the opener having said why).
@@ -763,6 +788,7 @@ macro_rules! storage_suite {
             a_run_s_findings_page_in_id_order_across_first_seen_and_seen_again,
             closing_commits_everything_queued_while_other_writers_are_still_held,
             a_run_finished_without_starting_is_recorded_and_queries_filter_and_sort,
+            every_finding_names_the_hosts_that_saw_it_and_the_host_filter_keeps_them,
         );
     };
     (@cases $open:expr; $($case:ident,)*) => {

@@ -43,6 +43,7 @@ pub const STANDARD_FIELDS: &[&str] = &[
     "last_seen",
     "occurrences",
     "enrichment",
+    "hosts",
 ];
 
 /// The rank a severity is stored and compared with (`info` lowest).
@@ -171,6 +172,8 @@ pub struct FindingRow {
     pub enrichment: String,
     /// JSON array text: the vulnerabilities the enrichers added.
     pub enrichment_vulnerabilities: String,
+    /// The hosts whose runs observed it, sorted, each once.
+    pub hosts: Vec<String>,
 }
 
 impl FindingRow {
@@ -205,6 +208,7 @@ impl FindingRow {
         };
         merged.extend(enrichment);
         document.insert("enrichment".into(), Value::Object(merged));
+        let hosts = self.hosts;
         let stored = StoredFinding {
             id,
             run_id: self.run_id,
@@ -235,6 +239,7 @@ impl FindingRow {
         );
         document.insert("last_seen".into(), Value::String(stored.last_seen.clone()));
         document.insert("occurrences".into(), Value::from(stored.occurrences));
+        document.insert("hosts".into(), Value::from(hosts));
         Ok(StoredFinding {
             finding: Value::Object(document),
             ..stored
@@ -260,7 +265,7 @@ impl FindingRow {
                 StorageError::Malformed(format!("finding {id}: document is not a JSON object"))
             })?;
         let plugin = serde_json::json!({"name": self.plugin_name, "version": self.plugin_version});
-        let ours: [(&str, Box<RawValue>); 8] = [
+        let ours: [(&str, Box<RawValue>); 9] = [
             ("severity", raw_json(id, &self.severity)?),
             ("id", raw_json(id, &id)?),
             ("run_id", raw_json(id, &self.run_id)?),
@@ -269,6 +274,7 @@ impl FindingRow {
             ("first_seen", raw_json(id, &self.first_seen)?),
             ("last_seen", raw_json(id, &self.last_seen)?),
             ("occurrences", raw_json(id, &self.occurrences)?),
+            ("hosts", raw_json(id, &self.hosts)?),
         ];
         let no_enrichment = raw_json(id, &Map::new())?;
         let mut object: BTreeMap<&str, &RawValue> =

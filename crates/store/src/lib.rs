@@ -425,6 +425,8 @@ pub struct FindingQuery {
     pub limit: Option<u32>,
     /// Keyset cursor: only findings with `id` greater than this.
     pub after: Option<i64>,
+    /// Findings this host observed (first seen or seen again).
+    pub host: Option<String>,
 }
 
 /// One page of findings; `next` is the cursor for the following page.
