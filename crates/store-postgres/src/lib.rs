@@ -261,6 +261,40 @@ impl Drop for PostgresStore {
     }
 }
 
+/// The server's schema version, read without migrating or writing anything
+/// (`secflow doctor`): an error when it cannot be reached.
+pub fn probe(config: &StorageConfig) -> Result<StoreStatus, StorageError> {
+    let connector = Connector::from_config(config)?;
+    let location = connector.location().to_string();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(RUNTIME_THREAD_NAME)
+        .enable_all()
+        .build()
+        .map_err(|e| StorageError::Open {
+            location: location.clone(),
+            kind: ErrorKind::StorageError,
+            source: Box::new(e),
+        })?;
+    let status = wait_on(&runtime, {
+        let location = location.clone();
+        async move {
+            let client = connector.connect().await.map_err(|source| StorageError::Open {
+                location: location.clone(),
+                kind: pg_error_kind(&source),
+                source: Box::new(source),
+            })?;
+            migrations::current_version(&client, &location).await
+        }
+    });
+    runtime.shutdown_background();
+    Ok(StoreStatus {
+        location,
+        schema_version: status?,
+        known_version: SCHEMA_VERSION,
+    })
+}
+
 /// Runs `future` on `runtime` and blocks the calling thread until it is done.
 fn wait_on<T: Send + 'static>(
     runtime: &tokio::runtime::Runtime,

@@ -236,6 +236,22 @@ impl SqliteStore {
     }
 }
 
+/// The schema version of the database file at `path`, read without creating,
+/// migrating or writing it (`secflow doctor`); `None` when there is no file
+/// yet (the daemon creates it).
+pub fn probe(path: &Path) -> Result<Option<i64>, StorageError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|source| StorageError::Open {
+            location: path.display().to_string(),
+            kind: sqlite_error_kind(&source),
+            source: Box::new(source),
+        })?;
+    user_version(&conn, path).map(Some)
+}
+
 impl Drop for SqliteStore {
     fn drop(&mut self) {
         if let Err(e) = self.stop() {
