@@ -157,3 +157,126 @@ async fn a_run_whose_database_goes_away_fails_with_a_storage_error_and_the_super
     assert_eq!(stored.status, RunStatus::Failed);
     assert_eq!(stored.error.map(|e| e.kind), Some(ErrorKind::StorageError));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sqlite_database_moved_into_postgres_keeps_every_row_and_its_dedup() {
+    let Some(server) = testkit::shared() else {
+        return;
+    };
+    let url = server.fresh_database();
+    // The old host: its own SQLite file, each finding seen twice.
+    let old = TestBed::with_config("[host]\nname = \"old-host\"\n");
+    old.install_fixture("detector", DETECTOR);
+    let old_runs = {
+        let supervisor = old.supervisor().await;
+        let first = run(&supervisor, "detector", json!({"count": 30})).await;
+        let second = run(&supervisor, "detector", json!({"count": 30})).await;
+        [first, second]
+    };
+    // The fleet store already holds another host's findings, 30 of them the same.
+    let fleet = fleet_bed(&url, "scan-b");
+    fleet.install_fixture("detector", DETECTOR);
+    {
+        let supervisor = fleet.supervisor().await;
+        let present = run(&supervisor, "detector", json!({"count": 40})).await;
+        assert_eq!(present.status, RunStatus::Succeeded, "{present:?}");
+    }
+
+    let dump = old.path().join("old.dump");
+    let dump_arg = dump.to_str().expect("utf-8 path");
+    let out = old.secflow(&["--json", "storage", "export", "--out", dump_arg]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let exported = json_of(&out);
+    assert_eq!((exported["runs"].as_u64(), exported["findings"].as_u64()), (Some(2), Some(30)));
+    assert_eq!(exported["observations"], 60, "each finding in both runs");
+
+    // A dump that lost a line on the way is refused, and nothing is imported.
+    let text = std::fs::read_to_string(&dump).expect("dump");
+    let cut = old.path().join("cut.dump");
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.remove(lines.len() / 2);
+    std::fs::write(&cut, lines.join("\n") + "\n").expect("write");
+    let refused = fleet.secflow(&["storage", "import", cut.to_str().expect("utf-8")]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("but holds"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let out = fleet.secflow(&["--json", "storage", "import", dump_arg]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = json_of(&out);
+    assert_eq!(report["merged_findings"], 30, "{report}");
+
+    let supervisor = fleet.supervisor().await;
+    let all = all_findings(&supervisor, None);
+    assert_eq!(all.len(), 40, "dedup holds across the imported and present findings");
+    let merged: Vec<_> = all.iter().filter(|f| f.occurrences == 3).collect();
+    assert_eq!(merged.len(), 30, "two old sightings plus the present one");
+    for f in &merged {
+        assert_eq!(f.finding["hosts"], json!(["old-host", "scan-b"]));
+    }
+    for record in &old_runs {
+        assert_eq!(
+            supervisor.store().run(&record.run_id).expect("run").as_ref(),
+            Some(record),
+            "the run record moved as it was"
+        );
+        let of_run = supervisor
+            .store()
+            .findings(&FindingQuery {
+                run_id: Some(record.run_id.clone()),
+                limit: Some(1000),
+                ..FindingQuery::default()
+            })
+            .expect("findings");
+        assert_eq!(of_run.findings.len(), 30);
+    }
+    let audit_hosts = server
+        .psql(
+            url.rsplit('/').next().expect("database"),
+            "SELECT count(*) FROM audit WHERE host = 'old-host'",
+        )
+        .expect("psql");
+    assert_ne!(audit_hosts, "0", "the old host's audit rows came along");
+
+    // The same dump again would count its findings twice: refused.
+    let again = fleet.secflow(&["storage", "import", dump_arg]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("imported before"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(all_findings(&supervisor, None), all);
+}
+
+#[test]
+fn storage_migrate_and_doctor_report_the_postgres_store() {
+    let Some(server) = testkit::shared() else {
+        return;
+    };
+    let bed = fleet_bed(&server.fresh_database(), "scan-a");
+    let doctor = |bed: &TestBed| json_of(&bed.secflow(&["--json", "doctor"]))["store"].clone();
+    let before = doctor(&bed);
+    assert_eq!(before["backend"], "postgres");
+    assert_eq!(before["reachable"], true);
+    assert_eq!((before["schema_version"].as_i64(), before["migrated"].as_bool()), (Some(0), Some(false)));
+    assert!(
+        !before["location"].as_str().unwrap_or_default().contains('@'),
+        "no user info in {before}"
+    );
+
+    let out = bed.secflow(&["--json", "storage", "migrate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = doctor(&bed);
+    assert_eq!(after["migrated"], true, "{after}");
+    assert_eq!(after["schema_version"], json_of(&out)["schema_version"]);
+
+    // A server that is not there is reported, not hung on.
+    let gone = fleet_bed("postgres://secflow@127.0.0.1:1/none", "scan-a");
+    let report = doctor(&gone);
+    assert_eq!(report["reachable"], false, "{report}");
+    assert!(report["error"].as_str().is_some_and(|e| !e.is_empty()), "{report}");
+}

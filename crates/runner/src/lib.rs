@@ -18,7 +18,9 @@ pub mod streams;
 pub mod supervisor;
 mod verified;
 
-pub use store::{open_store, probe_store, StoreProbe};
+pub use store::{
+    export_sqlite, import_into_store, open_store, probe_store, ImportError, StoreProbe,
+};
 pub use supervisor::{Supervisor, SupervisorError};
 
 // The pure decoders of what a plugin writes, reachable for the fuzz targets.

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use secflow_core::config::{StorageBackend, StorageConfig};
+use secflow_store::transfer::{DumpCounts, ImportReport, TransferError};
 use secflow_store::{StorageError, StoragePort};
 use secflow_store_postgres::PostgresStore;
 use secflow_store_sqlite::SqliteStore;
@@ -79,4 +80,35 @@ pub fn probe_store(config: &StorageConfig) -> StoreProbe {
         known_version: known,
         error,
     }
+}
+
+/// Writes the SQLite database `storage.path` names as a dump (whatever the
+/// configured backend: moving to PostgreSQL starts from the old file).
+pub fn export_sqlite(
+    config: &StorageConfig,
+    host: &str,
+    out: impl std::io::Write,
+) -> Result<DumpCounts, TransferError> {
+    secflow_store_sqlite::export(config, host, out)
+}
+
+/// Imports a dump into the configured store, which must be PostgreSQL (the
+/// fleet store a host's SQLite file moves into).
+pub fn import_into_store(
+    config: &StorageConfig,
+    input: impl std::io::BufRead + Send + 'static,
+) -> Result<ImportReport, ImportError> {
+    match config.backend {
+        StorageBackend::Postgres => Ok(secflow_store_postgres::import(config, input)?),
+        StorageBackend::Sqlite => Err(ImportError::NotPostgres),
+    }
+}
+
+/// An import that was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("storage.backend is \"sqlite\": an import goes into a postgres store (set backend = \"postgres\" and url)")]
+    NotPostgres,
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
 }

@@ -29,6 +29,7 @@
 
 mod connect;
 mod findings;
+mod import;
 mod migrations;
 mod runs;
 mod tables;
@@ -37,6 +38,7 @@ pub mod testkit;
 mod writer;
 
 pub use connect::ConnectError;
+pub use import::import;
 pub use migrations::{MIGRATIONS, SCHEMA_VERSION};
 
 use std::future::Future;

@@ -22,6 +22,7 @@
 //! `shutdown` joins it. Nothing queued before `shutdown` is lost.
 
 mod audit;
+mod export;
 mod findings;
 mod migrations;
 mod read_pool;
@@ -30,6 +31,7 @@ mod runs;
 use audit::*;
 use findings::*;
 use migrations::*;
+pub use export::export;
 pub use migrations::{MIGRATIONS, SCHEMA_VERSION};
 use runs::*;
 

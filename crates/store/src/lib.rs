@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use secflow_core::record::{ErrorKind, RunRecord};
 
 pub mod document;
+pub mod transfer;
 #[cfg(feature = "testkit")]
 pub mod conformance;
 

@@ -10,6 +10,7 @@ mod author;
 mod check;
 pub mod client;
 mod doctor;
+mod storage;
 pub mod sarif;
 mod scan;
 mod table;
@@ -115,6 +116,11 @@ pub enum Command {
     Keygen(author::KeygenArgs),
     /// Which isolation features this host offers, and whether the config can be honoured.
     Doctor,
+    /// The store's schema, and moving a SQLite database into PostgreSQL.
+    Storage {
+        #[command(subcommand)]
+        action: storage::StorageAction,
+    },
     /// The default pipeline against targets: every active detector, then
     /// every enricher over their findings, then every analytics plugin.
     Scan(scan::ScanArgs),
@@ -300,6 +306,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
             action: PluginAction::Check(args),
         } => check::check_command(cli, args),
         Command::Doctor => doctor::doctor_command(cli),
+        Command::Storage { action } => storage::storage_command(cli, action),
         Command::Scan(args) => scan::scan_command(cli, args),
         Command::Demo(args) => scan::demo_command(cli, args),
         Command::Plugins { action, local } => {
