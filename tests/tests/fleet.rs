@@ -61,8 +61,16 @@ async fn two_hosts_writing_to_one_database_see_one_deduplicated_set_naming_both_
         run(&a, "detector", json!({"count": 60})),
         run(&b, "detector", json!({"count": 80})),
     );
-    assert_eq!((run_a.status, run_a.findings), (RunStatus::Succeeded, 60), "{run_a:?}");
-    assert_eq!((run_b.status, run_b.findings), (RunStatus::Succeeded, 80), "{run_b:?}");
+    assert_eq!(
+        (run_a.status, run_a.findings),
+        (RunStatus::Succeeded, 60),
+        "{run_a:?}"
+    );
+    assert_eq!(
+        (run_b.status, run_b.findings),
+        (RunStatus::Succeeded, 80),
+        "{run_b:?}"
+    );
 
     // Either host reads the same deduplicated set.
     let from_a = all_findings(&a, None);
@@ -71,7 +79,12 @@ async fn two_hosts_writing_to_one_database_see_one_deduplicated_set_naming_both_
     let both: Vec<_> = from_a.iter().filter(|f| f.occurrences == 2).collect();
     assert_eq!(both.len(), 60);
     for f in &both {
-        assert_eq!(f.finding["hosts"], json!(["scan-a", "scan-b"]), "{}", f.fingerprint);
+        assert_eq!(
+            f.finding["hosts"],
+            json!(["scan-a", "scan-b"]),
+            "{}",
+            f.fingerprint
+        );
     }
     for f in from_a.iter().filter(|f| f.occurrences == 1) {
         assert_eq!(f.finding["hosts"], json!(["scan-b"]));
@@ -93,14 +106,21 @@ async fn two_hosts_writing_to_one_database_see_one_deduplicated_set_naming_both_
         "scan-a\nscan-b"
     );
     assert_eq!(
-        a.store().run(&run_b.run_id).expect("run").map(|r| r.findings),
+        a.store()
+            .run(&run_b.run_id)
+            .expect("run")
+            .map(|r| r.findings),
         Some(80),
         "a host reads another host's runs"
     );
 
     // The CLI on host a filters by host.
     let out = bed_a.secflow(&["--json", "findings", "--local", "--host", "scan-b"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listed = json_of(&out);
     assert_eq!(listed.as_array().map(Vec::len), Some(80), "{listed}");
 }
@@ -122,7 +142,12 @@ async fn a_run_whose_database_goes_away_fails_with_a_storage_error_and_the_super
     let streaming = {
         let supervisor = std::sync::Arc::clone(&supervisor);
         tokio::spawn(async move {
-            run(&supervisor, "detector", json!({"count": 400, "delay_ms": 5})).await
+            run(
+                &supervisor,
+                "detector",
+                json!({"count": 400, "delay_ms": 5}),
+            )
+            .await
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -138,16 +163,25 @@ async fn a_run_whose_database_goes_away_fails_with_a_storage_error_and_the_super
     );
     // While it is down, queries fail with an error rather than hanging or
     // crashing the supervisor.
-    assert!(supervisor.store().findings(&FindingQuery::default()).is_err());
+    assert!(supervisor
+        .store()
+        .findings(&FindingQuery::default())
+        .is_err());
 
     tokio::task::block_in_place(|| server.start_again()).expect("server restarts");
     let again = run(&supervisor, "detector", json!({"count": 40})).await;
     assert_eq!(again.status, RunStatus::Succeeded, "{again:?}");
     let findings = all_findings(&supervisor, None);
     assert!(findings.len() >= 40, "nothing committed before was lost");
-    let first: Vec<_> = findings.iter().filter(|f| f.run_id == committed.run_id).collect();
+    let first: Vec<_> = findings
+        .iter()
+        .filter(|f| f.run_id == committed.run_id)
+        .collect();
     assert_eq!(first.len(), 40);
-    assert!(first.iter().all(|f| f.occurrences >= 2), "seen again after the outage");
+    assert!(
+        first.iter().all(|f| f.occurrences >= 2),
+        "seen again after the outage"
+    );
     // The failed run's record reached the database once the server was back.
     let stored = supervisor
         .store()
@@ -185,9 +219,16 @@ async fn a_sqlite_database_moved_into_postgres_keeps_every_row_and_its_dedup() {
     let dump = old.path().join("old.dump");
     let dump_arg = dump.to_str().expect("utf-8 path");
     let out = old.secflow(&["--json", "storage", "export", "--out", dump_arg]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let exported = json_of(&out);
-    assert_eq!((exported["runs"].as_u64(), exported["findings"].as_u64()), (Some(2), Some(30)));
+    assert_eq!(
+        (exported["runs"].as_u64(), exported["findings"].as_u64()),
+        (Some(2), Some(30))
+    );
     assert_eq!(exported["observations"], 60, "each finding in both runs");
 
     // A dump that lost a line on the way is refused, and nothing is imported.
@@ -205,13 +246,21 @@ async fn a_sqlite_database_moved_into_postgres_keeps_every_row_and_its_dedup() {
     );
 
     let out = fleet.secflow(&["--json", "storage", "import", dump_arg]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = json_of(&out);
     assert_eq!(report["merged_findings"], 30, "{report}");
 
     let supervisor = fleet.supervisor().await;
     let all = all_findings(&supervisor, None);
-    assert_eq!(all.len(), 40, "dedup holds across the imported and present findings");
+    assert_eq!(
+        all.len(),
+        40,
+        "dedup holds across the imported and present findings"
+    );
     let merged: Vec<_> = all.iter().filter(|f| f.occurrences == 3).collect();
     assert_eq!(merged.len(), 30, "two old sightings plus the present one");
     for f in &merged {
@@ -219,7 +268,11 @@ async fn a_sqlite_database_moved_into_postgres_keeps_every_row_and_its_dedup() {
     }
     for record in &old_runs {
         assert_eq!(
-            supervisor.store().run(&record.run_id).expect("run").as_ref(),
+            supervisor
+                .store()
+                .run(&record.run_id)
+                .expect("run")
+                .as_ref(),
             Some(record),
             "the run record moved as it was"
         );
@@ -262,14 +315,27 @@ fn storage_migrate_and_doctor_report_the_postgres_store() {
     let before = doctor(&bed);
     assert_eq!(before["backend"], "postgres");
     assert_eq!(before["reachable"], true);
-    assert_eq!((before["schema_version"].as_i64(), before["migrated"].as_bool()), (Some(0), Some(false)));
+    assert_eq!(
+        (
+            before["schema_version"].as_i64(),
+            before["migrated"].as_bool()
+        ),
+        (Some(0), Some(false))
+    );
     assert!(
-        !before["location"].as_str().unwrap_or_default().contains('@'),
+        !before["location"]
+            .as_str()
+            .unwrap_or_default()
+            .contains('@'),
         "no user info in {before}"
     );
 
     let out = bed.secflow(&["--json", "storage", "migrate"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let after = doctor(&bed);
     assert_eq!(after["migrated"], true, "{after}");
     assert_eq!(after["schema_version"], json_of(&out)["schema_version"]);
@@ -278,5 +344,8 @@ fn storage_migrate_and_doctor_report_the_postgres_store() {
     let gone = fleet_bed("postgres://secflow@127.0.0.1:1/none", "scan-a");
     let report = doctor(&gone);
     assert_eq!(report["reachable"], false, "{report}");
-    assert!(report["error"].as_str().is_some_and(|e| !e.is_empty()), "{report}");
+    assert!(
+        report["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{report}"
+    );
 }

@@ -704,14 +704,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.storage.backend, StorageBackend::Postgres);
-        assert_eq!((config.storage.pool_size, config.storage.tls), (16, TlsMode::Require));
+        assert_eq!(
+            (config.storage.pool_size, config.storage.tls),
+            (16, TlsMode::Require)
+        );
         assert_eq!(
             config.storage.postgres_url().unwrap(),
             "postgres://secflow:pw@db.example:5432/secflow"
         );
         for (text, key) in [
             ("backend = \"postgres\"\n", "storage.url"),
-            ("backend = \"postgres\"\nurl = \"mysql://x\"\n", "storage.url"),
+            (
+                "backend = \"postgres\"\nurl = \"mysql://x\"\n",
+                "storage.url",
+            ),
             (
                 "backend = \"postgres\"\nurl = \"postgres://h/d\"\nurl_file = \"u\"\n",
                 "storage.url_file",
@@ -721,7 +727,9 @@ mod tests {
             ("backend = \"oracle\"\n", "backend"),
             ("tls = \"sometimes\"\n", "tls"),
         ] {
-            let err = parse(&format!("[storage]\n{text}")).unwrap_err().to_string();
+            let err = parse(&format!("[storage]\n{text}"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
     }
@@ -735,7 +743,10 @@ mod tests {
             &dir.path().join("secflow.toml"),
         )
         .unwrap();
-        assert_eq!(config.storage.postgres_url().unwrap(), "postgres://u:secret@h:5432/d");
+        assert_eq!(
+            config.storage.postgres_url().unwrap(),
+            "postgres://u:secret@h:5432/d"
+        );
         assert_eq!(
             StorageConfig::postgres_location("postgres://u:secret@h:5432/d?sslmode=x"),
             "postgres://h:5432/d",
@@ -743,15 +754,23 @@ mod tests {
         );
         std::fs::write(dir.path().join("pg.url"), "not a url\n").unwrap();
         let err = config.storage.postgres_url().unwrap_err().to_string();
-        assert!(err.contains("storage.url_file") && err.contains("pg.url"), "{err}");
+        assert!(
+            err.contains("storage.url_file") && err.contains("pg.url"),
+            "{err}"
+        );
     }
 
     #[test]
     fn the_host_name_defaults_to_the_hostname_and_a_bad_one_is_refused() {
         assert_eq!(Config::default().host.name, machine_hostname());
-        assert_eq!(parse("[host]\nname = \"scan-01\"\n").unwrap().host.name, "scan-01");
+        assert_eq!(
+            parse("[host]\nname = \"scan-01\"\n").unwrap().host.name,
+            "scan-01"
+        );
         for bad in ["", "two words"] {
-            let err = parse(&format!("[host]\nname = {bad:?}\n")).unwrap_err().to_string();
+            let err = parse(&format!("[host]\nname = {bad:?}\n"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("host.name"), "{err}");
         }
     }

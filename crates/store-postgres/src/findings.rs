@@ -80,7 +80,10 @@ pub(crate) async fn store_findings(
                 seen.newest = f;
                 seen.times += 1;
             })
-            .or_insert(Seen { newest: f, times: 1 });
+            .or_insert(Seen {
+                newest: f,
+                times: 1,
+            });
     }
     let n = by_fingerprint.len();
     let mut fingerprints = Vec::with_capacity(n);
@@ -155,7 +158,10 @@ pub(crate) async fn merge_enrichments(
     let (mut accepted, mut rejected) = (0, 0);
     let mut observed = Vec::new();
     for f in findings {
-        let Some(row) = client.query_opt(SELECT_ENRICHABLE, &[&f.fingerprint]).await? else {
+        let Some(row) = client
+            .query_opt(SELECT_ENRICHABLE, &[&f.fingerprint])
+            .await?
+        else {
             tracing::warn!(
                 run_id,
                 plugin,

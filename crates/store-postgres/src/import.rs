@@ -42,7 +42,9 @@ pub fn import(
         let _ = tx.send(run_import(connector, input).await);
     });
     let outcome = rx.recv().unwrap_or_else(|_| {
-        Err(TransferError::Storage(secflow_store::StorageError::WriterGone))
+        Err(TransferError::Storage(
+            secflow_store::StorageError::WriterGone,
+        ))
     });
     runtime.shutdown_background();
     outcome
@@ -99,13 +101,15 @@ async fn run_import(
     input: impl std::io::BufRead,
 ) -> Result<ImportReport, TransferError> {
     let location = connector.location().to_string();
-    let mut client = connector.connect().await.map_err(|source| {
-        secflow_store::StorageError::Open {
-            location: location.clone(),
-            kind: crate::pg_error_kind(&source),
-            source: Box::new(source),
-        }
-    })?;
+    let mut client =
+        connector
+            .connect()
+            .await
+            .map_err(|source| secflow_store::StorageError::Open {
+                location: location.clone(),
+                kind: crate::pg_error_kind(&source),
+                source: Box::new(source),
+            })?;
     migrations::migrate(&mut client, &location).await?;
     let tx = client.transaction().await.map_err(db_error)?;
     let before = counts(&tx).await?;
@@ -202,7 +206,8 @@ async fn run_import(
         read.telemetry,
         read.audit,
     ];
-    for (((what, _), (b, a)), expected) in COUNTED.iter().zip(before.iter().zip(after)).zip(expected)
+    for (((what, _), (b, a)), expected) in
+        COUNTED.iter().zip(before.iter().zip(after)).zip(expected)
     {
         let found = a.saturating_sub(*b);
         if found != expected {

@@ -74,9 +74,7 @@ pub(crate) fn db_error(e: tokio_postgres::Error) -> StorageError {
 /// `storage_full` when the server ran out of disk, else `storage_error`.
 pub(crate) fn pg_error_kind(e: &tokio_postgres::Error) -> ErrorKind {
     match e.code() {
-        Some(code) if *code == tokio_postgres::error::SqlState::DISK_FULL => {
-            ErrorKind::StorageFull
-        }
+        Some(code) if *code == tokio_postgres::error::SqlState::DISK_FULL => ErrorKind::StorageFull,
         _ => ErrorKind::StorageError,
     }
 }
@@ -201,9 +199,8 @@ impl PostgresStore {
     /// Whether the server answers, and the schema version it holds.
     pub fn status(&self) -> Result<StoreStatus, StorageError> {
         let location = self.location.clone();
-        let version = self.read(|client| async move {
-            migrations::current_version(&client, &location).await
-        })?;
+        let version = self
+            .read(|client| async move { migrations::current_version(&client, &location).await })?;
         Ok(StoreStatus {
             location: self.location.clone(),
             schema_version: version,
@@ -281,11 +278,14 @@ pub fn probe(config: &StorageConfig) -> Result<StoreStatus, StorageError> {
     let status = wait_on(&runtime, {
         let location = location.clone();
         async move {
-            let client = connector.connect().await.map_err(|source| StorageError::Open {
-                location: location.clone(),
-                kind: pg_error_kind(&source),
-                source: Box::new(source),
-            })?;
+            let client = connector
+                .connect()
+                .await
+                .map_err(|source| StorageError::Open {
+                    location: location.clone(),
+                    kind: pg_error_kind(&source),
+                    source: Box::new(source),
+                })?;
             migrations::current_version(&client, &location).await
         }
     });
@@ -329,10 +329,7 @@ fn filter(
 
 /// Boxed parameters as the slice the client takes.
 fn param_refs<'a>(params: &'a [Box<dyn ToSql + Sync + Send + 'static>]) -> Params<'a> {
-    params
-        .iter()
-        .map(|p| &**p as &(dyn ToSql + Sync))
-        .collect()
+    params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect()
 }
 
 impl StoragePort for PostgresStore {
@@ -343,10 +340,7 @@ impl StoragePort for PostgresStore {
     fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StorageError> {
         let run_id = run_id.to_string();
         self.read(move |client| async move {
-            let sql = format!(
-                "SELECT {} FROM runs WHERE run_id = $1",
-                runs::RUN_COLUMNS
-            );
+            let sql = format!("SELECT {} FROM runs WHERE run_id = $1", runs::RUN_COLUMNS);
             let rows = client.query(&sql, &[&run_id]).await.map_err(db_error)?;
             rows.first().map(runs::read_run).transpose()
         })
@@ -466,16 +460,15 @@ impl StoragePort for PostgresStore {
     /// `findings` becomes at least the number of findings the run was seen
     /// to report, since the writer's in-memory counts died with the daemon.
     fn mark_interrupted(&self) -> Result<u64, StorageError> {
-        let error = secflow_core::record::RunError::new(
-            ErrorKind::Interrupted,
-            INTERRUPTED_MESSAGE,
-        );
+        let error =
+            secflow_core::record::RunError::new(ErrorKind::Interrupted, INTERRUPTED_MESSAGE);
         let error = serde_json::to_string(&error)
             .map_err(|e| StorageError::Malformed(format!("interrupted run error: {e}")))?;
         let now = secflow_core::clock::now_rfc3339();
         let host = self.host.clone();
         self.read(move |client| async move {
-            let observed = "(SELECT count(*) FROM finding_observations o WHERE o.run_id = runs.run_id)";
+            let observed =
+                "(SELECT count(*) FROM finding_observations o WHERE o.run_id = runs.run_id)";
             let sql = format!(
                 "UPDATE runs SET
                     status = 'failed',

@@ -15,7 +15,7 @@ pub const MIGRATIONS: &[&str] = &[include_str!("migrations/001_initial.sql")];
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// The advisory lock key of migrations ("secflow" in ASCII).
-const MIGRATION_LOCK: i64 = 0x7365_6366_6c6f_77;
+const MIGRATION_LOCK: i64 = 0x0073_6563_666c_6f77;
 
 const CREATE_VERSIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version     BIGINT PRIMARY KEY,
@@ -41,7 +41,10 @@ pub(crate) async fn current_version(client: &Client, location: &str) -> Result<i
         return Ok(0);
     }
     client
-        .query_one("SELECT COALESCE(max(version), 0) FROM schema_migrations", &[])
+        .query_one(
+            "SELECT COALESCE(max(version), 0) FROM schema_migrations",
+            &[],
+        )
         .await
         .and_then(|row| row.try_get(0))
         .map_err(|e| open_error(location, e))
@@ -73,7 +76,10 @@ pub(crate) async fn migrate(client: &mut Client, location: &str) -> Result<(), S
             .await
             .map_err(|e| open_error(location, e))?;
         let version: i64 = tx
-            .query_one("SELECT COALESCE(max(version), 0) FROM schema_migrations", &[])
+            .query_one(
+                "SELECT COALESCE(max(version), 0) FROM schema_migrations",
+                &[],
+            )
             .await
             .and_then(|row| row.try_get(0))
             .map_err(|e| open_error(location, e))?;

@@ -52,7 +52,11 @@ pub(crate) async fn upsert_run(
         .error
         .as_ref()
         .map(|e| serde_json::to_string(e).unwrap_or_default());
-    let (duration, cpu, memory) = (sql_int(r.duration_ms), sql_int(r.cpu_ms), sql_int(r.memory_mb));
+    let (duration, cpu, memory) = (
+        sql_int(r.duration_ms),
+        sql_int(r.cpu_ms),
+        sql_int(r.memory_mb),
+    );
     let (findings, rejected) = (sql_int(r.findings), sql_int(r.findings_rejected));
     let (category, status) = (r.category.as_str(), r.status.as_str());
     let params: Params<'_> = vec![

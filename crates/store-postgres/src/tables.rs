@@ -21,7 +21,10 @@ pub(crate) const PLUGIN_COLUMNS: &str =
 
 /// `$1, $2, …, $n`.
 fn placeholders(n: usize) -> String {
-    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn count(columns: &str) -> usize {

@@ -42,7 +42,9 @@ pub struct TestServer {
 /// Why there is no server to test against.
 #[derive(Debug, thiserror::Error)]
 pub enum TestServerError {
-    #[error("no PostgreSQL binaries under /usr/lib/postgresql/*/bin (scripts/setup installs them)")]
+    #[error(
+        "no PostgreSQL binaries under /usr/lib/postgresql/*/bin (scripts/setup installs them)"
+    )]
     NotInstalled,
     #[error("cannot prepare the test server: {0}")]
     Setup(String),
@@ -63,8 +65,11 @@ pub fn shared() -> Option<&'static TestServer> {
             let server = start_or_skip()?;
             // The harness ends the process with `exit`, which runs C atexit
             // handlers but no destructor of a static.
-            *SHARED_DIR.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((server.dir.path().to_path_buf(), server.bin.clone(), server.user));
+            *SHARED_DIR.lock().unwrap_or_else(|e| e.into_inner()) = Some((
+                server.dir.path().to_path_buf(),
+                server.bin.clone(),
+                server.user,
+            ));
             // SAFETY: `stop_shared_at_exit` is an `extern "C" fn()` that
             // does not unwind (it catches nothing that could panic but a
             // poisoned lock, which it tolerates).
@@ -91,7 +96,11 @@ fn start_or_skip() -> Option<TestServer> {
     }
 }
 
-static SHARED_DIR: Mutex<Option<(PathBuf, PathBuf, Option<(u32, u32)>)>> = Mutex::new(None);
+/// What the exit handler needs to stop the shared server: its directory,
+/// its binaries and the user it runs as.
+type SharedServer = (PathBuf, PathBuf, Option<(u32, u32)>);
+
+static SHARED_DIR: Mutex<Option<SharedServer>> = Mutex::new(None);
 
 extern "C" fn stop_shared_at_exit() {
     let taken = SHARED_DIR.lock().map(|mut d| d.take()).unwrap_or(None);
@@ -105,9 +114,8 @@ impl TestServer {
     /// Makes a cluster in a new temporary directory and starts its server.
     pub fn start() -> Result<TestServer, TestServerError> {
         let bin = find_bin().ok_or(TestServerError::NotInstalled)?;
-        let setup = |what: &str, e: &dyn std::fmt::Display| {
-            TestServerError::Setup(format!("{what}: {e}"))
-        };
+        let setup =
+            |what: &str, e: &dyn std::fmt::Display| TestServerError::Setup(format!("{what}: {e}"));
         let dir = tempfile::Builder::new()
             .prefix("secflow-pg-")
             .tempdir()
@@ -119,7 +127,12 @@ impl TestServer {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
             .map_err(|e| setup("chmod", &e))?;
         let output = command(&bin.join("initdb"), user)
-            .args(["--auth=trust", "--username=secflow", "--encoding=UTF8", "--no-sync"])
+            .args([
+                "--auth=trust",
+                "--username=secflow",
+                "--encoding=UTF8",
+                "--no-sync",
+            ])
             .arg("--pgdata")
             .arg(dir.path().join("data"))
             .stdin(Stdio::null())
@@ -144,9 +157,8 @@ impl TestServer {
 
     /// Starts the server again after [`TestServer::stop`], on the same port.
     pub fn start_again(&mut self) -> Result<(), TestServerError> {
-        let setup = |what: &str, e: &dyn std::fmt::Display| {
-            TestServerError::Setup(format!("{what}: {e}"))
-        };
+        let setup =
+            |what: &str, e: &dyn std::fmt::Display| TestServerError::Setup(format!("{what}: {e}"));
         // A port taken between our probe and the server's bind: try others.
         for _ in 0..5 {
             if self.port == 0 {
@@ -256,7 +268,14 @@ impl TestServer {
     pub fn psql(&self, database: &str, sql: &str) -> Result<String, String> {
         let output = Command::new(self.bin.join("psql"))
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "secflow"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "secflow",
+            ])
             .args(["-d", database, "-c", sql])
             .stdin(Stdio::null())
             .output()

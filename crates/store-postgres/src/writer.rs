@@ -193,7 +193,7 @@ impl Writer {
             }
         }
         let mut replies = Vec::new();
-        let ops: Vec<WriteOp> = batch.drain(..).collect();
+        let ops = std::mem::take(batch);
         let outcome = self.apply_all(ops, &now, &mut replies).await;
         if let Err(e) = &outcome {
             tracing::error!(error = %e, operations = replies.len(), "storage batch failed and was rolled back");
@@ -244,7 +244,10 @@ impl Writer {
         let mut ops = ops.into_iter();
         let result = async {
             let client = self.client().await.map_err(|e| BatchFailed::of(&e))?;
-            let tx = client.transaction().await.map_err(|e| BatchFailed::of(&e))?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(|e| BatchFailed::of(&e))?;
             for op in ops.by_ref() {
                 apply(&tx, &mut counts, op, now, &host, replies)
                     .await

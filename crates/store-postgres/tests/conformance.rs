@@ -39,7 +39,8 @@ impl StoreFixture for PostgresFixture {
 
     fn reopen(&mut self) {
         self.close();
-        self.store = Some(PostgresStore::open(&self.config, self.host()).expect("open postgres store"));
+        self.store =
+            Some(PostgresStore::open(&self.config, self.host()).expect("open postgres store"));
     }
 
     fn close(&mut self) {

@@ -210,9 +210,8 @@ fn hosts_of(row: &Row<'_>) -> Result<Vec<String>, StorageError> {
     let first: String = row.get(12).map_err(db_error)?;
     let others: Option<String> = row.get(13).map_err(db_error)?;
     let mut hosts: Vec<String> = match others {
-        Some(text) => serde_json::from_str(&text).map_err(|e| {
-            StorageError::Malformed(format!("finding sightings' hosts: {e}"))
-        })?,
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| StorageError::Malformed(format!("finding sightings' hosts: {e}")))?,
         None => Vec::new(),
     };
     hosts.push(first);

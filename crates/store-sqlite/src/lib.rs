@@ -29,9 +29,9 @@ mod read_pool;
 mod runs;
 
 use audit::*;
+pub use export::export;
 use findings::*;
 use migrations::*;
-pub use export::export;
 pub use migrations::{MIGRATIONS, SCHEMA_VERSION};
 use runs::*;
 
@@ -55,14 +55,14 @@ use crate::read_pool::{ReadConnection, ReadPool};
 use secflow_core::clock;
 use secflow_core::config::StorageConfig;
 use secflow_core::record::{ErrorKind, RunError, RunRecord, RunStatus};
-use secflow_store::{
-    AuditEvent, AuditQuery, FindingPage, FindingQuery, FindingTextPage, FindingsBudget, NewFinding,
-    PluginState, RunQuery, StorageError, StoragePort, StoreWriter, StoredFinding,
-    TelemetryEvent, TelemetryQuery, WriteOp, MAX_FINDINGS_IN_FLIGHT,
-};
 use secflow_store::document::{
     merge_enrichment, page_limit, severity_rank, FindingRow, DEFAULT_EVENTS_LIMIT,
     DEFAULT_FINDINGS_LIMIT, DEFAULT_RUNS_LIMIT, INTERRUPTED_MESSAGE,
+};
+use secflow_store::{
+    AuditEvent, AuditQuery, FindingPage, FindingQuery, FindingTextPage, FindingsBudget, NewFinding,
+    PluginState, RunQuery, StorageError, StoragePort, StoreWriter, StoredFinding, TelemetryEvent,
+    TelemetryQuery, WriteOp, MAX_FINDINGS_IN_FLIGHT,
 };
 
 /// A SQLite failure as the port reports it (its kind says whether the disk is full).
@@ -911,7 +911,13 @@ mod tests {
             table.sort();
             assert_eq!(view, table, "the view lists what the table held");
             // The rows from before hosts were named are this host's.
-            for table in ["runs", "findings", "finding_sightings", "telemetry", "audit"] {
+            for table in [
+                "runs",
+                "findings",
+                "finding_sightings",
+                "telemetry",
+                "audit",
+            ] {
                 let hosts: Vec<String> = reader
                     .prepare(&format!("SELECT DISTINCT host FROM {table}"))
                     .unwrap()
@@ -919,11 +925,7 @@ mod tests {
                     .unwrap()
                     .collect::<Result<_, _>>()
                     .unwrap();
-                assert_eq!(
-                    hosts,
-                    [secflow_core::config::machine_hostname()],
-                    "{table}"
-                );
+                assert_eq!(hosts, [secflow_core::config::machine_hostname()], "{table}");
             }
             let keys: Vec<(String, i64)> = reader
                 .prepare("SELECT fingerprint, fingerprint_key FROM findings")

@@ -11,7 +11,13 @@ pub const MIGRATIONS: &[&str] = &[
 ];
 
 /// The tables whose rows name their host (schema version 3).
-const HOST_TABLES: [&str; 5] = ["runs", "findings", "finding_sightings", "telemetry", "audit"];
+const HOST_TABLES: [&str; 5] = [
+    "runs",
+    "findings",
+    "finding_sightings",
+    "telemetry",
+    "audit",
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -94,7 +100,10 @@ pub(crate) fn fill_fingerprint_keys(tx: &Transaction<'_>) -> Result<(), rusqlite
 /// Names `host` in every row written before schema version 3.
 pub(crate) fn fill_hosts(tx: &Transaction<'_>, host: &str) -> Result<(), rusqlite::Error> {
     for table in HOST_TABLES {
-        tx.execute(&format!("UPDATE {table} SET host = ?1 WHERE host = ''"), [host])?;
+        tx.execute(
+            &format!("UPDATE {table} SET host = ?1 WHERE host = ''"),
+            [host],
+        )?;
     }
     Ok(())
 }

@@ -36,7 +36,8 @@ impl StoreFixture for SqliteFixture {
 
     fn reopen(&mut self) {
         self.close();
-        self.store = Some(SqliteStore::open_as(&self.config(), self.host()).expect("open sqlite store"));
+        self.store =
+            Some(SqliteStore::open_as(&self.config(), self.host()).expect("open sqlite store"));
     }
 
     fn close(&mut self) {

@@ -233,7 +233,11 @@ pub async fn a_finding_reported_twice_in_one_batch_is_one_row_seen_twice(
     let done = detector_run(
         store,
         "run-1",
-        vec![finding("fp-1", Severity::High), finding("fp-2", Severity::Low), again],
+        vec![
+            finding("fp-1", Severity::High),
+            finding("fp-2", Severity::Low),
+            again,
+        ],
     )
     .await;
     assert_eq!(done.findings, 3, "every accepted finding is counted");
@@ -290,7 +294,12 @@ pub async fn a_findings_page_as_text_is_the_same_json_as_the_page_of_trees(
         ),
     ];
     detector_run(store, "run-1", findings).await;
-    detector_run(store, "run-2", vec![finding("fp-plain", Severity::Critical)]).await;
+    detector_run(
+        store,
+        "run-2",
+        vec![finding("fp-plain", Severity::Critical)],
+    )
+    .await;
     let first_id = all_findings(store, FindingQuery::default())[0].id;
     for query in [
         FindingQuery::default(),
@@ -351,7 +360,10 @@ pub async fn an_enrichment_merges_vulnerabilities_raises_severity_and_names_the_
             .await
             .expect("enrichments");
     }
-    let done = writer.finish_run(succeeded(record)).await.expect("finished");
+    let done = writer
+        .finish_run(succeeded(record))
+        .await
+        .expect("finished");
     assert_eq!((done.findings, done.findings_rejected), (2, 1));
 
     let stored = all_findings(store, FindingQuery::default());
@@ -394,7 +406,12 @@ pub async fn min_severity_and_keyset_paging_return_every_matching_finding_exactl
 ) {
     let store = fx.store();
     let findings: Vec<NewFinding> = (0..250)
-        .map(|i| finding(&format!("fp-{i:03}"), Severity::ALL[i % Severity::ALL.len()]))
+        .map(|i| {
+            finding(
+                &format!("fp-{i:03}"),
+                Severity::ALL[i % Severity::ALL.len()],
+            )
+        })
         .collect();
     detector_run(store, "run-1", findings).await;
 
@@ -474,14 +491,21 @@ pub async fn mark_interrupted_fails_running_runs_and_leaves_finished_ones_alone(
     let writer = store.writer();
     for run in ["empty", "busy"] {
         writer
-            .send(WriteOp::RunStarted(started(run, "detector", Category::Detector)))
+            .send(WriteOp::RunStarted(started(
+                run,
+                "detector",
+                Category::Detector,
+            )))
             .await
             .expect("started");
     }
     writer
         .send(findings_op(
             "busy",
-            vec![finding("fp-1", Severity::Low), finding("fp-2", Severity::Low)],
+            vec![
+                finding("fp-1", Severity::Low),
+                finding("fp-2", Severity::Low),
+            ],
         ))
         .await
         .expect("findings");
@@ -539,7 +563,10 @@ pub async fn reopening_the_database_keeps_runs_findings_audit_and_plugin_states(
         ("plugin_revoked", true)
     );
     assert_eq!(audit[0].details, json!({"why": "test"}));
-    assert_eq!(store.plugin_states().expect("states"), vec![revoked.clone()]);
+    assert_eq!(
+        store.plugin_states().expect("states"),
+        vec![revoked.clone()]
+    );
 
     // Lifting the revocation replaces the state of the same build.
     let lifted = PluginState {
@@ -555,9 +582,7 @@ pub async fn reopening_the_database_keeps_runs_findings_audit_and_plugin_states(
     assert_eq!(store.plugin_states().expect("states"), vec![lifted]);
 }
 
-pub async fn fingerprints_sharing_a_lookup_key_stay_distinct_findings(
-    fx: &mut dyn StoreFixture,
-) {
+pub async fn fingerprints_sharing_a_lookup_key_stay_distinct_findings(fx: &mut dyn StoreFixture) {
     let store = fx.store();
     let colliding = |fingerprint: &str| NewFinding {
         fingerprint_key: 7,
@@ -750,7 +775,10 @@ pub async fn every_finding_names_the_hosts_that_saw_it_and_the_host_filter_keeps
     detector_run(
         store,
         "run-1",
-        vec![finding("fp-1", Severity::Low), finding("fp-2", Severity::High)],
+        vec![
+            finding("fp-1", Severity::Low),
+            finding("fp-2", Severity::High),
+        ],
     )
     .await;
     let all = all_findings(store, FindingQuery::default());

@@ -189,8 +189,7 @@ impl FindingRow {
         let Ok(Value::Object(enrichment)) = serde_json::from_str(&self.enrichment) else {
             return Err(malformed("enrichment is not a JSON object"));
         };
-        let Ok(Value::Array(added)) = serde_json::from_str(&self.enrichment_vulnerabilities)
-        else {
+        let Ok(Value::Array(added)) = serde_json::from_str(&self.enrichment_vulnerabilities) else {
             return Err(malformed("enrichment_vulnerabilities is not a JSON array"));
         };
         if !added.is_empty() {
@@ -260,8 +259,8 @@ impl FindingRow {
             let stored = self.into_stored()?;
             return Ok((id, raw_json(id, &stored.finding)?));
         }
-        let members: BTreeMap<String, &RawValue> = serde_json::from_str(&self.document)
-            .map_err(|_| {
+        let members: BTreeMap<String, &RawValue> =
+            serde_json::from_str(&self.document).map_err(|_| {
                 StorageError::Malformed(format!("finding {id}: document is not a JSON object"))
             })?;
         let plugin = serde_json::json!({"name": self.plugin_name, "version": self.plugin_version});

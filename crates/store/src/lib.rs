@@ -17,10 +17,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use secflow_core::record::{ErrorKind, RunRecord};
 
-pub mod document;
-pub mod transfer;
 #[cfg(feature = "testkit")]
 pub mod conformance;
+pub mod document;
+pub mod transfer;
 
 /// A backend's own failure (a SQLite or PostgreSQL error), kept as the cause
 /// so the port itself names no backend.

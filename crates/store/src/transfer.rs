@@ -134,11 +134,15 @@ pub enum TransferError {
     Storage(#[from] crate::StorageError),
     #[error(transparent)]
     Dump(#[from] DumpError),
-    #[error("the target already holds run {run_id}: this dump, or part of it, was imported before")]
+    #[error(
+        "the target already holds run {run_id}: this dump, or part of it, was imported before"
+    )]
     AlreadyImported { run_id: String },
     #[error("an observation of run {run_id} names finding {finding_id}, which the dump does not hold before it")]
     UnknownFinding { run_id: String, finding_id: i64 },
-    #[error("the target gained {found} {what}, not the {expected} the dump holds; nothing was imported")]
+    #[error(
+        "the target gained {found} {what}, not the {expected} the dump holds; nothing was imported"
+    )]
     CountMismatch {
         what: &'static str,
         expected: u64,

@@ -10,9 +10,9 @@ mod author;
 mod check;
 pub mod client;
 mod doctor;
-mod storage;
 pub mod sarif;
 mod scan;
+mod storage;
 mod table;
 
 use std::io::{Read, Write};
@@ -465,7 +465,10 @@ pub fn load_config(cli: &Cli) -> Result<Config, Failure> {
 
 fn open_store(cli: &Cli) -> Result<Box<dyn StoragePort>, Failure> {
     let config = load_config(cli)?;
-    Ok(secflow_runner::open_store(&config.storage, &config.host.name)?)
+    Ok(secflow_runner::open_store(
+        &config.storage,
+        &config.host.name,
+    )?)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {

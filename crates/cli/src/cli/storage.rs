@@ -42,7 +42,10 @@ pub fn storage_command(cli: &Cli, action: &StorageAction) -> Result<ExitCode, Fa
     let config = load_config(cli)?;
     match action {
         StorageAction::Migrate => {
-            drop(secflow_runner::open_store(&config.storage, &config.host.name)?);
+            drop(secflow_runner::open_store(
+                &config.storage,
+                &config.host.name,
+            )?);
             let probe = secflow_runner::probe_store(&config.storage);
             let answer = json!({
                 "backend": probe.backend,
@@ -85,17 +88,14 @@ pub fn storage_command(cli: &Cli, action: &StorageAction) -> Result<ExitCode, Fa
             })?;
         }
         StorageAction::Import(args) => {
-            let file = std::fs::File::open(&args.dump).map_err(|e| {
-                Failure::usage(format!("cannot open {}: {e}", args.dump.display()))
-            })?;
-            let report = secflow_runner::import_into_store(
-                &config.storage,
-                std::io::BufReader::new(file),
-            )
-            .map_err(|e| match e {
-                secflow_runner::ImportError::NotPostgres => Failure::usage(e.to_string()),
-                e => Failure::failed(error_chain(&e)),
-            })?;
+            let file = std::fs::File::open(&args.dump)
+                .map_err(|e| Failure::usage(format!("cannot open {}: {e}", args.dump.display())))?;
+            let report =
+                secflow_runner::import_into_store(&config.storage, std::io::BufReader::new(file))
+                    .map_err(|e| match e {
+                    secflow_runner::ImportError::NotPostgres => Failure::usage(e.to_string()),
+                    e => Failure::failed(error_chain(&e)),
+                })?;
             print_output(cli, &report, |out| {
                 writeln!(
                     out,
