@@ -1,7 +1,7 @@
 //! `secflow-bench`: SecFlow's benchmark suite (issue 9), one program run by
-//! `scripts/bench`. Five sections, each measured beside its anchor in the same
+//! `scripts/bench`. Six sections, each measured beside its anchor in the same
 //! run on the same machine: spawn, run throughput, findings ingestion, API
-//! latency, footprint. It prints a table, writes the figures as JSON and, when
+//! latency, footprint, and ingestion into the fleet store (PostgreSQL). It prints a table, writes the figures as JSON and, when
 //! asked, the generated part of BENCHMARKS.md.
 //!
 //! It drives the real release binaries (`secflowd`, the fixture detector, the
@@ -52,11 +52,11 @@ struct Args {
     /// A short smoke run (< 1 minute): every section, small sizes.
     #[arg(long)]
     quick: bool,
-    /// Sections to run (comma-separated): spawn, throughput, ingest, api, footprint.
+    /// Sections to run (comma-separated): spawn, throughput, ingest, api, footprint, fleet.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "spawn,throughput,ingest,api,footprint"
+        default_value = "spawn,throughput,ingest,api,footprint,fleet"
     )]
     sections: Vec<String>,
     /// Timed runs per spawn variant [full 300, quick 30].
@@ -195,7 +195,8 @@ fn run(args: &Args) -> Result<Vec<Figure>, BenchError> {
     let bins = Bins::find(&bin_dir)?;
     let sizes = Sizes::of(args);
     for name in &args.sections {
-        if !["spawn", "throughput", "ingest", "api", "footprint"].contains(&name.as_str()) {
+        if !["spawn", "throughput", "ingest", "api", "footprint", "fleet"].contains(&name.as_str())
+        {
             return Err(BenchError::Setup(format!("unknown section {name:?}")));
         }
     }
@@ -219,6 +220,10 @@ fn run(args: &Args) -> Result<Vec<Figure>, BenchError> {
     }
     if wanted("footprint") {
         figures.extend(section::footprint::run(&bins, args.in_flight)?);
+    }
+    if wanted("fleet") {
+        // The port's own batching needs fewer rows to show its rate.
+        figures.extend(section::fleet::run(sizes.findings.min(200_000))?);
     }
 
     print!("{}", report::terminal_table(&figures));
