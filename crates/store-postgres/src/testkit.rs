@@ -155,6 +155,104 @@ impl TestServer {
         Ok(server)
     }
 
+    /// [`TestServer::start`] with TLS on: a CA made for it (its certificate
+    /// at [`TestServer::ca_file`]) signs the server's certificate for
+    /// 127.0.0.1. Needs `openssl` (a dependency of Debian's `postgresql`).
+    pub fn start_with_tls() -> Result<TestServer, TestServerError> {
+        let mut server = TestServer::start()?;
+        server.stop();
+        let dir = server.dir.path().to_path_buf();
+        let openssl = |args: &[&str]| -> Result<(), TestServerError> {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| TestServerError::Setup(format!("openssl: {e}")))?;
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(TestServerError::Setup(format!(
+                    "openssl {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                )))
+            }
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=secflow test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ])?;
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ])?;
+        std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n")
+            .map_err(|e| TestServerError::Setup(format!("san.ext: {e}")))?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ])?;
+        for file in ["server.key", "server.crt"] {
+            let path = dir.join(file);
+            if let Some((uid, gid)) = server.user {
+                chown(&path, uid, gid).map_err(|e| TestServerError::Setup(e.to_string()))?;
+            }
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| TestServerError::Setup(e.to_string()))?;
+        }
+        let conf = format!(
+            "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            dir.join("server.crt").display(),
+            dir.join("server.key").display()
+        );
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("data").join("postgresql.conf"))
+            .and_then(|mut f| f.write_all(conf.as_bytes()))
+            .map_err(|e| TestServerError::Setup(format!("postgresql.conf: {e}")))?;
+        server.start_again()?;
+        Ok(server)
+    }
+
+    /// The CA certificate of a server from [`TestServer::start_with_tls`].
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
     /// Starts the server again after [`TestServer::stop`], on the same port.
     pub fn start_again(&mut self) -> Result<(), TestServerError> {
         let setup =
