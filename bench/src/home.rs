@@ -24,6 +24,8 @@ pub struct HomeSettings {
     pub max_findings: u64,
     /// `storage.read_connections`; `None` keeps the default.
     pub read_connections: Option<usize>,
+    /// `[web]` on this loopback port, users in `<home>/web-tokens`.
+    pub web_port: Option<u16>,
 }
 
 impl Default for HomeSettings {
@@ -32,6 +34,7 @@ impl Default for HomeSettings {
             max_concurrent: 8,
             max_findings: 1_000_000,
             read_connections: None,
+            web_port: None,
         }
     }
 }
@@ -52,13 +55,19 @@ impl BenchHome {
              [sandbox]\nwork_root = \"var/runs\"\n\
              [api]\nsocket = \"api.sock\"\nmax_pending_requests = 1024\n\
              [runs]\nmax_concurrent = {}\nmax_queued = 100000\n\
-             [limits]\nmax_findings = {}\n",
+             [limits]\nmax_findings = {}\n{}",
             settings
                 .read_connections
                 .map(|n| format!("read_connections = {n}\n"))
                 .unwrap_or_default(),
             settings.max_concurrent,
-            settings.max_findings
+            settings.max_findings,
+            settings
+                .web_port
+                .map(|port| format!(
+                    "[web]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"web-tokens\"\n"
+                ))
+                .unwrap_or_default(),
         );
         write(&config_path, text.as_bytes())?;
         Ok(BenchHome { dir, config_path })

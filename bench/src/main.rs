@@ -1,7 +1,8 @@
 //! `secflow-bench`: SecFlow's benchmark suite (issue 9), one program run by
-//! `scripts/bench`. Six sections, each measured beside its anchor in the same
-//! run on the same machine: spawn, run throughput, findings ingestion, API
-//! latency, footprint, and ingestion into the fleet store (PostgreSQL). It prints a table, writes the figures as JSON and, when
+//! `scripts/bench`. Seven sections, each measured beside its anchor in the same
+//! run on the same machine where there is one: spawn, run throughput, findings
+//! ingestion, API latency, footprint, dashboard pages, and ingestion into the
+//! fleet store (PostgreSQL). It prints a table, writes the figures as JSON and, when
 //! asked, the generated part of BENCHMARKS.md.
 //!
 //! It drives the real release binaries (`secflowd`, the fixture detector, the
@@ -56,7 +57,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "spawn,throughput,ingest,api,footprint,fleet"
+        default_value = "spawn,throughput,ingest,api,footprint,dashboard,fleet"
     )]
     sections: Vec<String>,
     /// Timed runs per spawn variant [full 300, quick 30].
@@ -195,7 +196,16 @@ fn run(args: &Args) -> Result<Vec<Figure>, BenchError> {
     let bins = Bins::find(&bin_dir)?;
     let sizes = Sizes::of(args);
     for name in &args.sections {
-        if !["spawn", "throughput", "ingest", "api", "footprint", "fleet"].contains(&name.as_str())
+        if ![
+            "spawn",
+            "throughput",
+            "ingest",
+            "api",
+            "footprint",
+            "dashboard",
+            "fleet",
+        ]
+        .contains(&name.as_str())
         {
             return Err(BenchError::Setup(format!("unknown section {name:?}")));
         }
@@ -220,6 +230,9 @@ fn run(args: &Args) -> Result<Vec<Figure>, BenchError> {
     }
     if wanted("footprint") {
         figures.extend(section::footprint::run(&bins, args.in_flight)?);
+    }
+    if wanted("dashboard") {
+        figures.extend(section::dashboard::run(&bins, sizes.findings)?);
     }
     if wanted("fleet") {
         // The port's own batching needs fewer rows to show its rate.

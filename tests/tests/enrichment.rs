@@ -292,3 +292,170 @@ async fn cve_mapper_keeps_its_index_in_its_state_dir_across_sandboxed_runs_and_r
     assert_eq!(third["index"]["records"], 35);
     assert_eq!(third["vulnerabilities"], before - 1, "{third}");
 }
+
+/// The bed's `[vulndb]` table: the data directory cve-mapper reads.
+fn vulndb_config(data: &Path) -> String {
+    format!("[vulndb]\ndata_dir = \"{}\"\n", data.display())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_whose_vulnerability_data_is_not_installed_is_skipped_with_the_command_that_installs_it(
+) {
+    let data = std::env::temp_dir().join(format!("secflow-no-vulndb-{}", std::process::id()));
+    let bed = TestBed::with_config(&vulndb_config(&data));
+    install_pipeline(&bed, &data);
+    let supervisor = bed.supervisor().await;
+    let mut inputs = Map::new();
+    inputs.insert("findings".into(), json!([apache_2_4_49_finding()]));
+    let record = run_with(&supervisor, "cve-mapper", json!({}), inputs, None).await;
+    assert_eq!(record.status, RunStatus::Skipped, "{record:?}");
+    let error = record.error.as_ref().expect("a skipped run says why");
+    assert_eq!(error.kind.as_str(), "data_unavailable");
+    assert!(
+        error.message.contains(&data.display().to_string()),
+        "{error:?}"
+    );
+    assert!(error.message.contains("secflow vulndb update"), "{error:?}");
+    supervisor.flush().await.unwrap();
+    let stored = supervisor.store().run(&record.run_id).unwrap().unwrap();
+    assert_eq!(stored.status, RunStatus::Skipped);
+    let audit = audit_events(&supervisor, "run_skipped");
+    assert_eq!(audit.len(), 1, "{audit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scan_without_vulnerability_data_completes_and_after_vulndb_import_it_is_enriched() {
+    if nmap_or_skip().is_none() {
+        return;
+    }
+    let port = banner_service(OPENSSH_BANNER);
+    let data = std::env::temp_dir().join(format!("secflow-vulndb-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let bed = TestBed::with_config(&vulndb_config(&data));
+    install_pipeline(&bed, &data);
+    let target = format!("127.0.0.1:{port}");
+
+    // A fresh host: no data. The doctor warns, the scan completes, cve-mapper is skipped.
+    let doctor = bed.secflow(&["--json", "doctor"]);
+    let doctor = json_of(&doctor);
+    assert_eq!(doctor["vulndb"]["state"], "missing", "{doctor}");
+    assert!(doctor["vulndb"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("secflow vulndb update"));
+    let scan = bed.secflow(&["--json", "scan", &target, "--local"]);
+    assert!(
+        scan.status.success(),
+        "a scan without data still completes: {}",
+        String::from_utf8_lossy(&scan.stderr)
+    );
+    let report = json_of(&scan);
+    let mapper = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["plugin"] == "cve-mapper")
+        .expect("cve-mapper is in the pipeline");
+    assert_eq!(mapper["status"], "skipped", "{mapper}");
+    assert_eq!(report["summary"]["complete"], true, "{report}");
+    assert_eq!(report["summary"]["runs"]["skipped"], 1, "{report}");
+    assert_eq!(
+        report["summary"]["findings"], 1,
+        "the detector's finding is kept"
+    );
+
+    // The documented remedy for a host without network access.
+    let fixtures = workspace_root().join("tests/fixtures/nvd");
+    let mut import = vec!["vulndb".to_string(), "import".to_string()];
+    for entry in std::fs::read_dir(&fixtures).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            import.push(path.display().to_string());
+        }
+    }
+    let import: Vec<&str> = import.iter().map(String::as_str).collect();
+    let imported = bed.secflow(&import);
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    let status = json_of(&bed.secflow(&["--json", "vulndb", "status"]));
+    assert_eq!(status["health"]["state"], "fresh", "{status}");
+    assert_eq!(status["sources"][0]["source"], "nvd");
+    assert_eq!(status["sources"][0]["records"], import.len() - 2);
+
+    let scan = bed.secflow(&["--json", "scan", &target, "--local"]);
+    assert!(
+        scan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scan.stderr)
+    );
+    let report = json_of(&scan);
+    let mapper = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["plugin"] == "cve-mapper")
+        .unwrap();
+    assert_eq!(mapper["status"], "succeeded", "{mapper}");
+    let cves: Vec<&str> = report["summary"]["top_cves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["cve"].as_str())
+        .collect();
+    assert!(
+        cves.contains(&"CVE-2016-6210"),
+        "OpenSSH 7.2p2 is mapped: {cves:?}"
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn a_malformed_import_is_refused_naming_the_file_and_leaves_the_data_as_it_was() {
+    let data = tempfile::tempdir().unwrap();
+    let bed = TestBed::with_config(&vulndb_config(&data.path().join("vulndb")));
+    let record = workspace_root().join("tests/fixtures/nvd/CVE-2024-6387.json");
+    let ok = bed.secflow(&["vulndb", "import", &record.display().to_string()]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = bed.path().join("truncated.json");
+    std::fs::write(&bad, "{\"format\": \"NVD_CVE\", \"vulnerabilities\": [").unwrap();
+    let refused = bed.secflow(&["vulndb", "import", &bad.display().to_string()]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("truncated.json"), "{stderr}");
+    assert!(stderr.contains("unchanged"), "{stderr}");
+    let status = json_of(&bed.secflow(&["--json", "vulndb", "status"]));
+    assert_eq!(status["sources"][0]["records"], 1, "{status}");
+}
+
+#[test]
+fn an_update_that_cannot_reach_its_source_fails_naming_it_and_keeps_the_previous_data() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("vulndb");
+    // Port 9 on loopback: nothing listens (discard is not run here).
+    let bed = TestBed::with_config(&format!(
+        "{}kev_url = \"http://127.0.0.1:9/kev.json\"\nsources = [\"kev\"]\nmax_retries = 0\n",
+        vulndb_config(&dir)
+    ));
+    let record = workspace_root().join("tests/fixtures/nvd/CVE-2024-6387.json");
+    let ok = bed.secflow(&["vulndb", "import", &record.display().to_string()]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let update = bed.secflow(&["vulndb", "update"]);
+    assert_eq!(update.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&update.stderr);
+    assert!(stderr.contains("127.0.0.1:9"), "{stderr}");
+    assert!(stderr.contains("still current"), "{stderr}");
+    let status = json_of(&bed.secflow(&["--json", "vulndb", "status"]));
+    assert_eq!(status["sources"][0]["source"], "nvd", "{status}");
+    assert_eq!(status["sources"][0]["records"], 1, "{status}");
+}

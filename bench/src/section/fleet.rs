@@ -1,4 +1,4 @@
-//! Section 6, fleet-store ingestion: the same findings written through the
+//! Section 7, fleet-store ingestion: the same findings written through the
 //! storage port into PostgreSQL (a real private server, the store's batched
 //! `unnest … ON CONFLICT` upserts) and into SQLite (the embedded path), and
 //! loaded by a plain `psql \copy` into a bare table with a unique fingerprint
@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 use crate::report::Figure;
 use crate::BenchError;
 
-const SECTION: &str = "6 fleet store";
+const SECTION: &str = "7 fleet store";
 
 /// Findings per queued operation: what a session batches before sending.
 const OP_FINDINGS: usize = 256;
@@ -51,7 +51,7 @@ pub fn run(count: u64) -> Result<Vec<Figure>, BenchError> {
         })
         .collect();
 
-    eprintln!("[6 fleet store] {count} findings through the port into PostgreSQL");
+    eprintln!("[7 fleet store] {count} findings through the port into PostgreSQL");
     let postgres = {
         let config = StorageConfig {
             backend: StorageBackend::Postgres,
@@ -64,7 +64,7 @@ pub fn run(count: u64) -> Result<Vec<Figure>, BenchError> {
         store.shutdown().map_err(setup)?;
         rate
     };
-    eprintln!("[6 fleet store] the same findings through the port into SQLite");
+    eprintln!("[7 fleet store] the same findings through the port into SQLite");
     let sqlite = {
         let config = StorageConfig {
             path: dir.path().join("bench.db"),
@@ -75,7 +75,7 @@ pub fn run(count: u64) -> Result<Vec<Figure>, BenchError> {
         store.shutdown().map_err(setup)?;
         rate
     };
-    eprintln!("[6 fleet store] the same rows with psql \\copy");
+    eprintln!("[7 fleet store] the same rows with psql \\copy");
     let csv = dir.path().join("findings.csv");
     write_csv(&csv, &documents)?;
     let copy = psql_copy(&server, &csv, count)?;

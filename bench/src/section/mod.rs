@@ -3,6 +3,7 @@
 //! run record.
 
 pub mod api;
+pub mod dashboard;
 pub mod fleet;
 pub mod footprint;
 pub mod ingest;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
+use secflow_web::Dashboard;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -48,6 +49,8 @@ pub enum LogFormat {
 pub enum DaemonError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Web(#[from] secflow_web::WebError),
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
     #[error("cannot start the async runtime")]
@@ -130,6 +133,7 @@ async fn serve(
         .unwrap_or_else(|| "the socket passed by systemd".into());
 
     let settings = config.api.clone();
+    let web = config.web.clone();
     let supervisor = match Supervisor::open(config).await {
         Ok(supervisor) => Arc::new(supervisor),
         Err(e) => {
@@ -149,8 +153,32 @@ async fn serve(
         version = env!("CARGO_PKG_VERSION"), "secflowd ready"
     );
 
-    let server = ApiServer::new(Arc::clone(&supervisor), settings, started);
     let (stop, stopping) = watch::channel(false);
+    let dashboard = if web.enabled {
+        let listener = match secflow_web::bind(&web).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                if let Some(path) = &bound {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(e.into());
+            }
+        };
+        let address = listener.local_addr().map_or(web.listen, |a| a);
+        tracing::info!(address = %address, token_file = %web.token_file.display(), "dashboard listening");
+        let dashboard = Arc::new(Dashboard::new(Arc::clone(&supervisor), &web));
+        let stopping = stopping.clone();
+        Some(tokio::spawn(secflow_web::serve(
+            listener,
+            dashboard,
+            web.max_connections,
+            stopping,
+        )))
+    } else {
+        None
+    };
+
+    let server = ApiServer::new(Arc::clone(&supervisor), settings, started);
     let serving = tokio::spawn(async move { server.serve(listener, stopping).await });
     let watchdog = systemd::watchdog_interval().map(|interval| {
         let supervisor = Arc::clone(&supervisor);
@@ -195,6 +223,9 @@ async fn serve(
     }
     if let Some(watchdog) = watchdog {
         watchdog.abort();
+    }
+    if let Some(dashboard) = dashboard {
+        let _ = dashboard.await;
     }
     let cancelled = drained?;
     tracing::info!(runs_cancelled = cancelled, "secflowd stopped");

@@ -225,6 +225,7 @@ async fn tree_method(ctx: &CallContext, method: &str, params: Value) -> Result<V
             let query = AuditQuery {
                 event: p.event,
                 plugin: p.plugin,
+                run_id: p.run_id,
                 limit: Some(page_limit(p.limit)),
             };
             let supervisor = Arc::clone(supervisor);
@@ -324,6 +325,7 @@ struct TelemetryParams {
 struct AuditParams {
     event: Option<String>,
     plugin: Option<String>,
+    run_id: Option<String>,
     limit: Option<u32>,
 }
 

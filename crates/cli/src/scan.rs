@@ -240,9 +240,15 @@ impl ScanRun {
         }
     }
 
-    /// Whether the run did its job (succeeded, or declined a target not of its kind).
+    /// Whether the run did its job: succeeded, declined a target not of its
+    /// kind, or was skipped because data it reads is not installed (its
+    /// error says which command installs it).
     pub fn ok(&self) -> bool {
-        self.declined || self.record.status == RunStatus::Succeeded
+        self.declined
+            || matches!(
+                self.record.status,
+                RunStatus::Succeeded | RunStatus::Skipped
+            )
     }
 }
 
@@ -323,6 +329,10 @@ pub struct ScanSummary {
     pub skipped_plugins: Vec<SkippedPlugin>,
     /// Every run did its job and no stage was cut short.
     pub complete: bool,
+    /// What the operator should know about the results: stale or missing
+    /// vulnerability data, with the command that fixes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Runs the default pipeline on `targets`.
@@ -546,6 +556,7 @@ pub fn summarize(
         runs: outcomes,
         skipped_plugins: plan.skipped.clone(),
         complete: !cut_short && runs.iter().all(ScanRun::ok),
+        warnings: Vec::new(),
     }
 }
 

@@ -13,6 +13,11 @@ pub use fleet::{
     machine_hostname, HostConfig, StorageBackend, StorageUrlError, TlsMode, MAX_HOST_NAME_BYTES,
     MAX_POOL_SIZE, MAX_URL_FILE_BYTES,
 };
+pub mod vulndb;
+pub mod web;
+
+pub use vulndb::VulndbConfig;
+pub use web::WebConfig;
 
 /// Where the config is looked for when neither `--config` nor `SECFLOW_CONFIG` says.
 pub const SYSTEM_CONFIG: &str = "/etc/secflow/secflow.toml";
@@ -47,6 +52,10 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub runs: RunsConfig,
     pub host: HostConfig,
+    /// Vulnerability data: where cve-mapper reads it, how `secflow vulndb` fetches it.
+    pub vulndb: VulndbConfig,
+    /// The read-only web dashboard.
+    pub web: WebConfig,
     /// Where the file was loaded from (`None` for built-in defaults).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -495,6 +504,11 @@ impl Config {
         join(&mut self.sandbox.work_root);
         join(&mut self.sandbox.state_root);
         self.trust.trusted_keys.iter_mut().for_each(join);
+        join(&mut self.vulndb.data_dir);
+        join(&mut self.web.token_file);
+        if let Some(path) = &mut self.vulndb.api_key_file {
+            join(path);
+        }
         for key in &mut self.trust.revoked_keys {
             if let RevokedKey::File(path) = key {
                 join(path);
@@ -572,6 +586,9 @@ impl Config {
         if u64::from(self.sandbox.uid_min) + u64::from(self.sandbox.uid_count) > u64::from(u32::MAX)
         {
             return Err("sandbox.uid_min + sandbox.uid_count passes the largest uid".into());
+        }
+        if let Some(problem) = self.web.problem() {
+            return Err(problem);
         }
         if self.plugins.manifest_dirs.is_empty() {
             return Err("plugins.manifest_dirs must name at least one directory".into());

@@ -19,6 +19,10 @@ pub enum RunStatus {
     Cancelled,
     Violated,
     Rejected,
+    /// Never started because data it reads (a `sandbox.read_paths` entry) is
+    /// not on this host: not the plugin's failure, and nothing to retry until
+    /// the data is installed (the error says how).
+    Skipped,
 }
 
 impl RunStatus {
@@ -31,6 +35,7 @@ impl RunStatus {
             RunStatus::Cancelled => "cancelled",
             RunStatus::Violated => "violated",
             RunStatus::Rejected => "rejected",
+            RunStatus::Skipped => "skipped",
         }
     }
 
@@ -43,6 +48,7 @@ impl RunStatus {
             RunStatus::Cancelled,
             RunStatus::Violated,
             RunStatus::Rejected,
+            RunStatus::Skipped,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)
@@ -79,6 +85,8 @@ pub enum ErrorKind {
     DependencyMissing,
     SpawnFailed,
     SandboxUnavailable,
+    /// Data the plugin reads is not installed on this host (a run `skipped`).
+    DataUnavailable,
     StorageError,
     /// The database's file system is full (SQLITE_FULL): findings or the
     /// record of the run could not all be committed.
@@ -109,6 +117,7 @@ impl ErrorKind {
             ErrorKind::DependencyMissing => "dependency_missing",
             ErrorKind::SpawnFailed => "spawn_failed",
             ErrorKind::SandboxUnavailable => "sandbox_unavailable",
+            ErrorKind::DataUnavailable => "data_unavailable",
             ErrorKind::StorageError => "storage_error",
             ErrorKind::StorageFull => "storage_full",
             ErrorKind::Interrupted => "interrupted",

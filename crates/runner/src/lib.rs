@@ -47,7 +47,8 @@ use secflow_core::config::{Config, RunLimits};
 use secflow_core::record::{ErrorKind, RunError, RunRecord, RunStatus};
 use secflow_manifest::VerifiedPlugin;
 use secflow_sandbox::{
-    EffectivePolicy, Host, Layer, RunDir, SandboxPlan, SeccompAudit, SeccompKill, UidLease, UidPool,
+    EffectivePolicy, Host, Layer, PlanError, RunDir, SandboxPlan, SeccompAudit, SeccompKill,
+    UidLease, UidPool,
 };
 use secflow_store::{AuditEvent, StoreWriter, TelemetryEvent, WriteOp};
 use session::{Ending, SessionOutcome, SessionSpec};
@@ -255,6 +256,25 @@ impl Runner {
         self.finish(record, vec![audit]).await
     }
 
+    /// Stores a run that did not start because data it reads is not on this
+    /// host (`skipped`), with a `run_skipped` audit event.
+    async fn skip(&self, mut record: RunRecord, message: String, actor: Option<u32>) -> RunRecord {
+        tracing::warn!(run_id = %record.run_id, plugin = %record.plugin, "run skipped: {message}");
+        let error = RunError::new(ErrorKind::DataUnavailable, message);
+        let audit = audit_event(
+            "run_skipped",
+            false,
+            &record,
+            actor,
+            error.message.clone(),
+            json!({"kind": error.kind}),
+        );
+        record.status = RunStatus::Skipped;
+        record.finished_at = Some(now_rfc3339());
+        record.error = Some(error);
+        self.finish(record, vec![audit]).await
+    }
+
     /// [`Runner::reject`] for refusals that are not security events.
     async fn refuse(
         &self,
@@ -310,6 +330,10 @@ impl Runner {
         // Fail closed: a layer the plan needs and this host lacks rejects the run.
         let plan = match secflow_sandbox::plan(plugin, &self.config) {
             Ok(plan) => plan,
+            Err(PlanError::ReadPathMissing { path }) => {
+                let message = missing_data_message(&path, &self.config);
+                return self.skip(record, message, actor).await;
+            }
             Err(e) => {
                 return self
                     .refuse(record, ErrorKind::SandboxUnavailable, e.to_string(), actor)
@@ -846,10 +870,39 @@ pub fn spawn_stdin_writer(stdin: Option<tokio::process::ChildStdin>) -> mpsc::Se
     tx
 }
 
+/// What a `skipped` run's error says: the missing path and, when it is the
+/// vulnerability data directory, the command that fills it.
+fn missing_data_message(path: &Path, config: &Config) -> String {
+    if config.vulndb.holds(path) {
+        format!(
+            "no vulnerability data: {} does not exist; run `secflow vulndb update` (or `secflow vulndb import FILE...` on a host without network access)",
+            path.display()
+        )
+    } else {
+        format!(
+            "sandbox.read_paths entry {} does not exist: the data this plugin reads is not installed on this host",
+            path.display()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use secflow_plugin_sdk::protocol::{RpcError, RunResult};
+
+    #[test]
+    fn a_missing_vulnerability_data_dir_names_the_command_that_fills_it() {
+        let mut config = Config::default();
+        config.vulndb.data_dir = "/srv/secflow/vulndb".into();
+        let message = missing_data_message(Path::new("/srv/secflow/vulndb"), &config);
+        assert!(message.starts_with("no vulnerability data: /srv/secflow/vulndb does not exist"));
+        assert!(message.contains("secflow vulndb update"), "{message}");
+        assert!(message.contains("secflow vulndb import"), "{message}");
+        let other = missing_data_message(Path::new("/srv/wordlists"), &config);
+        assert!(other.contains("/srv/wordlists does not exist"), "{other}");
+        assert!(!other.contains("vulndb"), "{other}");
+    }
 
     const LIMITS: RunLimits = RunLimits {
         memory_mb: 100,

@@ -61,6 +61,10 @@ pub enum PlanError {
     ReadPathsWithTmp,
     #[error("sandbox.read_paths entry {path} cannot be used: {reason}")]
     ReadPath { path: PathBuf, reason: String },
+    /// The path does not exist: data the plugin reads is not installed here
+    /// (the run is `skipped`, not rejected).
+    #[error("sandbox.read_paths entry {path} does not exist")]
+    ReadPathMissing { path: PathBuf },
     #[error("the {layer} layer is required but this host cannot provide it: {reason}")]
     LayerUnavailable { layer: Layer, reason: String },
 }
@@ -99,9 +103,12 @@ pub fn plan(plugin: &VerifiedPlugin, config: &Config) -> Result<SandboxPlan, Pla
         .read_paths
         .iter()
         .map(|p| {
-            p.canonicalize().map_err(|e| PlanError::ReadPath {
-                path: p.clone(),
-                reason: e.to_string(),
+            p.canonicalize().map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => PlanError::ReadPathMissing { path: p.clone() },
+                _ => PlanError::ReadPath {
+                    path: p.clone(),
+                    reason: e.to_string(),
+                },
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -435,6 +435,7 @@ impl StoragePort for PostgresStore {
             let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
             filter(&mut sql, &mut params, "event", query.event);
             filter(&mut sql, &mut params, "plugin", query.plugin);
+            filter(&mut sql, &mut params, "run_id", query.run_id);
             params.push(Box::new(limit_param(query.limit, DEFAULT_EVENTS_LIMIT)));
             sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", params.len()));
             let rows = client

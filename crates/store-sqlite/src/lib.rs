@@ -660,6 +660,7 @@ impl StoragePort for SqliteStore {
         let mut args = Vec::new();
         filter(&mut sql, &mut args, "event", query.event.as_deref());
         filter(&mut sql, &mut args, "plugin", query.plugin.as_deref());
+        filter(&mut sql, &mut args, "run_id", query.run_id.as_deref());
         sql.push_str(" ORDER BY id DESC LIMIT ?");
         args.push(SqlValue::Integer(
             page_limit(query.limit, DEFAULT_EVENTS_LIMIT).into(),

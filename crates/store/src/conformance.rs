@@ -765,6 +765,20 @@ pub async fn a_run_finished_without_starting_is_recorded_and_queries_filter_and_
         .expect("audit");
     assert_eq!(by_plugin.len(), 1);
     assert_eq!(by_plugin[0].event, "plugin_invoked");
+
+    // A run's audit trail.
+    let mut of_run = audit_event("plugin_invoked", "detector");
+    of_run.run_id = Some("run-2".into());
+    writer.audit(of_run).await.expect("audit");
+    writer.flush().await.expect("flush");
+    let trail = store
+        .audit(&AuditQuery {
+            run_id: Some("run-2".into()),
+            ..AuditQuery::default()
+        })
+        .expect("audit");
+    assert_eq!(trail.len(), 1);
+    assert_eq!(trail[0].run_id.as_deref(), Some("run-2"));
 }
 
 pub async fn every_finding_names_the_hosts_that_saw_it_and_the_host_filter_keeps_them(

@@ -456,6 +456,8 @@ pub struct TelemetryQuery {
 pub struct AuditQuery {
     pub event: Option<String>,
     pub plugin: Option<String>,
+    /// The events of one run (its audit trail).
+    pub run_id: Option<String>,
     pub limit: Option<u32>,
 }
 

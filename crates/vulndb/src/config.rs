@@ -11,117 +11,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::Uri;
-use serde::Deserialize;
+pub use secflow_core::config::vulndb::{
+    SourceName, VulndbConfig, DEFAULT_DATA_DIR, DEFAULT_KEV_URL, DEFAULT_MAX_AGE_DAYS,
+    DEFAULT_NVD_URL, DEFAULT_OSV_ECOSYSTEMS, DEFAULT_OSV_URL, NVD_MAX_RESULTS_PER_PAGE,
+};
 
-/// Where cve-mapper's manifest reads the data by default.
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/secflow/vulndb";
-/// The NVD CVE API 2.0 endpoint.
-pub const DEFAULT_NVD_URL: &str = "https://services.nvd.nist.gov/rest/json/cves/2.0";
-/// The CISA KEV catalogue (JSON feed).
-pub const DEFAULT_KEV_URL: &str =
-    "https://www.cisa.gov/sites/default/files/feeds/known_exploited_vulnerabilities.json";
-/// OSV's bucket: `<base>/<ecosystem>/all.zip`.
-pub const DEFAULT_OSV_URL: &str = "https://osv-vulnerabilities.storage.googleapis.com";
-/// Ecosystems fetched by default: the package managers scans name most.
-pub const DEFAULT_OSV_ECOSYSTEMS: &[&str] = &[
-    "PyPI",
-    "npm",
-    "Go",
-    "crates.io",
-    "Maven",
-    "RubyGems",
-    "Packagist",
-    "NuGet",
-];
-/// Data older than this is reported stale by `status` and `doctor`.
-pub const DEFAULT_MAX_AGE_DAYS: u64 = 7;
-/// Records per NVD page: the API's maximum.
-pub const NVD_MAX_RESULTS_PER_PAGE: u32 = 2000;
 /// Longest API key file read (NVD keys are 36-character UUIDs).
 const MAX_API_KEY_BYTES: u64 = 256;
 /// Longest ecosystem name accepted.
 const MAX_ECOSYSTEM_LEN: usize = 64;
-
-/// The `[vulndb]` table as written (every key optional).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct VulndbConfig {
-    /// The data directory cve-mapper reads (its manifest's `read_paths`).
-    pub data_dir: PathBuf,
-    /// NVD API key sent as the `apiKey` header (raises the limit to 50 requests per 30 s).
-    pub api_key: String,
-    /// A file holding the API key (read at start; wins over `api_key` when set).
-    pub api_key_file: Option<PathBuf>,
-    /// The NVD CVE API 2.0 endpoint.
-    pub nvd_url: String,
-    /// The KEV catalogue's URL.
-    pub kev_url: String,
-    /// The OSV bucket's base URL.
-    pub osv_url: String,
-    /// OSV ecosystems to fetch (`<osv_url>/<ecosystem>/all.zip`); empty: no OSV.
-    pub osv_ecosystems: Vec<String>,
-    /// Which sources `update` fetches.
-    pub sources: Vec<SourceName>,
-    /// Days after which data is reported stale.
-    pub max_age_days: u64,
-    /// Records per NVD page (1..=2000).
-    pub results_per_page: u32,
-    /// Seconds without a byte from the server before a request is abandoned.
-    pub idle_timeout_secs: u64,
-    /// Retries of a rate-limited (403/429), unavailable (5xx) or cut request.
-    pub max_retries: u32,
-    /// Largest OSV archive downloaded, in MiB.
-    pub max_archive_mb: u64,
-}
-
-impl Default for VulndbConfig {
-    fn default() -> Self {
-        VulndbConfig {
-            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
-            api_key: String::new(),
-            api_key_file: None,
-            nvd_url: DEFAULT_NVD_URL.to_owned(),
-            kev_url: DEFAULT_KEV_URL.to_owned(),
-            osv_url: DEFAULT_OSV_URL.to_owned(),
-            osv_ecosystems: DEFAULT_OSV_ECOSYSTEMS
-                .iter()
-                .map(|e| (*e).to_owned())
-                .collect(),
-            sources: vec![SourceName::Nvd, SourceName::Kev, SourceName::Osv],
-            max_age_days: DEFAULT_MAX_AGE_DAYS,
-            results_per_page: NVD_MAX_RESULTS_PER_PAGE,
-            idle_timeout_secs: 60,
-            max_retries: 6,
-            max_archive_mb: 2048,
-        }
-    }
-}
-
-/// One data source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceName {
-    Nvd,
-    Kev,
-    Osv,
-}
-
-impl SourceName {
-    /// The name used in the config, the layout and messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceName::Nvd => "nvd",
-            SourceName::Kev => "kev",
-            SourceName::Osv => "osv",
-        }
-    }
-}
-
-impl std::fmt::Display for SourceName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Why the `[vulndb]` table cannot be used.
 #[derive(Debug, thiserror::Error)]

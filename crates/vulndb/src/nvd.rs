@@ -244,7 +244,7 @@ pub struct Applied {
 impl Applied {
     pub fn summary(&self) -> String {
         format!(
-            "{} added, {} changed, {} unchanged, {} removed (rejected)",
+            "{} added, {} changed, {} unchanged, {} removed (rejected by NVD)",
             self.added, self.replaced, self.unchanged, self.removed
         )
     }

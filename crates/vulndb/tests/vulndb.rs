@@ -281,7 +281,7 @@ fn a_second_update_fetches_only_changes_and_an_unchanged_source_keeps_cve_mapper
     let report = rt.block_on(update(&settings, &mut Quiet)).unwrap();
     assert_eq!(
         report.sources[0].1,
-        "changes: 0 added, 1 changed, 0 unchanged, 1 removed (rejected)"
+        "changes: 0 added, 1 changed, 0 unchanged, 1 removed (rejected by NVD)"
     );
     let after = snapshot(&data_dir);
     assert_eq!(after.len(), before.len() - 1);
@@ -573,7 +573,7 @@ fn an_import_takes_pages_records_the_kev_catalogue_and_osv_archives_offline() {
         .collect();
     assert_eq!(
         kinds[0],
-        "nvd page: 20 added, 0 changed, 0 unchanged, 0 removed (rejected)"
+        "nvd page: 20 added, 0 changed, 0 unchanged, 0 removed (rejected by NVD)"
     );
     assert!(
         kinds[1].starts_with("kev catalogue 2025.01.02"),

@@ -377,8 +377,8 @@ pub fn audit_events(supervisor: &Supervisor, event: &str) -> Vec<AuditEvent> {
         .store()
         .audit(&AuditQuery {
             event: Some(event.to_string()),
-            plugin: None,
             limit: Some(1000),
+            ..AuditQuery::default()
         })
         .unwrap()
 }

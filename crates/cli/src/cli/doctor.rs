@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::vulndb::{vulndb_check, VulndbCheck};
 use super::{load_config, print_output, Cli, Failure};
 use secflow_core::config::Config;
 use secflow_sandbox::{Host, Layer};
@@ -36,6 +37,8 @@ struct Report {
     uid_range: UidRangeCheck,
     honoured: bool,
     store: secflow_runner::StoreProbe,
+    /// A warning at most: scans still run (cve-mapper is `skipped` without data).
+    vulndb: VulndbCheck,
     config_file: Option<String>,
     config: Vec<ConfigValue>,
 }
@@ -74,6 +77,7 @@ pub fn doctor_command(cli: &Cli) -> Result<ExitCode, Failure> {
         uid_range,
         honoured,
         store,
+        vulndb: vulndb_check(&config),
         config_file: config.source.as_ref().map(|p| p.display().to_string()),
         config: config_sources(&config),
     };
@@ -167,6 +171,17 @@ fn write_report(out: &mut dyn Write, r: &Report) -> std::io::Result<()> {
         }
     )?;
     write_store(out, &r.store)?;
+    writeln!(
+        out,
+        "\nvulnerability data {}: {}{}",
+        r.vulndb.data_dir.display(),
+        if r.vulndb.needs_attention() {
+            "WARNING: "
+        } else {
+            ""
+        },
+        r.vulndb.message
+    )?;
     writeln!(
         out,
         "\nconfig {}",

@@ -14,6 +14,8 @@ pub mod sarif;
 mod scan;
 mod storage;
 mod table;
+mod vulndb;
+mod web;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -127,6 +129,16 @@ pub enum Command {
     /// Scan a built-in local target (an Apache 2.4.49 and an OpenSSH
     /// look-alike) with an embedded supervisor and a throwaway database.
     Demo(scan::DemoArgs),
+    /// The vulnerability data cve-mapper reads: `update`, `import PATH...`, `status`.
+    Vulndb {
+        #[command(subcommand)]
+        action: vulndb::VulndbAction,
+    },
+    /// The web dashboard: `web token --user NAME` issues a login.
+    Web {
+        #[command(subcommand)]
+        action: web::WebAction,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -309,6 +321,8 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Storage { action } => storage::storage_command(cli, action),
         Command::Scan(args) => scan::scan_command(cli, args),
         Command::Demo(args) => scan::demo_command(cli, args),
+        Command::Vulndb { action } => vulndb::vulndb_command(cli, action),
+        Command::Web { action } => web::web_command(cli, action),
         Command::Plugins { action, local } => {
             let action = action.as_ref().unwrap_or(&PluginsAction::List);
             if *local {
@@ -392,8 +406,8 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
             let events: Vec<AuditEvent> = if *local {
                 open_store(cli)?.audit(&AuditQuery {
                     event: event.clone(),
-                    plugin: None,
                     limit: Some(*limit),
+                    ..AuditQuery::default()
                 })?
             } else {
                 call_daemon(

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use super::client::{DaemonClient, FindingDocs, PluginListing};
 use super::table::Table;
+use super::vulndb::vulndb_warning;
 use super::{
     current_uid, error_chain, finding_place, load_config, runtime, socket_path, write_pretty, Cli,
     Failure,
@@ -26,7 +27,7 @@ use crate::scan::{
     self, max_cvss_of, LocalExecutor, NoProgress, ScanError, ScanExecutor, ScanProgress,
     ScanReport, ScanRun, ScanStep, FINDINGS_PAGE,
 };
-use secflow_core::record::RunRecord;
+use secflow_core::record::{RunRecord, RunStatus};
 use secflow_runner::RunRequest;
 use secflow_runner::Supervisor;
 
@@ -104,6 +105,11 @@ pub fn scan_command(cli: &Cli, args: &ScanArgs) -> Result<ExitCode, Failure> {
             Ok::<_, Failure>(report)
         })?
     };
+    let mut report = report;
+    if let Ok(config) = load_config(cli) {
+        // The daemon reads the same file; without it there is no data dir to judge.
+        report.summary.warnings.extend(vulndb_warning(&config));
+    }
     print_report(cli, &report, &report, None)?;
     Ok(exit_code(&report))
 }
@@ -199,7 +205,8 @@ fn run_outcome(run: &ScanRun) -> String {
         if r.findings == 1 { "" } else { "s" },
         r.duration_ms as f64 / 1000.0
     );
-    if let (false, Some(e)) = (run.ok(), &r.error) {
+    let explained = !run.ok() || r.status == RunStatus::Skipped;
+    if let (true, Some(e)) = (explained, &r.error) {
         text.push_str(&format!(" ({}: {})", e.kind, first_line(&e.message)));
     }
     text
@@ -331,6 +338,9 @@ fn write_human(
     }
     let runs: Vec<String> = s.runs.iter().map(|(k, n)| format!("{n} {k}")).collect();
     writeln!(out, "  runs:      {}", runs.join(", "))?;
+    for warning in &s.warnings {
+        writeln!(out, "  warning:   {warning}")?;
+    }
     for p in &s.skipped_plugins {
         writeln!(
             out,

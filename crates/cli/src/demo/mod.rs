@@ -71,7 +71,8 @@ const NVD_RECORDS: [(&str, &str); 15] = nvd_records![
 const CONFIG: &str = "# secflow demo home (written by `secflow demo`).\n\
 [plugins]\nmanifest_dirs = [\"plugins\"]\n\
 [storage]\npath = \"secflow.db\"\n\
-[sandbox]\nwork_root = \"runs\"\n";
+[sandbox]\nwork_root = \"runs\"\n\
+[vulndb]\ndata_dir = \"nvd\"\n";
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
