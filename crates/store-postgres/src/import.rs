@@ -111,7 +111,15 @@ async fn run_import(
                 source: Box::new(source),
             })?;
     migrations::migrate(&mut client, &location).await?;
-    let tx = client.transaction().await.map_err(db_error)?;
+    // One snapshot: the counts before and after see only this import's
+    // rows, whatever other hosts commit meanwhile. One of them updating a
+    // finding the import merges into fails the import (run it again).
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .map_err(db_error)?;
     let before = counts(&tx).await?;
     let now = secflow_core::clock::now_rfc3339();
     let mut reader = DumpReader::new(input);

@@ -71,8 +71,8 @@ pub fn shared() -> Option<&'static TestServer> {
                 server.user,
             ));
             // SAFETY: `stop_shared_at_exit` is an `extern "C" fn()` that
-            // does not unwind (it catches nothing that could panic but a
-            // poisoned lock, which it tolerates).
+            // does not unwind: it takes a poisoned lock as it is and ignores
+            // the stop's errors.
             unsafe { libc::atexit(stop_shared_at_exit) };
             Some(server)
         })
