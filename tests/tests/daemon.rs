@@ -328,7 +328,11 @@ fn every_api_method_answers_over_the_socket() {
         "findings 1..3 are info, low, medium"
     );
     let on_host = rpc.ok("findings.query", json!({"host": "scan-api"}));
-    assert_eq!(on_host["findings"].as_array().unwrap().len(), 3, "{on_host}");
+    assert_eq!(
+        on_host["findings"].as_array().unwrap().len(),
+        3,
+        "{on_host}"
+    );
     assert_eq!(on_host["findings"][0]["hosts"], json!(["scan-api"]));
     let elsewhere = rpc.ok("findings.query", json!({"host": "elsewhere"}));
     assert_eq!(elsewhere["findings"], json!([]));
