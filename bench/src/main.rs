@@ -1,7 +1,8 @@
 //! `secflow-bench`: SecFlow's benchmark suite (issue 9), one program run by
-//! `scripts/bench`. Six sections, each measured beside its anchor in the same
+//! `scripts/bench`. Seven sections, each measured beside its anchor in the same
 //! run on the same machine where there is one: spawn, run throughput, findings
-//! ingestion, API latency, footprint, dashboard pages. It prints a table, writes the figures as JSON and, when
+//! ingestion, API latency, footprint, dashboard pages, and ingestion into the
+//! fleet store (PostgreSQL). It prints a table, writes the figures as JSON and, when
 //! asked, the generated part of BENCHMARKS.md.
 //!
 //! It drives the real release binaries (`secflowd`, the fixture detector, the
@@ -52,11 +53,11 @@ struct Args {
     /// A short smoke run (< 1 minute): every section, small sizes.
     #[arg(long)]
     quick: bool,
-    /// Sections to run (comma-separated): spawn, throughput, ingest, api, footprint.
+    /// Sections to run (comma-separated): spawn, throughput, ingest, api, footprint, fleet.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "spawn,throughput,ingest,api,footprint,dashboard"
+        default_value = "spawn,throughput,ingest,api,footprint,dashboard,fleet"
     )]
     sections: Vec<String>,
     /// Timed runs per spawn variant [full 300, quick 30].
@@ -202,6 +203,7 @@ fn run(args: &Args) -> Result<Vec<Figure>, BenchError> {
             "api",
             "footprint",
             "dashboard",
+            "fleet",
         ]
         .contains(&name.as_str())
         {
@@ -231,6 +233,10 @@ fn run(args: &Args) -> Result<Vec<Figure>, BenchError> {
     }
     if wanted("dashboard") {
         figures.extend(section::dashboard::run(&bins, sizes.findings)?);
+    }
+    if wanted("fleet") {
+        // The port's own batching needs fewer rows to show its rate.
+        figures.extend(section::fleet::run(sizes.findings.min(200_000))?);
     }
 
     print!("{}", report::terminal_table(&figures));

@@ -254,7 +254,7 @@ fn stderr(output: &std::process::Output) -> String {
 
 #[test]
 fn every_api_method_answers_over_the_socket() {
-    let bed = daemon_bed("");
+    let bed = daemon_bed("[host]\nname = \"scan-api\"\n");
     bed.install_fixture("detector", DETECTOR);
     let daemon = Daemon::start(&bed);
     let mut rpc = daemon.rpc();
@@ -327,6 +327,15 @@ fn every_api_method_answers_over_the_socket() {
         1,
         "findings 1..3 are info, low, medium"
     );
+    let on_host = rpc.ok("findings.query", json!({"host": "scan-api"}));
+    assert_eq!(
+        on_host["findings"].as_array().unwrap().len(),
+        3,
+        "{on_host}"
+    );
+    assert_eq!(on_host["findings"][0]["hosts"], json!(["scan-api"]));
+    let elsewhere = rpc.ok("findings.query", json!({"host": "elsewhere"}));
+    assert_eq!(elsewhere["findings"], json!([]));
 
     let telemetry = rpc.ok("telemetry.query", json!({"run_id": executed}));
     assert_eq!(telemetry[0]["event"], "plugin_executed");

@@ -1,9 +1,10 @@
-//! The six sections of the suite, and what they share: driving a plugin by
+//! The sections of the suite, and what they share: driving a plugin by
 //! hand over its pipes (the unsandboxed and bwrap variants), and checking a
 //! run record.
 
 pub mod api;
 pub mod dashboard;
+pub mod fleet;
 pub mod footprint;
 pub mod ingest;
 pub mod spawn;

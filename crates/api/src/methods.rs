@@ -89,6 +89,7 @@ async fn findings_query(ctx: &CallContext, params: Value) -> Result<Box<RawValue
         min_severity,
         limit: Some(page_limit(p.limit)),
         after: p.after,
+        host: p.host,
     };
     let supervisor = Arc::clone(&ctx.supervisor);
     let page = blocking(move || Ok(supervisor.store().findings_text(&query)?)).await?;
@@ -308,6 +309,7 @@ struct FindingsParams {
     min_severity: Option<String>,
     limit: Option<u32>,
     after: Option<i64>,
+    host: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod fleet;
+pub use fleet::{
+    machine_hostname, HostConfig, StorageBackend, StorageUrlError, TlsMode, MAX_HOST_NAME_BYTES,
+    MAX_POOL_SIZE, MAX_URL_FILE_BYTES,
+};
 pub mod vulndb;
 pub mod web;
 
@@ -46,6 +51,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub sandbox: SandboxConfig,
     pub runs: RunsConfig,
+    pub host: HostConfig,
     /// Vulnerability data: where cve-mapper reads it, how `secflow vulndb` fetches it.
     pub vulndb: VulndbConfig,
     /// The read-only web dashboard.
@@ -98,6 +104,19 @@ pub struct StorageConfig {
     /// Most read connections, for queries answered side by side (opened on
     /// demand, kept once opened; each has its own small page cache).
     pub read_connections: usize,
+    /// `sqlite` (the file at `path`) or `postgres` (the server at `url`).
+    pub backend: StorageBackend,
+    /// The PostgreSQL server, `postgres://user@host:port/db` (backend `postgres`).
+    pub url: Option<String>,
+    /// A file whose first line is the URL: keeps a password out of this file.
+    pub url_file: Option<PathBuf>,
+    /// Most connections to PostgreSQL for queries (the writer has its own).
+    pub pool_size: usize,
+    /// TLS to PostgreSQL: `disable`, `prefer` or `require`.
+    pub tls: TlsMode,
+    /// PEM certificates the PostgreSQL server's certificate is checked
+    /// against (default: the public web roots).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for StorageConfig {
@@ -108,6 +127,12 @@ impl Default for StorageConfig {
             batch_size: 2048,
             cache_mib: 8,
             read_connections: 4,
+            backend: StorageBackend::Sqlite,
+            url: None,
+            url_file: None,
+            pool_size: 8,
+            tls: TlsMode::Prefer,
+            tls_ca_file: None,
         }
     }
 }
@@ -474,6 +499,7 @@ impl Config {
         };
         self.plugins.manifest_dirs.iter_mut().for_each(join);
         join(&mut self.storage.path);
+        self.storage.resolve_fleet_paths(base);
         join(&mut self.api.socket);
         join(&mut self.sandbox.work_root);
         join(&mut self.sandbox.state_root);
@@ -535,6 +561,8 @@ impl Config {
                 self.storage.read_connections
             ));
         }
+        self.storage.validate_fleet()?;
+        self.host.validate()?;
         if self.runs.max_concurrent == 0 {
             return Err("runs.max_concurrent must be at least 1".into());
         }
@@ -684,5 +712,83 @@ mod tests {
         );
         assert_eq!(capped.len(), 1);
         assert_eq!(capped[0].field, "max_processes");
+    }
+
+    #[test]
+    fn a_postgres_store_needs_one_url_and_a_bad_one_names_the_key() {
+        let config = parse(
+            "[storage]\nbackend = \"postgres\"\nurl = \"postgres://secflow:pw@db.example:5432/secflow\"\npool_size = 16\ntls = \"require\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.storage.backend, StorageBackend::Postgres);
+        assert_eq!(
+            (config.storage.pool_size, config.storage.tls),
+            (16, TlsMode::Require)
+        );
+        assert_eq!(
+            config.storage.postgres_url().unwrap(),
+            "postgres://secflow:pw@db.example:5432/secflow"
+        );
+        for (text, key) in [
+            ("backend = \"postgres\"\n", "storage.url"),
+            (
+                "backend = \"postgres\"\nurl = \"mysql://x\"\n",
+                "storage.url",
+            ),
+            (
+                "backend = \"postgres\"\nurl = \"postgres://h/d\"\nurl_file = \"u\"\n",
+                "storage.url_file",
+            ),
+            ("url = \"postgres://h/d\"\n", "storage.backend"),
+            ("pool_size = 0\n", "storage.pool_size"),
+            ("backend = \"oracle\"\n", "backend"),
+            ("tls = \"sometimes\"\n", "tls"),
+        ] {
+            let err = parse(&format!("[storage]\n{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_url_file_is_relative_to_the_config_and_its_first_line_is_the_url() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pg.url"), "postgres://u:secret@h:5432/d\n").unwrap();
+        let config = Config::parse(
+            "[storage]\nbackend = \"postgres\"\nurl_file = \"pg.url\"\n",
+            &dir.path().join("secflow.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            config.storage.postgres_url().unwrap(),
+            "postgres://u:secret@h:5432/d"
+        );
+        assert_eq!(
+            StorageConfig::postgres_location("postgres://u:secret@h:5432/d?sslmode=x"),
+            "postgres://h:5432/d",
+            "no password in what is shown"
+        );
+        std::fs::write(dir.path().join("pg.url"), "not a url\n").unwrap();
+        let err = config.storage.postgres_url().unwrap_err().to_string();
+        assert!(
+            err.contains("storage.url_file") && err.contains("pg.url"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_host_name_defaults_to_the_hostname_and_a_bad_one_is_refused() {
+        assert_eq!(Config::default().host.name, machine_hostname());
+        assert_eq!(
+            parse("[host]\nname = \"scan-01\"\n").unwrap().host.name,
+            "scan-01"
+        );
+        for bad in ["", "two words"] {
+            let err = parse(&format!("[host]\nname = {bad:?}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("host.name"), "{err}");
+        }
     }
 }

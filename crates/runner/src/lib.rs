@@ -13,11 +13,15 @@
 pub mod process;
 pub mod registry;
 mod session;
+mod store;
 pub mod streams;
 pub mod supervisor;
 mod verified;
 
-pub use supervisor::{open_store, Supervisor, SupervisorError};
+pub use store::{
+    export_sqlite, import_into_store, open_store, probe_store, ImportError, StoreProbe,
+};
+pub use supervisor::{Supervisor, SupervisorError};
 
 // The pure decoders of what a plugin writes, reachable for the fuzz targets.
 #[doc(hidden)]

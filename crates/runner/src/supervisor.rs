@@ -19,15 +19,13 @@ use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 
 use crate::registry::{PluginEntry, Registry};
-use crate::{RunRequest, Runner};
+use crate::{open_store, RunRequest, Runner};
 use secflow_core::clock::now_rfc3339;
 use secflow_core::config::Config;
-use secflow_core::config::StorageConfig;
 use secflow_core::record::{ErrorKind, RunError, RunRecord, RunStatus};
 use secflow_core::PluginStatus;
 use secflow_sandbox::Host;
 use secflow_store::{AuditEvent, PluginState, StorageError, StoragePort};
-use secflow_store_sqlite::SqliteStore;
 
 /// A supervisor-level failure (not a run outcome: those are run records).
 #[derive(Debug, thiserror::Error)]
@@ -106,12 +104,6 @@ pub struct Supervisor {
     slots: Arc<Semaphore>,
 }
 
-/// The store the config names, opened and migrated: the one place a backend is
-/// chosen, so the daemon, runner and CLI only ever hold the port.
-pub fn open_store(config: &StorageConfig) -> Result<Box<dyn StoragePort>, StorageError> {
-    Ok(Box::new(SqliteStore::open(config)?))
-}
-
 impl Supervisor {
     /// Opens the database, marks runs a previous process left in flight as
     /// interrupted, and discovers the plugins.
@@ -120,7 +112,7 @@ impl Supervisor {
         // Before anything is marked interrupted: the runs in flight may be a
         // live daemon's.
         let owner = DatabaseOwner::claim(&config.storage.path)?;
-        let store = open_store(&config.storage)?;
+        let store = open_store(&config.storage, &config.host.name)?;
         let interrupted = store.mark_interrupted()?;
         if interrupted > 0 {
             tracing::warn!(

@@ -6,11 +6,12 @@ use super::*;
 pub(crate) fn insert_telemetry(
     tx: &Transaction<'_>,
     e: &TelemetryEvent,
+    host: &str,
 ) -> Result<(), rusqlite::Error> {
     tx.prepare_cached(
         "INSERT INTO telemetry (event, plugin, version, run_id, duration_ms, cpu_ms, memory_mb,
-            findings_processed, success, timestamp)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            findings_processed, success, timestamp, host)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         e.event,
@@ -23,6 +24,7 @@ pub(crate) fn insert_telemetry(
         sql_int(e.findings_processed),
         e.success,
         e.timestamp,
+        host,
     ])?;
     Ok(())
 }
@@ -31,6 +33,7 @@ pub(crate) fn insert_audit(
     tx: &Transaction<'_>,
     e: &AuditEvent,
     now: &str,
+    host: &str,
 ) -> Result<(), rusqlite::Error> {
     let timestamp = if e.timestamp.is_empty() {
         now
@@ -38,8 +41,9 @@ pub(crate) fn insert_audit(
         &e.timestamp
     };
     tx.prepare_cached(
-        "INSERT INTO audit (timestamp, event, security, plugin, run_id, actor_uid, message, details)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO audit (timestamp, event, security, plugin, run_id, actor_uid, message, details,
+            host)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         timestamp,
@@ -50,6 +54,7 @@ pub(crate) fn insert_audit(
         e.actor_uid,
         e.message,
         e.details.to_string(),
+        host,
     ])?;
     Ok(())
 }

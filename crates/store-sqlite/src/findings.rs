@@ -12,8 +12,8 @@ pub(crate) const SELECT_BY_FINGERPRINT: &str =
 pub(crate) const INSERT_FINDING: &str = "\
 INSERT INTO findings (fingerprint, fingerprint_key, run_id, plugin_name, plugin_version,
     rule_id, title, severity, severity_rank, target, first_seen, last_seen, occurrences,
-    document)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, 1, ?12)";
+    document, host)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, 1, ?12, ?13)";
 
 /// Seen again: count it, keep the newest document; what enrichers merged lives
 /// in its own columns, and the effective severity never drops below what they
@@ -32,7 +32,7 @@ WHERE id = ?1";
 
 /// A run reported a finding that another run first reported.
 pub(crate) const INSERT_SIGHTING: &str =
-    "INSERT OR IGNORE INTO finding_sightings (run_id, finding_id) VALUES (?1, ?2)";
+    "INSERT OR IGNORE INTO finding_sightings (run_id, finding_id, host) VALUES (?1, ?2, ?3)";
 
 /// Widens the id range of the findings a run first reported (one statement per
 /// batch: the range is how queries find those findings without a per-finding
@@ -48,6 +48,7 @@ pub(crate) fn store_findings(
     run_id: &str,
     plugin: &str,
     plugin_version: &str,
+    host: &str,
     findings: &[NewFinding],
     now: &str,
 ) -> Result<(), rusqlite::Error> {
@@ -79,6 +80,7 @@ pub(crate) fn store_findings(
                     f.target,
                     now,
                     document,
+                    host,
                 ])?;
                 let id = tx.last_insert_rowid();
                 inserted_ids =
@@ -98,7 +100,7 @@ pub(crate) fn store_findings(
                 // A sighting is only recorded for a run other than the first.
                 if first_run != run_id {
                     tx.prepare_cached(INSERT_SIGHTING)?
-                        .execute(params![run_id, id])?;
+                        .execute(params![run_id, id, host])?;
                 }
             }
         }
@@ -130,6 +132,7 @@ pub(crate) fn merge_enrichments(
     tx: &Transaction<'_>,
     run_id: &str,
     plugin: &str,
+    host: &str,
     findings: &[NewFinding],
 ) -> Result<(u64, u64), rusqlite::Error> {
     let mut select = tx.prepare_cached(SELECT_ENRICHABLE)?;
@@ -154,83 +157,18 @@ pub(crate) fn merge_enrichments(
         let enriched_rank: i64 = row.get(3)?;
         drop(rows);
 
-        let mut enrichment = match serde_json::from_str::<Value>(&enrichment) {
-            Ok(Value::Object(map)) => map,
-            _ => Map::new(),
-        };
-        enrichment.insert(plugin.to_string(), enrichment_of(&f.document));
-        let mut vulnerabilities = match serde_json::from_str::<Value>(&vulnerabilities) {
-            Ok(Value::Array(list)) => list,
-            _ => Vec::new(),
-        };
-        if let Some(Value::Array(new)) = f.document.get("vulnerabilities") {
-            append_vulnerabilities(&mut vulnerabilities, new);
-        }
-        let rank = enriched_rank.max(severity_rank(f.severity));
+        let merged = merge_enrichment(&enrichment, &vulnerabilities, enriched_rank, plugin, f);
         update.execute(params![
             id,
-            Value::Object(enrichment).to_string(),
-            Value::Array(vulnerabilities).to_string(),
-            severity_of_rank(rank).as_str(),
-            rank,
+            merged.enrichment,
+            merged.vulnerabilities,
+            merged.severity.as_str(),
+            merged.rank,
         ])?;
-        observe_one.execute(params![run_id, id])?;
+        observe_one.execute(params![run_id, id, host])?;
         accepted += 1;
     }
     Ok((accepted, rejected))
-}
-
-/// What an enricher adds under `enrichment.<plugin>`: its finding's own
-/// `enrichment` object, else its document without the standard fields.
-pub(crate) fn enrichment_of(document: &Value) -> Value {
-    if let Some(own @ Value::Object(_)) = document.get("enrichment") {
-        return own.clone();
-    }
-    let mut added = Map::new();
-    if let Value::Object(fields) = document {
-        for (key, value) in fields {
-            if !STANDARD_FIELDS.contains(&key.as_str()) {
-                added.insert(key.clone(), value.clone());
-            }
-        }
-    }
-    Value::Object(added)
-}
-
-/// Appends the entries of `new` whose `cve` is not already in `list` (entries
-/// without a `cve` are deduplicated by equality).
-/// Adds an enricher's vulnerabilities: a CVE already listed (say, named by the
-/// detector) gains the fields it lacks (CVSS, KEV dates, CWEs, …) instead of
-/// being skipped; a new CVE is appended.
-pub(crate) fn append_vulnerabilities(list: &mut Vec<Value>, new: &[Value]) {
-    for v in new {
-        let same_cve = v.get("cve").and_then(Value::as_str).and_then(|cve| {
-            list.iter().position(|old| {
-                old.get("cve")
-                    .and_then(Value::as_str)
-                    .is_some_and(|c| c.eq_ignore_ascii_case(cve))
-            })
-        });
-        match same_cve {
-            Some(i) => {
-                if let (Value::Object(old), Value::Object(fields)) = (&mut list[i], v) {
-                    for (key, value) in fields {
-                        let empty = match old.get(key) {
-                            None | Some(Value::Null) => true,
-                            Some(Value::Array(a)) => a.is_empty(),
-                            Some(Value::String(s)) => s.is_empty(),
-                            Some(_) => false,
-                        };
-                        if empty {
-                            old.insert(key.clone(), value.clone());
-                        }
-                    }
-                }
-            }
-            None if v.get("cve").is_none() && list.contains(v) => {}
-            None => list.push(v.clone()),
-        }
-    }
 }
 
 /// How many findings the run in `runs.run_id` reported (first seen or seen
@@ -244,148 +182,50 @@ pub(crate) const OBSERVED_BY_RUN: &str = "((SELECT count(*) FROM findings f \
 pub(crate) const FINDING_COLUMNS: &str =
     "f.id, f.run_id, f.plugin_name, f.plugin_version, f.fingerprint, \
     f.first_seen, f.last_seen, f.occurrences, f.severity, f.document, f.enrichment, \
-    f.enrichment_vulnerabilities";
+    f.enrichment_vulnerabilities, f.host, \
+    (SELECT json_group_array(DISTINCT s.host) FROM finding_sightings s WHERE s.finding_id = f.id)";
 
-/// A stored finding as one object: the document with the enrichments merged in
-/// and the stored fields added (contracts §5).
-pub(crate) fn read_finding(row: &Row<'_>) -> Result<StoredFinding, StorageError> {
-    let id: i64 = row.get(0).map_err(db_error)?;
-    let malformed = |what: &str| StorageError::Malformed(format!("finding {id}: {what}"));
-    let stored = StoredFinding {
-        id,
+/// A findings row's columns ([`FINDING_COLUMNS`]).
+pub(crate) fn finding_row(row: &Row<'_>) -> Result<FindingRow, StorageError> {
+    Ok(FindingRow {
+        id: row.get(0).map_err(db_error)?,
         run_id: row.get(1).map_err(db_error)?,
-        plugin: PluginId {
-            name: row.get(2).map_err(db_error)?,
-            version: row.get(3).map_err(db_error)?,
-        },
+        plugin_name: row.get(2).map_err(db_error)?,
+        plugin_version: row.get(3).map_err(db_error)?,
         fingerprint: row.get(4).map_err(db_error)?,
         first_seen: row.get(5).map_err(db_error)?,
         last_seen: row.get(6).map_err(db_error)?,
         occurrences: from_sql_int(row.get(7).map_err(db_error)?),
-        finding: Value::Null,
-    };
-    let severity: String = row.get(8).map_err(db_error)?;
-    let document: String = row.get(9).map_err(db_error)?;
-    let mut document = match serde_json::from_str(&document) {
-        Ok(Value::Object(map)) => map,
-        _ => return Err(malformed("document is not a JSON object")),
-    };
-    let enrichment: String = row.get(10).map_err(db_error)?;
-    let Ok(Value::Object(enrichment)) = serde_json::from_str(&enrichment) else {
-        return Err(malformed("enrichment is not a JSON object"));
-    };
-    let added: String = row.get(11).map_err(db_error)?;
-    let Ok(Value::Array(added)) = serde_json::from_str(&added) else {
-        return Err(malformed("enrichment_vulnerabilities is not a JSON array"));
-    };
-
-    if !added.is_empty() {
-        let mut vulnerabilities = match document.remove("vulnerabilities") {
-            Some(Value::Array(list)) => list,
-            _ => Vec::new(),
-        };
-        append_vulnerabilities(&mut vulnerabilities, &added);
-        document.insert("vulnerabilities".into(), Value::Array(vulnerabilities));
-    }
-    // A detector may send its own `enrichment`; the enrichers' entries go over it.
-    let mut merged = match document.remove("enrichment") {
-        Some(Value::Object(own)) => own,
-        _ => Map::new(),
-    };
-    merged.extend(enrichment);
-    document.insert("enrichment".into(), Value::Object(merged));
-    document.insert("severity".into(), Value::String(severity));
-    document.insert("id".into(), Value::from(stored.id));
-    document.insert("run_id".into(), Value::String(stored.run_id.clone()));
-    document.insert(
-        "plugin".into(),
-        serde_json::json!({"name": stored.plugin.name, "version": stored.plugin.version}),
-    );
-    document.insert(
-        "fingerprint".into(),
-        Value::String(stored.fingerprint.clone()),
-    );
-    document.insert(
-        "first_seen".into(),
-        Value::String(stored.first_seen.clone()),
-    );
-    document.insert("last_seen".into(), Value::String(stored.last_seen.clone()));
-    document.insert("occurrences".into(), Value::from(stored.occurrences));
-    Ok(StoredFinding {
-        finding: Value::Object(document),
-        ..stored
+        severity: row.get(8).map_err(db_error)?,
+        document: row.get(9).map_err(db_error)?,
+        enrichment: row.get(10).map_err(db_error)?,
+        enrichment_vulnerabilities: row.get(11).map_err(db_error)?,
+        hosts: hosts_of(row)?,
     })
 }
 
-/// A stored finding as JSON text, the same object as [`read_finding`]'s.
-///
-/// A finding no enricher touched (most of them) is assembled from its
-/// document's top-level members as stored, without parsing them into a tree
-/// and serialising that again: an API page of them costs a fraction. The
-/// members come out in key order, as the tree's do. An enriched finding
-/// takes [`read_finding`]'s merge.
-pub(crate) fn read_finding_text(row: &Row<'_>) -> Result<(i64, Box<RawValue>), StorageError> {
-    let id: i64 = row.get(0).map_err(db_error)?;
-    let enrichment: String = row.get(10).map_err(db_error)?;
-    let added: String = row.get(11).map_err(db_error)?;
-    if enrichment != "{}" || added != "[]" {
-        let stored = read_finding(row)?;
-        return Ok((id, raw_json(id, &stored.finding)?));
-    }
-    let document: String = row.get(9).map_err(db_error)?;
-    let members: BTreeMap<String, &RawValue> = serde_json::from_str(&document).map_err(|_| {
-        StorageError::Malformed(format!("finding {id}: document is not a JSON object"))
-    })?;
-    let severity: String = row.get(8).map_err(db_error)?;
-    let plugin = serde_json::json!({"name": row.get::<_, String>(2).map_err(db_error)?, "version": row.get::<_, String>(3).map_err(db_error)?});
-    let ours: [(&str, Box<RawValue>); 8] = [
-        ("severity", raw_json(id, &severity)?),
-        ("id", raw_json(id, &id)?),
-        (
-            "run_id",
-            raw_json(id, &row.get::<_, String>(1).map_err(db_error)?)?,
-        ),
-        ("plugin", raw_json(id, &plugin)?),
-        (
-            "fingerprint",
-            raw_json(id, &row.get::<_, String>(4).map_err(db_error)?)?,
-        ),
-        (
-            "first_seen",
-            raw_json(id, &row.get::<_, String>(5).map_err(db_error)?)?,
-        ),
-        (
-            "last_seen",
-            raw_json(id, &row.get::<_, String>(6).map_err(db_error)?)?,
-        ),
-        (
-            "occurrences",
-            raw_json(id, &from_sql_int(row.get(7).map_err(db_error)?))?,
-        ),
-    ];
-    let no_enrichment = raw_json(id, &Map::new())?;
-    let mut object: BTreeMap<&str, &RawValue> =
-        members.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    // A detector's own `enrichment` object stays; anything else is replaced.
-    if !members
-        .get("enrichment")
-        .is_some_and(|v| v.get().starts_with('{'))
-    {
-        object.insert("enrichment", &no_enrichment);
-    }
-    for (key, value) in &ours {
-        object.insert(key, value);
-    }
-    Ok((id, raw_json(id, &object)?))
+/// The first observation's host and the sightings' (`[FINDING_COLUMNS]` 12
+/// and 13), sorted, each once.
+fn hosts_of(row: &Row<'_>) -> Result<Vec<String>, StorageError> {
+    let first: String = row.get(12).map_err(db_error)?;
+    let others: Option<String> = row.get(13).map_err(db_error)?;
+    let mut hosts: Vec<String> = match others {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| StorageError::Malformed(format!("finding sightings' hosts: {e}")))?,
+        None => Vec::new(),
+    };
+    hosts.push(first);
+    hosts.sort();
+    hosts.dedup();
+    Ok(hosts)
 }
 
-/// `value` as JSON text; failing only for values JSON cannot hold.
-pub(crate) fn raw_json<T: serde::Serialize + ?Sized>(
-    id: i64,
-    value: &T,
-) -> Result<Box<RawValue>, StorageError> {
-    serde_json::value::to_raw_value(value)
-        .map_err(|e| StorageError::Malformed(format!("finding {id}: {e}")))
+pub(crate) fn read_finding(row: &Row<'_>) -> Result<StoredFinding, StorageError> {
+    finding_row(row)?.into_stored()
+}
+
+pub(crate) fn read_finding_text(row: &Row<'_>) -> Result<(i64, Box<RawValue>), StorageError> {
+    finding_row(row)?.into_text()
 }
 
 /// The SQL of a findings page, its arguments and its limit.
@@ -397,6 +237,13 @@ pub(crate) fn findings_sql(query: &FindingQuery) -> (String, Vec<SqlValue>, u32)
         format!("?{}", args.len())
     };
     let mut filters = String::new();
+    if let Some(host) = &query.host {
+        let host = arg(SqlValue::Text(host.clone()));
+        filters.push_str(&format!(
+            " AND (f.host = {host} OR EXISTS (SELECT 1 FROM finding_sightings s \
+             WHERE s.finding_id = f.id AND s.host = {host}))"
+        ));
+    }
     if let Some(plugin) = &query.plugin {
         filters.push_str(&format!(
             " AND f.plugin_name = {}",

@@ -22,18 +22,20 @@
 //! `shutdown` joins it. Nothing queued before `shutdown` is lost.
 
 mod audit;
+mod export;
 mod findings;
 mod migrations;
 mod read_pool;
 mod runs;
 
 use audit::*;
+pub use export::export;
 use findings::*;
 use migrations::*;
 pub use migrations::{MIGRATIONS, SCHEMA_VERSION};
 use runs::*;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,19 +46,23 @@ use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{
     params, params_from_iter, Connection, OptionalExtension, Row, Transaction, TransactionBehavior,
 };
-use secflow_plugin_sdk::protocol::{Category, Severity};
+use secflow_plugin_sdk::protocol::Category;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::read_pool::{ReadConnection, ReadPool};
 use secflow_core::clock;
 use secflow_core::config::StorageConfig;
 use secflow_core::record::{ErrorKind, RunError, RunRecord, RunStatus};
+use secflow_store::document::{
+    merge_enrichment, page_limit, severity_rank, FindingRow, DEFAULT_EVENTS_LIMIT,
+    DEFAULT_FINDINGS_LIMIT, DEFAULT_RUNS_LIMIT, INTERRUPTED_MESSAGE,
+};
 use secflow_store::{
     AuditEvent, AuditQuery, FindingPage, FindingQuery, FindingTextPage, FindingsBudget, NewFinding,
-    PluginId, PluginState, RunQuery, StorageError, StoragePort, StoreWriter, StoredFinding,
-    TelemetryEvent, TelemetryQuery, WriteOp, MAX_FINDINGS_IN_FLIGHT,
+    PluginState, RunQuery, StorageError, StoragePort, StoreWriter, StoredFinding, TelemetryEvent,
+    TelemetryQuery, WriteOp, MAX_FINDINGS_IN_FLIGHT,
 };
 
 /// A SQLite failure as the port reports it (its kind says whether the disk is full).
@@ -89,34 +95,6 @@ const WAL_AUTOCHECKPOINT_PAGES: i64 = 4096;
 /// How long a connection waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Page sizes of the list queries.
-const DEFAULT_RUNS_LIMIT: u32 = 50;
-const DEFAULT_FINDINGS_LIMIT: u32 = 100;
-const DEFAULT_EVENTS_LIMIT: u32 = 100;
-const MAX_LIMIT: u32 = 1000;
-
-/// Fields of a finding document that say what and where it is, or that storage
-/// owns; an enricher's document without them is what it added.
-const STANDARD_FIELDS: &[&str] = &[
-    "finding_schema_version",
-    "rule_id",
-    "title",
-    "severity",
-    "target",
-    "location",
-    "fingerprint",
-    "vulnerabilities",
-    "id",
-    "run_id",
-    "plugin",
-    "first_seen",
-    "last_seen",
-    "occurrences",
-    "enrichment",
-];
-
-const INTERRUPTED_MESSAGE: &str = "the supervisor stopped while this run was in flight";
-
 /// The SQLite store: the writer thread's queue plus the read connections.
 pub struct SqliteStore {
     path: PathBuf,
@@ -143,14 +121,22 @@ impl SqliteStore {
     ///
     /// `queue_capacity` bounds the writer queue (senders wait when it is full);
     /// `batch_size` is the most operations committed in one transaction;
-    /// `cache_mib` is the writer connection's page cache.
+    /// `cache_mib` is the writer connection's page cache. Rows are written
+    /// as this machine's hostname; [`SqliteStore::open_as`] names the host.
     pub fn open(config: &StorageConfig) -> Result<SqliteStore, StorageError> {
+        SqliteStore::open_as(config, &secflow_core::config::machine_hostname())
+    }
+
+    /// [`SqliteStore::open`], writing every run, finding observation,
+    /// telemetry and audit row as `host` (`[host] name`).
+    pub fn open_as(config: &StorageConfig, host: &str) -> Result<SqliteStore, StorageError> {
         let StorageConfig {
             path,
             queue_capacity,
             batch_size,
             cache_mib,
             read_connections,
+            ..
         } = config;
         let (path, queue_capacity, batch_size) = (path.as_path(), *queue_capacity, *batch_size);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -183,7 +169,7 @@ impl SqliteStore {
             .map_err(open_error)?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
             .map_err(open_error)?;
-        migrate(&mut conn, path)?;
+        migrate(&mut conn, path, host)?;
 
         let readers = ReadPool::open(path, *read_connections, configure)?;
 
@@ -192,6 +178,7 @@ impl SqliteStore {
         let budget = FindingsBudget::new(MAX_FINDINGS_IN_FLIGHT);
         let writer = Writer {
             conn,
+            host: host.to_string(),
             batch_size: batch_size.max(1),
             budget: budget.clone(),
             counts: HashMap::new(),
@@ -249,6 +236,22 @@ impl SqliteStore {
     fn reader(&self) -> Result<ReadConnection<'_>, StorageError> {
         self.readers.get()
     }
+}
+
+/// The schema version of the database file at `path`, read without creating,
+/// migrating or writing it (`secflow doctor`); `None` when there is no file
+/// yet (the daemon creates it).
+pub fn probe(path: &Path) -> Result<Option<i64>, StorageError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|source| StorageError::Open {
+            location: path.display().to_string(),
+            kind: sqlite_error_kind(&source),
+            source: Box::new(source),
+        })?;
+    user_version(&conn, path).map(Some)
 }
 
 impl Drop for SqliteStore {
@@ -346,6 +349,8 @@ struct Writer {
     /// retried first in every batch until one commits, so that once space
     /// returns no run stays `running` in the database.
     unfinished: Vec<RunRecord>,
+    /// The host every row is written as.
+    host: String,
 }
 
 impl Writer {
@@ -424,7 +429,7 @@ impl Writer {
             &mut self.conn,
             &mut self.counts,
             batch.drain(..),
-            &now,
+            (&now, &self.host),
             &mut replies,
         );
         if let Err(e) = &outcome {
@@ -456,7 +461,7 @@ fn apply_all(
     conn: &mut Connection,
     counts: &mut HashMap<String, RunCounts>,
     ops: impl Iterator<Item = WriteOp>,
-    now: &str,
+    (now, host): (&str, &str),
     replies: &mut Vec<Reply>,
 ) -> Result<(), rusqlite::Error> {
     let tx = match conn.transaction() {
@@ -472,7 +477,7 @@ fn apply_all(
             replies.extend(Reply::of(op));
             continue;
         }
-        if let Err(e) = apply(&tx, counts, op, now, replies) {
+        if let Err(e) = apply(&tx, counts, op, (now, host), replies) {
             failure = Some(e);
         }
     }
@@ -486,13 +491,13 @@ fn apply(
     tx: &Transaction<'_>,
     counts: &mut HashMap<String, RunCounts>,
     op: WriteOp,
-    now: &str,
+    (now, host): (&str, &str),
     replies: &mut Vec<Reply>,
 ) -> Result<(), rusqlite::Error> {
     match op {
         WriteOp::RunStarted(mut record) => {
             record.status = RunStatus::Running;
-            upsert_run(tx, &record)
+            upsert_run(tx, &record, host)
         }
         WriteOp::Findings {
             run_id,
@@ -500,7 +505,7 @@ fn apply(
             plugin_version,
             findings,
         } => {
-            store_findings(tx, &run_id, &plugin, &plugin_version, &findings, now)?;
+            store_findings(tx, &run_id, &plugin, &plugin_version, host, &findings, now)?;
             counts.entry(run_id).or_default().accepted += findings.len() as u64;
             Ok(())
         }
@@ -509,7 +514,7 @@ fn apply(
             plugin,
             findings,
         } => {
-            let (accepted, rejected) = merge_enrichments(tx, &run_id, &plugin, &findings)?;
+            let (accepted, rejected) = merge_enrichments(tx, &run_id, &plugin, host, &findings)?;
             let entry = counts.entry(run_id).or_default();
             entry.accepted += accepted;
             entry.rejected += rejected;
@@ -521,12 +526,12 @@ fn apply(
                 record.findings += c.accepted;
                 record.findings_rejected += c.rejected;
             }
-            upsert_run(tx, &record)?;
+            upsert_run(tx, &record, host)?;
             replies.push(Reply::Run(done, record));
             Ok(())
         }
-        WriteOp::Telemetry(event) => insert_telemetry(tx, &event),
-        WriteOp::Audit(event) => insert_audit(tx, &event, now),
+        WriteOp::Telemetry(event) => insert_telemetry(tx, &event, host),
+        WriteOp::Audit(event) => insert_audit(tx, &event, now, host),
         WriteOp::PluginState { state, done } => {
             upsert_plugin_state(tx, &state)?;
             replies.extend(done.map(Reply::Done));
@@ -546,21 +551,6 @@ fn sql_int(v: u64) -> i64 {
 
 fn from_sql_int(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
-}
-
-fn severity_rank(s: Severity) -> i64 {
-    s as i64
-}
-
-fn severity_of_rank(rank: i64) -> Severity {
-    usize::try_from(rank)
-        .ok()
-        .and_then(|r| Severity::ALL.get(r).copied())
-        .unwrap_or(Severity::Unknown)
-}
-
-fn page_limit(limit: Option<u32>, default: u32) -> u32 {
-    limit.unwrap_or(default).clamp(1, MAX_LIMIT)
 }
 
 /// Runs `sql` with `args` on `conn` and reads every row with `read`.
@@ -733,7 +723,8 @@ impl StoragePort for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use secflow_plugin_sdk::protocol::Severity;
+    use secflow_store::conformance::*;
 
     fn test_config(path: &Path, queue_capacity: usize, batch_size: usize) -> StorageConfig {
         StorageConfig {
@@ -751,475 +742,6 @@ mod tests {
             32,
         ))
         .unwrap()
-    }
-
-    fn started(run_id: &str, plugin: &str, category: Category) -> RunRecord {
-        RunRecord {
-            run_id: run_id.to_string(),
-            plugin: plugin.to_string(),
-            plugin_version: "1.0.0".to_string(),
-            category,
-            status: RunStatus::Running,
-            partial: false,
-            exit_code: None,
-            signal: None,
-            started_at: clock::now_rfc3339(),
-            finished_at: None,
-            duration_ms: 0,
-            cpu_ms: 0,
-            memory_mb: 0,
-            findings: 0,
-            findings_rejected: 0,
-            outputs: Map::new(),
-            error: None,
-            stderr_tail: String::new(),
-            workflow_id: None,
-            node_id: None,
-        }
-    }
-
-    fn succeeded(mut record: RunRecord) -> RunRecord {
-        record.status = RunStatus::Succeeded;
-        record.exit_code = Some(0);
-        record.finished_at = Some(clock::now_rfc3339());
-        record
-    }
-
-    fn finding(fingerprint: &str, severity: Severity) -> NewFinding {
-        NewFinding::new(
-            fingerprint.to_string(),
-            severity,
-            json!({
-                "finding_schema_version": "1.0.0",
-                "rule_id": format!("rule-{fingerprint}"),
-                "title": format!("finding {fingerprint}"),
-                "severity": severity.as_str(),
-                "target": "http://target.test/",
-            }),
-        )
-    }
-
-    fn findings_op(run_id: &str, findings: Vec<NewFinding>) -> WriteOp {
-        WriteOp::Findings {
-            run_id: run_id.to_string(),
-            plugin: "detector".to_string(),
-            plugin_version: "1.0.0".to_string(),
-            findings,
-        }
-    }
-
-    /// Runs a detector run that reports `findings` and returns its final record.
-    async fn detector_run(
-        store: &SqliteStore,
-        run_id: &str,
-        findings: Vec<NewFinding>,
-    ) -> RunRecord {
-        let writer = store.writer();
-        let record = started(run_id, "detector", Category::Detector);
-        writer
-            .send(WriteOp::RunStarted(record.clone()))
-            .await
-            .unwrap();
-        writer.send(findings_op(run_id, findings)).await.unwrap();
-        writer.finish_run(succeeded(record)).await.unwrap()
-    }
-
-    fn all_findings(store: &SqliteStore, query: FindingQuery) -> Vec<StoredFinding> {
-        let mut out = Vec::new();
-        let mut query = FindingQuery {
-            limit: Some(query.limit.unwrap_or(MAX_LIMIT)),
-            ..query
-        };
-        loop {
-            let page = store.findings(&query).unwrap();
-            out.extend(page.findings);
-            match page.next {
-                Some(next) => query.after = Some(next),
-                None => return out,
-            }
-        }
-    }
-
-    fn audit_event(event: &str, plugin: &str) -> AuditEvent {
-        AuditEvent {
-            id: 0,
-            timestamp: clock::now_rfc3339(),
-            event: event.to_string(),
-            security: event != "plugin_invoked",
-            plugin: Some(plugin.to_string()),
-            run_id: None,
-            actor_uid: Some(1000),
-            message: format!("{event} {plugin}"),
-            details: json!({"why": "test"}),
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_finding_seen_in_two_runs_is_one_row_with_two_occurrences_listed_for_both_runs() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        detector_run(&store, "run-1", vec![finding("fp-1", Severity::High)]).await;
-        let first = all_findings(&store, FindingQuery::default());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        detector_run(&store, "run-2", vec![finding("fp-1", Severity::High)]).await;
-
-        let stored = all_findings(&store, FindingQuery::default());
-        assert_eq!(stored.len(), 1);
-        let f = &stored[0];
-        assert_eq!(f.occurrences, 2);
-        assert_eq!(
-            f.run_id, "run-1",
-            "run_id is the run that first reported it"
-        );
-        assert_eq!(f.first_seen, first[0].first_seen);
-        assert!(
-            f.last_seen > first[0].last_seen,
-            "{} <= {}",
-            f.last_seen,
-            first[0].last_seen
-        );
-        assert_eq!(f.finding["occurrences"], 2);
-        assert_eq!(f.finding["fingerprint"], "fp-1");
-        assert_eq!(
-            f.finding["plugin"],
-            json!({"name": "detector", "version": "1.0.0"})
-        );
-        assert_eq!(f.finding["rule_id"], "rule-fp-1");
-        assert_eq!(f.finding["enrichment"], json!({}));
-
-        for run in ["run-1", "run-2"] {
-            let listed = all_findings(
-                &store,
-                FindingQuery {
-                    run_id: Some(run.to_string()),
-                    ..FindingQuery::default()
-                },
-            );
-            assert_eq!(
-                listed.iter().map(|f| f.id).collect::<Vec<_>>(),
-                vec![f.id],
-                "{run}"
-            );
-        }
-        store.shutdown().unwrap();
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_thousand_findings_stored_twice_are_a_thousand_rows_each_seen_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let batch = || {
-            (0..1000)
-                .map(|i| finding(&format!("fp-{i}"), Severity::Low))
-                .collect()
-        };
-        let first = detector_run(&store, "run-1", batch()).await;
-        let second = detector_run(&store, "run-2", batch()).await;
-        assert_eq!((first.findings, first.findings_rejected), (1000, 0));
-        assert_eq!((second.findings, second.findings_rejected), (1000, 0));
-        assert_eq!(store.run("run-2").unwrap().unwrap().findings, 1000);
-
-        let stored = all_findings(&store, FindingQuery::default());
-        assert_eq!(stored.len(), 1000);
-        assert!(stored.iter().all(|f| f.occurrences == 2));
-        let in_second = all_findings(
-            &store,
-            FindingQuery {
-                run_id: Some("run-2".into()),
-                ..FindingQuery::default()
-            },
-        );
-        assert_eq!(in_second.len(), 1000);
-        store.shutdown().unwrap();
-    }
-
-    /// A finding whose document has `extra` members, stored from `text` of
-    /// it as the plugin might have spaced it.
-    fn finding_with(fingerprint: &str, severity: Severity, extra: Value) -> NewFinding {
-        let mut document = finding(fingerprint, severity).document;
-        for (key, value) in extra.as_object().unwrap() {
-            document[key] = value.clone();
-        }
-        let text = serde_json::to_string_pretty(&document)
-            .unwrap()
-            .replace('\n', " ");
-        NewFinding::with_json(fingerprint.to_string(), severity, document, text)
-    }
-
-    /// Asserts that `findings_text` answers `query` with the JSON
-    /// `findings` answers, and the same `next`.
-    fn assert_text_page_is_the_tree_page(store: &SqliteStore, query: FindingQuery) {
-        let tree = store.findings(&query).unwrap();
-        let text = store.findings_text(&query).unwrap();
-        assert_eq!(text.next, tree.next, "{query:?}");
-        let parsed: Vec<Value> = text
-            .findings
-            .iter()
-            .map(|t| serde_json::from_str(t.get()).unwrap())
-            .collect();
-        let expected: Vec<Value> = tree.findings.into_iter().map(|f| f.finding).collect();
-        assert_eq!(parsed, expected, "{query:?}");
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_findings_page_as_text_is_the_same_json_as_the_page_of_trees() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let findings = vec![
-            finding("fp-plain", Severity::Low),
-            // The stored fields win over a document's own; its own
-            // `enrichment` object stays, anything else there does not.
-            finding_with(
-                "fp-own",
-                Severity::High,
-                json!({"id": "not ours", "occurrences": 99, "fingerprint": "other", "severity": "info",
-                       "enrichment": {"scanner": {"note": "é \"quoted\" \u{2028}"}}}),
-            ),
-            finding_with(
-                "fp-odd",
-                Severity::Info,
-                json!({"enrichment": "not an object"}),
-            ),
-        ];
-        detector_run(&store, "run-1", findings).await;
-        detector_run(
-            &store,
-            "run-2",
-            vec![finding("fp-plain", Severity::Critical)],
-        )
-        .await;
-        for query in [
-            FindingQuery::default(),
-            FindingQuery {
-                limit: Some(2),
-                ..FindingQuery::default()
-            },
-            FindingQuery {
-                after: Some(1),
-                ..FindingQuery::default()
-            },
-            FindingQuery {
-                run_id: Some("run-2".into()),
-                ..FindingQuery::default()
-            },
-            FindingQuery {
-                min_severity: Some(Severity::High),
-                ..FindingQuery::default()
-            },
-        ] {
-            assert_text_page_is_the_tree_page(&store, query);
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn an_enrichment_merges_vulnerabilities_raises_severity_and_names_the_enricher() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let mut detected = finding("fp-1", Severity::Low);
-        detected.document["vulnerabilities"] = json!([{"cve": "CVE-2021-0001"}]);
-        detector_run(&store, "run-1", vec![detected.clone()]).await;
-
-        let writer = store.writer();
-        let record = started("enrich-1", "cve-mapper", Category::Enricher);
-        writer
-            .send(WriteOp::RunStarted(record.clone()))
-            .await
-            .unwrap();
-        let mut with_own = finding("fp-1", Severity::Critical);
-        with_own.document["vulnerabilities"] = json!([
-            {"cve": "CVE-2021-0001", "description": "already known"},
-            {"cve": "CVE-2024-1234", "cvss": [{"version": "3.1", "base_score": 9.8}]}
-        ]);
-        with_own.document["enrichment"] = json!({"kev": true});
-        let mut without_own = finding("fp-1", Severity::Medium);
-        without_own.document["description"] = json!("mapped by product");
-        let unknown = finding("fp-nowhere", Severity::High);
-        writer
-            .send(WriteOp::Enrichments {
-                run_id: "enrich-1".into(),
-                plugin: "cve-mapper".into(),
-                findings: vec![with_own],
-            })
-            .await
-            .unwrap();
-        writer
-            .send(WriteOp::Enrichments {
-                run_id: "enrich-1".into(),
-                plugin: "product-mapper".into(),
-                findings: vec![without_own, unknown],
-            })
-            .await
-            .unwrap();
-        let done = writer.finish_run(succeeded(record)).await.unwrap();
-        assert_eq!((done.findings, done.findings_rejected), (2, 1));
-
-        let stored = all_findings(&store, FindingQuery::default());
-        assert_eq!(stored.len(), 1, "an enrichment never stores a new finding");
-        let doc = &stored[0].finding;
-        assert_eq!(doc["severity"], "critical");
-        let cves: Vec<&str> = doc["vulnerabilities"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["cve"].as_str().unwrap())
-            .collect();
-        assert_eq!(cves, ["CVE-2021-0001", "CVE-2024-1234"]);
-        assert_eq!(doc["enrichment"]["cve-mapper"], json!({"kev": true}));
-        assert_text_page_is_the_tree_page(&store, FindingQuery::default());
-        assert_eq!(
-            doc["enrichment"]["product-mapper"],
-            json!({"description": "mapped by product"})
-        );
-        let critical = store
-            .findings(&FindingQuery {
-                min_severity: Some(Severity::Critical),
-                ..FindingQuery::default()
-            })
-            .unwrap();
-        assert_eq!(critical.findings.len(), 1);
-
-        // The detector reporting it again refreshes the document, not the merge.
-        detector_run(&store, "run-2", vec![detected]).await;
-        let doc = &all_findings(&store, FindingQuery::default())[0].finding;
-        assert_eq!(doc["severity"], "critical");
-        assert_eq!(doc["occurrences"], 2);
-        assert_eq!(doc["vulnerabilities"].as_array().unwrap().len(), 2);
-        assert_eq!(doc["enrichment"]["cve-mapper"], json!({"kev": true}));
-        store.shutdown().unwrap();
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn min_severity_and_keyset_paging_return_every_matching_finding_exactly_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let findings: Vec<NewFinding> = (0..250)
-            .map(|i| finding(&format!("fp-{i}"), Severity::ALL[i % Severity::ALL.len()]))
-            .collect();
-        detector_run(&store, "run-1", findings).await;
-
-        let expected: Vec<String> = (0..250)
-            .filter(|i| Severity::ALL[i % Severity::ALL.len()] >= Severity::Medium)
-            .map(|i| format!("fp-{i}"))
-            .collect();
-        let mut query = FindingQuery {
-            min_severity: Some(Severity::Medium),
-            limit: Some(7),
-            ..FindingQuery::default()
-        };
-        let mut seen = Vec::new();
-        let mut pages = 0;
-        loop {
-            let page = store.findings(&query).unwrap();
-            assert!(page.findings.len() <= 7);
-            pages += 1;
-            seen.extend(page.findings.into_iter().map(|f| {
-                let severity = Severity::parse(f.finding["severity"].as_str().unwrap()).unwrap();
-                assert!(severity >= Severity::Medium, "{severity}");
-                f.fingerprint
-            }));
-            match page.next {
-                Some(next) => query.after = Some(next),
-                None => break,
-            }
-        }
-        assert_eq!(seen, expected, "ascending id order, each exactly once");
-        assert!(pages >= expected.len() / 7);
-        store.shutdown().unwrap();
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn mark_interrupted_fails_running_runs_and_leaves_finished_ones_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let finished = detector_run(&store, "finished", vec![finding("fp-0", Severity::Low)]).await;
-        let writer = store.writer();
-        writer
-            .send(WriteOp::RunStarted(started(
-                "empty",
-                "detector",
-                Category::Detector,
-            )))
-            .await
-            .unwrap();
-        writer
-            .send(WriteOp::RunStarted(started(
-                "busy",
-                "detector",
-                Category::Detector,
-            )))
-            .await
-            .unwrap();
-        writer
-            .send(findings_op(
-                "busy",
-                vec![
-                    finding("fp-1", Severity::Low),
-                    finding("fp-2", Severity::Low),
-                ],
-            ))
-            .await
-            .unwrap();
-        writer.flush().await.unwrap();
-
-        assert_eq!(store.mark_interrupted().unwrap(), 2);
-        for (run_id, findings) in [("empty", 0), ("busy", 2)] {
-            let run = store.run(run_id).unwrap().unwrap();
-            assert_eq!(run.status, RunStatus::Failed, "{run_id}");
-            assert_eq!(run.partial, findings > 0, "{run_id}");
-            assert_eq!(run.findings, findings, "{run_id}");
-            assert!(run.finished_at.is_some(), "{run_id}");
-            let error = run.error.unwrap();
-            assert_eq!((error.code, error.kind), (0, ErrorKind::Interrupted));
-            assert_eq!(error.message, INTERRUPTED_MESSAGE);
-        }
-        assert_eq!(store.run("finished").unwrap().unwrap(), finished);
-        assert_eq!(store.mark_interrupted().unwrap(), 0);
-        store.shutdown().unwrap();
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn reopening_the_database_keeps_runs_findings_audit_and_plugin_states() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let path = store.path().to_path_buf();
-        let run = detector_run(&store, "run-1", vec![finding("fp-1", Severity::High)]).await;
-        let writer = store.writer();
-        writer
-            .audit(audit_event("plugin_revoked", "ferox"))
-            .await
-            .unwrap();
-        let revoked = PluginState {
-            name: "ferox".into(),
-            version: "1.0.0".into(),
-            code_hash: "sha256:00".into(),
-            revoked: true,
-            reason: Some("sandbox violation".into()),
-            changed_at: clock::now_rfc3339(),
-            actor_uid: Some(0),
-        };
-        writer.set_plugin_state(revoked.clone()).await.unwrap();
-        let findings = all_findings(&store, FindingQuery::default());
-        drop(writer);
-        store.shutdown().unwrap();
-
-        let reopened = SqliteStore::open(&test_config(&path, 64, 32)).unwrap();
-        assert_eq!(reopened.run("run-1").unwrap(), Some(run));
-        assert_eq!(all_findings(&reopened, FindingQuery::default()), findings);
-        let audit = reopened.audit(&AuditQuery::default()).unwrap();
-        assert_eq!(audit.len(), 1);
-        assert_eq!(
-            (audit[0].event.as_str(), audit[0].security),
-            ("plugin_revoked", true)
-        );
-        assert_eq!(audit[0].details, json!({"why": "test"}));
-        assert_eq!(reopened.plugin_states().unwrap(), vec![revoked]);
-        let version: i64 = reopened
-            .reader()
-            .unwrap()
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
-        reopened.shutdown().unwrap();
     }
 
     #[test]
@@ -1252,14 +774,22 @@ mod tests {
     /// Every row of `table` (its version 1 columns), each value rendered as
     /// text, in a stable order.
     fn dump(conn: &Connection, table: &str) -> Vec<Vec<String>> {
-        // Version 2 added `fingerprint_key` to findings; the rest is as it was.
+        // Version 2 added `fingerprint_key` to findings, version 3 `host` to
+        // most tables; the rest is as it was.
         let columns = match table {
-            "findings" => {
-                "id, fingerprint, run_id, plugin_name, plugin_version, rule_id, title, \
+            "findings" => "id, fingerprint, run_id, plugin_name, plugin_version, rule_id, title, \
                  severity, severity_rank, target, first_seen, last_seen, occurrences, document, \
                  enrichment, enrichment_vulnerabilities, enriched_severity, enriched_severity_rank"
-            }
-            _ => "*",
+                .to_string(),
+            _ => conn
+                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                .unwrap()
+                .query_map([], |row| row.get::<_, String>(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .filter(|name| name != "host")
+                .collect::<Vec<_>>()
+                .join(", "),
         };
         let mut stmt = conn
             .prepare(&format!("SELECT {columns} FROM {table} ORDER BY 1, 2"))
@@ -1381,6 +911,23 @@ mod tests {
                 observed.iter().map(|(r, i)| (r.to_string(), *i)).collect();
             table.sort();
             assert_eq!(view, table, "the view lists what the table held");
+            // The rows from before hosts were named are this host's.
+            for table in [
+                "runs",
+                "findings",
+                "finding_sightings",
+                "telemetry",
+                "audit",
+            ] {
+                let hosts: Vec<String> = reader
+                    .prepare(&format!("SELECT DISTINCT host FROM {table}"))
+                    .unwrap()
+                    .query_map([], |row| row.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                assert_eq!(hosts, [secflow_core::config::machine_hostname()], "{table}");
+            }
             let keys: Vec<(String, i64)> = reader
                 .prepare("SELECT fingerprint, fingerprint_key FROM findings")
                 .unwrap()
@@ -1469,58 +1016,6 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
-    async fn fingerprints_sharing_a_lookup_key_stay_distinct_findings() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let colliding = |fingerprint: &str| NewFinding {
-            fingerprint_key: 7,
-            ..finding(fingerprint, Severity::Low)
-        };
-        detector_run(&store, "run-1", vec![colliding("fp-a"), colliding("fp-b")]).await;
-        detector_run(&store, "run-2", vec![colliding("fp-b")]).await;
-        let all = all_findings(&store, FindingQuery::default());
-        let seen: Vec<(&str, u64)> = all
-            .iter()
-            .map(|f| (f.fingerprint.as_str(), f.occurrences))
-            .collect();
-        assert_eq!(seen, [("fp-a", 1), ("fp-b", 2)]);
-        store.shutdown().unwrap();
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_run_s_findings_page_in_id_order_across_first_seen_and_seen_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let batch = |range: std::ops::Range<u32>| {
-            range
-                .map(|i| finding(&format!("fp-{i}"), Severity::Medium))
-                .collect::<Vec<_>>()
-        };
-        detector_run(&store, "run-1", batch(0..300)).await;
-        // run-2 sees half of run-1's findings again, interleaved with new ones.
-        let mut second = batch(150..450);
-        second.reverse();
-        detector_run(&store, "run-2", second).await;
-        let listed = all_findings(
-            &store,
-            FindingQuery {
-                run_id: Some("run-2".to_string()),
-                limit: Some(7),
-                ..FindingQuery::default()
-            },
-        );
-        let ids: Vec<i64> = listed.iter().map(|f| f.id).collect();
-        let mut sorted = ids.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        assert_eq!(ids, sorted, "each finding once, in id order");
-        assert_eq!(ids.len(), 300);
-        let again = listed.iter().filter(|f| f.occurrences == 2).count();
-        assert_eq!(again, 150);
-        store.shutdown().unwrap();
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
     async fn run_finished_is_answered_only_after_the_findings_before_it_are_committed() {
         let dir = tempfile::tempdir().unwrap();
         // A batch of one operation per transaction: every op is its own commit,
@@ -1556,136 +1051,5 @@ mod tests {
         assert_eq!((rows, status.as_str()), (1000, "succeeded"));
         drop(writer);
         store.shutdown().unwrap();
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn shutdown_commits_everything_queued_while_other_writers_are_still_held() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let path = store.path().to_path_buf();
-        let writer = store.writer();
-        for i in 0..50 {
-            writer
-                .audit(audit_event("plugin_invoked", &format!("p{i}")))
-                .await
-                .unwrap();
-        }
-        let held = writer.clone();
-        tokio::task::spawn_blocking(move || store.shutdown())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(matches!(held.flush().await, Err(StorageError::WriterGone)));
-
-        let reopened = SqliteStore::open(&test_config(&path, 8, 8)).unwrap();
-        let audit = reopened
-            .audit(&AuditQuery {
-                limit: Some(1000),
-                ..AuditQuery::default()
-            })
-            .unwrap();
-        assert_eq!(audit.len(), 50);
-        assert_eq!(audit[0].plugin.as_deref(), Some("p49"), "newest first");
-        reopened.shutdown().unwrap();
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_run_finished_without_starting_is_recorded_and_queries_filter_and_sort() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let writer = store.writer();
-        let mut rejected = started("rejected-1", "nuclei", Category::Detector);
-        rejected.status = RunStatus::Rejected;
-        rejected.error = Some(RunError::new(
-            ErrorKind::PluginRevoked,
-            "plugin nuclei is revoked",
-        ));
-        rejected.findings_rejected = 3;
-        let stored = writer.finish_run(rejected.clone()).await.unwrap();
-        assert_eq!(stored, rejected);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        detector_run(&store, "run-2", Vec::new()).await;
-        writer
-            .send(WriteOp::Telemetry(TelemetryEvent {
-                event: "plugin_executed".into(),
-                plugin: "detector".into(),
-                version: "1.0.0".into(),
-                run_id: "run-2".into(),
-                duration_ms: 12,
-                cpu_ms: 3,
-                memory_mb: 40,
-                findings_processed: 0,
-                success: true,
-                timestamp: clock::now_rfc3339(),
-            }))
-            .await
-            .unwrap();
-        writer
-            .audit(audit_event("plugin_invoked", "detector"))
-            .await
-            .unwrap();
-        writer
-            .audit(audit_event("plugin_rejected", "nuclei"))
-            .await
-            .unwrap();
-        writer.flush().await.unwrap();
-
-        let runs = store.runs(&RunQuery::default()).unwrap();
-        let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
-        assert_eq!(ids, ["run-2", "rejected-1"], "newest first");
-        let only_rejected = store
-            .runs(&RunQuery {
-                status: Some(RunStatus::Rejected),
-                ..RunQuery::default()
-            })
-            .unwrap();
-        assert_eq!(only_rejected, vec![rejected]);
-        let by_plugin = store
-            .runs(&RunQuery {
-                plugin: Some("detector".into()),
-                limit: Some(1),
-                ..RunQuery::default()
-            })
-            .unwrap();
-        assert_eq!(by_plugin.len(), 1);
-        assert_eq!(by_plugin[0].run_id, "run-2");
-
-        let telemetry = store
-            .telemetry(&TelemetryQuery {
-                run_id: Some("run-2".into()),
-                ..TelemetryQuery::default()
-            })
-            .unwrap();
-        assert_eq!((telemetry.len(), telemetry[0].duration_ms), (1, 12));
-        let audit = store
-            .audit(&AuditQuery {
-                event: Some("plugin_rejected".into()),
-                ..AuditQuery::default()
-            })
-            .unwrap();
-        assert_eq!(audit.len(), 1);
-        assert_eq!(audit[0].plugin.as_deref(), Some("nuclei"));
-        assert!(audit[0].id > 0);
-        drop(writer);
-        store.shutdown().unwrap();
-    }
-
-    #[test]
-    fn an_enricher_completes_a_cve_the_detector_already_named() {
-        let mut list = vec![serde_json::json!({"cve": "CVE-2021-41773"})];
-        let enriched = serde_json::json!({"cve": "cve-2021-41773", "cvss": [{"version": "3.1", "base_score": 7.5}],
-            "kev": {"date_added": "2021-11-03"}});
-        append_vulnerabilities(
-            &mut list,
-            &[enriched, serde_json::json!({"cve": "CVE-2021-42013"})],
-        );
-        assert_eq!(list.len(), 2);
-        assert_eq!(
-            list[0]["cve"], "CVE-2021-41773",
-            "the detector's entry stays, completed"
-        );
-        assert_eq!(list[0]["cvss"][0]["base_score"], 7.5);
-        assert_eq!(list[0]["kev"]["date_added"], "2021-11-03");
-        assert_eq!(list[1]["cve"], "CVE-2021-42013");
     }
 }

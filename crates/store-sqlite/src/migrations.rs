@@ -7,6 +7,16 @@ use super::*;
 pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_initial.sql"),
     include_str!("migrations/002_first_observation_in_row.sql"),
+    include_str!("migrations/003_hosts.sql"),
+];
+
+/// The tables whose rows name their host (schema version 3).
+const HOST_TABLES: [&str; 5] = [
+    "runs",
+    "findings",
+    "finding_sightings",
+    "telemetry",
+    "audit",
 ];
 
 /// The schema version this build writes.
@@ -41,7 +51,8 @@ pub(crate) fn check_version(conn: &Connection, path: &Path) -> Result<i64, Stora
 
 /// Applies the missing migrations, each in its own immediate transaction that
 /// re-reads the version (another process may be migrating the same file).
-pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StorageError> {
+/// `host` is the host whose rows a database from before version 3 holds.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path, host: &str) -> Result<(), StorageError> {
     let open_error = |source: rusqlite::Error| StorageError::Open {
         location: path.display().to_string(),
         kind: sqlite_error_kind(&source),
@@ -62,6 +73,9 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StorageE
         if version + 1 == 2 {
             fill_fingerprint_keys(&tx).map_err(open_error)?;
         }
+        if version + 1 == 3 {
+            fill_hosts(&tx, host).map_err(open_error)?;
+        }
         tx.pragma_update(None, "user_version", version + 1)
             .map_err(open_error)?;
         tx.commit().map_err(open_error)?;
@@ -79,6 +93,17 @@ pub(crate) fn fill_fingerprint_keys(tx: &Transaction<'_>) -> Result<(), rusqlite
         let id: i64 = row.get(0)?;
         let fingerprint: String = row.get(1)?;
         update.execute(params![id, secflow_store::fingerprint_key(&fingerprint)])?;
+    }
+    Ok(())
+}
+
+/// Names `host` in every row written before schema version 3.
+pub(crate) fn fill_hosts(tx: &Transaction<'_>, host: &str) -> Result<(), rusqlite::Error> {
+    for table in HOST_TABLES {
+        tx.execute(
+            &format!("UPDATE {table} SET host = ?1 WHERE host = ''"),
+            [host],
+        )?;
     }
     Ok(())
 }

@@ -6,8 +6,9 @@ use super::*;
 pub(crate) const UPSERT_RUN: &str = "\
 INSERT INTO runs (run_id, plugin, plugin_version, category, status, partial, exit_code, signal,
     started_at, finished_at, duration_ms, cpu_ms, memory_mb, findings, findings_rejected,
-    outputs, error, stderr_tail, workflow_id, node_id)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+    outputs, error, stderr_tail, workflow_id, node_id, host)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+    ?21)
 ON CONFLICT (run_id) DO UPDATE SET
     plugin = excluded.plugin, plugin_version = excluded.plugin_version,
     category = excluded.category, status = excluded.status, partial = excluded.partial,
@@ -16,11 +17,15 @@ ON CONFLICT (run_id) DO UPDATE SET
     cpu_ms = excluded.cpu_ms, memory_mb = excluded.memory_mb, findings = excluded.findings,
     findings_rejected = excluded.findings_rejected, outputs = excluded.outputs,
     error = excluded.error, stderr_tail = excluded.stderr_tail,
-    workflow_id = excluded.workflow_id, node_id = excluded.node_id";
+    workflow_id = excluded.workflow_id, node_id = excluded.node_id, host = excluded.host";
 
 /// Inserts or replaces a run row (a run rejected before it started has no
 /// `RunStarted`, so `RunFinished` must be able to insert too).
-pub(crate) fn upsert_run(tx: &Transaction<'_>, r: &RunRecord) -> Result<(), rusqlite::Error> {
+pub(crate) fn upsert_run(
+    tx: &Transaction<'_>,
+    r: &RunRecord,
+    host: &str,
+) -> Result<(), rusqlite::Error> {
     let outputs = Value::Object(r.outputs.clone()).to_string();
     let error = r
         .error
@@ -47,6 +52,7 @@ pub(crate) fn upsert_run(tx: &Transaction<'_>, r: &RunRecord) -> Result<(), rusq
         r.stderr_tail,
         r.workflow_id,
         r.node_id,
+        host,
     ])?;
     Ok(())
 }

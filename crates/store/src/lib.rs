@@ -17,6 +17,11 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use secflow_core::record::{ErrorKind, RunRecord};
 
+#[cfg(feature = "testkit")]
+pub mod conformance;
+pub mod document;
+pub mod transfer;
+
 /// A backend's own failure (a SQLite or PostgreSQL error), kept as the cause
 /// so the port itself names no backend.
 pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -421,6 +426,8 @@ pub struct FindingQuery {
     pub limit: Option<u32>,
     /// Keyset cursor: only findings with `id` greater than this.
     pub after: Option<i64>,
+    /// Findings this host observed (first seen or seen again).
+    pub host: Option<String>,
 }
 
 /// One page of findings; `next` is the cursor for the following page.

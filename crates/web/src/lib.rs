@@ -456,6 +456,7 @@ async fn route(
                 min_severity,
                 limit: Some(FINDINGS_PAGE),
                 after: param(q, "after").and_then(|a| a.parse().ok()),
+                ..FindingQuery::default()
             };
             let found = query(dashboard, move |s| s.store().findings(&finding_query)).await?;
             let names = plugin_names(dashboard);

@@ -202,6 +202,13 @@ impl TestBed {
     /// A home whose `[sandbox]` section gets `sandbox_keys` too, and whose
     /// config has `extra` appended.
     pub fn with_sandbox_and_config(sandbox_keys: &str, extra: &str) -> TestBed {
+        TestBed::with_sections("", sandbox_keys, extra)
+    }
+
+    /// A home whose `[storage]` section gets `storage_keys` too (another
+    /// backend, say), whose `[sandbox]` gets `sandbox_keys`, and whose config
+    /// has `extra` appended.
+    pub fn with_sections(storage_keys: &str, sandbox_keys: &str, extra: &str) -> TestBed {
         init_tracing();
         // Each bed gets per-run uids of its own: tests run side by side, and
         // a uid names the run (the kernel's seccomp reports, RLIMIT_NPROC).
@@ -215,7 +222,7 @@ impl TestBed {
         let config_path = dir.path().join("secflow.toml");
         let text = format!(
             "[plugins]\nmanifest_dirs = [\"plugins\"]\n\
-             [storage]\npath = \"var/secflow.db\"\n\
+             [storage]\npath = \"var/secflow.db\"\n{storage_keys}\
              [sandbox]\nwork_root = \"var/runs\"\n\
              uid_min = {uid_min}\nuid_count = {TEST_UIDS_PER_BED}\n{sandbox_keys}\
              [limits]\ncancel_grace_ms = 500\n{extra}"

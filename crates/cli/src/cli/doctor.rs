@@ -1,7 +1,8 @@
 //! `secflow doctor`: what this host offers for isolation, whether the config
 //! can be honoured here, and the effective configuration with each value's
-//! source (the file or the built-in default). Exits 1 when a run would be
-//! rejected for a missing layer.
+//! source (the file or the built-in default), and which store is in use,
+//! whether it answers and whether its schema is current. Exits 1 when a run
+//! would be rejected for a missing layer or the store cannot be used.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -35,6 +36,7 @@ struct Report {
     layers: Vec<LayerCheck>,
     uid_range: UidRangeCheck,
     honoured: bool,
+    store: secflow_runner::StoreProbe,
     /// A warning at most: scans still run (cve-mapper is `skipped` without data).
     vulndb: VulndbCheck,
     config_file: Option<String>,
@@ -65,13 +67,16 @@ pub fn doctor_command(cli: &Cli) -> Result<ExitCode, Failure> {
         })
         .collect();
     let uid_range = uid_range_check(&config);
-    let honoured =
-        layers.iter().all(|l| l.available || l.allowed_to_degrade) && uid_range.clashes.is_empty();
+    let store = secflow_runner::probe_store(&config.storage);
+    let honoured = layers.iter().all(|l| l.available || l.allowed_to_degrade)
+        && uid_range.clashes.is_empty()
+        && store.usable();
     let report = Report {
         host: host.report(),
         layers,
         uid_range,
         honoured,
+        store,
         vulndb: vulndb_check(&config),
         config_file: config.source.as_ref().map(|p| p.display().to_string()),
         config: config_sources(&config),
@@ -165,6 +170,7 @@ fn write_report(out: &mut dyn Write, r: &Report) -> std::io::Result<()> {
             format!("CLASHES with {}", r.uid_range.clashes.join(", "))
         }
     )?;
+    write_store(out, &r.store)?;
     writeln!(
         out,
         "\nvulnerability data {}: {}{}",
@@ -196,9 +202,32 @@ fn write_report(out: &mut dyn Write, r: &Report) -> std::io::Result<()> {
         if r.honoured {
             "this host can honour the config"
         } else {
-            "this host cannot honour the config: runs needing a MISSING layer are rejected"
+            "this host cannot honour the config: runs needing a MISSING layer are rejected, \
+             and an unusable store stops the daemon"
         }
     )
+}
+
+fn write_store(out: &mut dyn Write, s: &secflow_runner::StoreProbe) -> std::io::Result<()> {
+    writeln!(out, "\nstore {} at {}", s.backend.as_str(), s.location)?;
+    let reachable = match &s.error {
+        None => "yes".to_string(),
+        Some(e) => format!("NO: {e}"),
+    };
+    writeln!(out, "  reachable                       {reachable}")?;
+    let migrated = match s.schema_version {
+        None => "unknown".to_string(),
+        Some(v) if v == s.known_version => format!("yes (schema {v})"),
+        Some(v) if v < s.known_version => format!(
+            "no: schema {v}, migrated to {} when the daemon starts (or `secflow storage migrate`)",
+            s.known_version
+        ),
+        Some(v) => format!(
+            "NO: schema {v} is newer than this build knows ({}); upgrade secflow",
+            s.known_version
+        ),
+    };
+    writeln!(out, "  migrated                        {migrated}")
 }
 
 fn describe(r: &Result<String, String>) -> String {
@@ -244,9 +273,16 @@ fn config_sources(config: &Config) -> Vec<ConfigValue> {
     let mut out = Vec::new();
     flatten("", &effective, &mut |key, value| {
         let set = in_file.as_ref().is_some_and(|t| lookup(t, key));
+        // A URL may carry a password: shown without its user info.
+        let value = match (key, value) {
+            ("storage.url", Value::String(url)) => {
+                Value::String(secflow_core::config::StorageConfig::postgres_location(url))
+            }
+            _ => value.clone(),
+        };
         out.push(ConfigValue {
             key: key.to_string(),
-            value: value.clone(),
+            value,
             source: if set { "file" } else { "default" },
         });
     });

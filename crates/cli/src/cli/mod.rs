@@ -12,6 +12,7 @@ pub mod client;
 mod doctor;
 pub mod sarif;
 mod scan;
+mod storage;
 mod table;
 mod vulndb;
 mod web;
@@ -117,6 +118,11 @@ pub enum Command {
     Keygen(author::KeygenArgs),
     /// Which isolation features this host offers, and whether the config can be honoured.
     Doctor,
+    /// The store's schema, and moving a SQLite database into PostgreSQL.
+    Storage {
+        #[command(subcommand)]
+        action: storage::StorageAction,
+    },
     /// The default pipeline against targets: every active detector, then
     /// every enricher over their findings, then every analytics plugin.
     Scan(scan::ScanArgs),
@@ -224,6 +230,9 @@ pub struct FindingsArgs {
     pub plugin: Option<String>,
     #[arg(long, value_name = "LEVEL", value_parser = parse_severity)]
     pub min_severity: Option<Severity>,
+    /// Only findings this host (`[host] name`) observed.
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
     #[arg(long, default_value_t = 1000)]
     pub limit: u32,
     #[arg(long, value_enum)]
@@ -309,6 +318,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
             action: PluginAction::Check(args),
         } => check::check_command(cli, args),
         Command::Doctor => doctor::doctor_command(cli),
+        Command::Storage { action } => storage::storage_command(cli, action),
         Command::Scan(args) => scan::scan_command(cli, args),
         Command::Demo(args) => scan::demo_command(cli, args),
         Command::Vulndb { action } => vulndb::vulndb_command(cli, action),
@@ -469,7 +479,10 @@ pub fn load_config(cli: &Cli) -> Result<Config, Failure> {
 
 fn open_store(cli: &Cli) -> Result<Box<dyn StoragePort>, Failure> {
     let config = load_config(cli)?;
-    Ok(secflow_runner::open_store(&config.storage)?)
+    Ok(secflow_runner::open_store(
+        &config.storage,
+        &config.host.name,
+    )?)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -765,6 +778,7 @@ fn findings_command(cli: &Cli, args: &FindingsArgs) -> Result<ExitCode, Failure>
                 min_severity: args.min_severity,
                 limit: Some(args.limit.min(1000)),
                 after,
+                host: args.host.clone(),
             })?;
             let got = page.findings.len();
             findings.extend(page.findings.into_iter().map(|f| f.finding));
@@ -778,13 +792,16 @@ fn findings_command(cli: &Cli, args: &FindingsArgs) -> Result<ExitCode, Failure>
         runtime()?.block_on(async {
             let mut client = DaemonClient::connect(&path).await?;
             loop {
-                let params = json!({
+                let mut params = json!({
                     "run_id": args.run_id,
                     "plugin": args.plugin,
                     "min_severity": args.min_severity.map(Severity::as_str),
                     "limit": args.limit.min(1000),
                     "after": after,
                 });
+                if let Some(host) = &args.host {
+                    params["host"] = json!(host);
+                }
                 let page: FindingDocs = client.call_as("findings.query", params).await?;
                 let got = page.findings.len();
                 findings.extend(page.findings);
