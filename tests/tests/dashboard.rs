@@ -75,7 +75,7 @@ impl Drop for Daemon {
 /// reports ten findings (info, low, medium, high, critical in turn), and a token.
 fn dashboard_bed(port: u16) -> (TestBed, String) {
     let bed = TestBed::with_config(&format!(
-        "[api]\nsocket = \"api.sock\"\n[web]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n"
+        "[api]\nsocket = \"api.sock\"\n[host]\nname = \"scanner-a\"\n[web]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n"
     ));
     bed.install_fixture("detector", DETECTOR);
     for _ in 0..3 {
@@ -218,7 +218,7 @@ async fn a_person_logs_in_filters_findings_reads_a_run_and_sees_the_charts() {
         "10"
     );
     let seen = page
-        .eval("[...document.querySelectorAll('#findings tbody tr td:nth-child(7)')].map(td => td.textContent)")
+        .eval("[...document.querySelectorAll('#findings tbody tr td:nth-child(8)')].map(td => td.textContent)")
         .await;
     assert!(
         seen.as_array().unwrap().iter().all(|s| s == "3"),
@@ -233,7 +233,7 @@ async fn a_person_logs_in_filters_findings_reads_a_run_and_sees_the_charts() {
         .await;
     assert_eq!(
         page.eval("location.search").await,
-        "?severity=high&plugin=",
+        "?severity=high&plugin=&host=",
         "the filter is in the address, so it can be shared"
     );
     let severities = page
@@ -242,6 +242,30 @@ async fn a_person_logs_in_filters_findings_reads_a_run_and_sees_the_charts() {
     assert_eq!(
         severities,
         serde_json::json!(["high", "critical", "high", "critical"])
+    );
+
+    // The host filter: every finding was seen by this bed's host, none by another.
+    let hosts = page
+        .eval("[...document.querySelectorAll('#findings tbody tr td:nth-child(7)')].map(td => td.textContent)")
+        .await;
+    assert!(
+        hosts.as_array().unwrap().iter().all(|h| h == "scanner-a"),
+        "{hosts}"
+    );
+    page.eval("document.getElementById('filter-host').value = 'scanner-b'")
+        .await;
+    page.submit("document.getElementById('apply-filters').click()").await;
+    assert_eq!(
+        page.eval("document.getElementById('finding-count').dataset.count").await,
+        "0",
+        "no finding was seen by another host"
+    );
+    page.eval("document.getElementById('filter-host').value = 'scanner-a'")
+        .await;
+    page.submit("document.getElementById('apply-filters').click()").await;
+    assert_eq!(
+        page.eval("document.getElementById('finding-count').dataset.count").await,
+        "4"
     );
 
     // A finding's detail: its description and its occurrences.

@@ -442,6 +442,7 @@ async fn route(
                 severity: param(q, "severity").map(str::to_owned),
                 plugin: param(q, "plugin").map(str::to_owned),
                 run: param(q, "run").map(str::to_owned),
+                host: param(q, "host").map(str::to_owned),
             };
             let min_severity = match filters.severity.as_deref() {
                 Some(s) => match Severity::parse(s) {
@@ -456,6 +457,7 @@ async fn route(
                 min_severity,
                 limit: Some(FINDINGS_PAGE),
                 after: param(q, "after").and_then(|a| a.parse().ok()),
+                host: filters.host.clone(),
                 ..FindingQuery::default()
             };
             let found = query(dashboard, move |s| s.store().findings(&finding_query)).await?;

@@ -32,6 +32,20 @@ fn severity_badge(severity: &str) -> String {
     )
 }
 
+/// The scan hosts that saw a finding, comma-separated.
+fn hosts(finding: &Value) -> String {
+    finding
+        .get("hosts")
+        .and_then(Value::as_array)
+        .map(|h| {
+            h.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
 /// The CVEs of a finding, with KEV marked.
 fn cves(finding: &Value) -> String {
     finding
@@ -58,6 +72,8 @@ pub struct FindingFilters {
     pub severity: Option<String>,
     pub plugin: Option<String>,
     pub run: Option<String>,
+    /// Findings seen by this scan host (`[host] name`).
+    pub host: Option<String>,
 }
 
 impl FindingFilters {
@@ -67,6 +83,7 @@ impl FindingFilters {
             ("severity", &self.severity),
             ("plugin", &self.plugin),
             ("run", &self.run),
+            ("host", &self.host),
         ] {
             if let Some(v) = v {
                 let _ = write!(q, "&{k}={}", url_component(v));
@@ -96,6 +113,11 @@ pub fn findings(
         plugins,
         filters.plugin.as_deref(),
     ));
+    let _ = write!(
+        out,
+        "<label>Host <input type=\"text\" name=\"host\" id=\"filter-host\" size=\"16\" maxlength=\"253\" value=\"{}\"></label>",
+        esc(filters.host.as_deref().unwrap_or(""))
+    );
     if let Some(run) = &filters.run {
         let _ = write!(
             out,
@@ -126,6 +148,7 @@ pub fn findings(
                 esc(text(doc, "target")),
                 cves(doc),
                 esc(&f.plugin.name),
+                esc(&hosts(doc)),
                 f.occurrences.to_string(),
                 esc(&f.last_seen),
             ]
@@ -140,6 +163,7 @@ pub fn findings(
             "Target",
             "CVEs",
             "Plugin",
+            "Hosts",
             "Seen",
             "Last seen",
         ],
@@ -163,7 +187,7 @@ pub fn finding(f: &StoredFinding) -> String {
         "<dl class=\"facts\"><dt>Severity</dt><dd>{}</dd><dt>Rule</dt><dd>{}</dd>\
          <dt>Target</dt><dd>{}</dd><dt>Plugin</dt><dd>{} {}</dd>\
          <dt>First seen</dt><dd>{}</dd><dt>Last seen</dt><dd>{}</dd>\
-         <dt>Occurrences</dt><dd id=\"occurrences\">{}</dd>\
+         <dt>Occurrences</dt><dd id=\"occurrences\">{}</dd><dt>Seen by hosts</dt><dd id=\"hosts\">{}</dd>\
          <dt>First run</dt><dd><a href=\"/runs/{}\">{}</a></dd>\
          <dt>Fingerprint</dt><dd><code>{}</code></dd></dl>",
         severity_badge(text(doc, "severity")),
@@ -174,6 +198,7 @@ pub fn finding(f: &StoredFinding) -> String {
         esc(&f.first_seen),
         esc(&f.last_seen),
         f.occurrences,
+        esc(&hosts(doc)),
         url_component(&f.run_id),
         esc(&f.run_id),
         esc(&f.fingerprint),
