@@ -458,7 +458,6 @@ async fn route(
                 limit: Some(FINDINGS_PAGE),
                 after: param(q, "after").and_then(|a| a.parse().ok()),
                 host: filters.host.clone(),
-                ..FindingQuery::default()
             };
             let found = query(dashboard, move |s| s.store().findings(&finding_query)).await?;
             let names = plugin_names(dashboard);
