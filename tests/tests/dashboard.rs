@@ -254,17 +254,21 @@ async fn a_person_logs_in_filters_findings_reads_a_run_and_sees_the_charts() {
     );
     page.eval("document.getElementById('filter-host').value = 'scanner-b'")
         .await;
-    page.submit("document.getElementById('apply-filters').click()").await;
+    page.submit("document.getElementById('apply-filters').click()")
+        .await;
     assert_eq!(
-        page.eval("document.getElementById('finding-count').dataset.count").await,
+        page.eval("document.getElementById('finding-count').dataset.count")
+            .await,
         "0",
         "no finding was seen by another host"
     );
     page.eval("document.getElementById('filter-host').value = 'scanner-a'")
         .await;
-    page.submit("document.getElementById('apply-filters').click()").await;
+    page.submit("document.getElementById('apply-filters').click()")
+        .await;
     assert_eq!(
-        page.eval("document.getElementById('finding-count').dataset.count").await,
+        page.eval("document.getElementById('finding-count').dataset.count")
+            .await,
         "4"
     );
 
