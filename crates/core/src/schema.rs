@@ -504,6 +504,8 @@ mod tests {
             ("/enrichment", json!({"cve-mapper": {}})),
             ("/occurrences", json!(0)),
             ("/first_seen", json!("yesterday")),
+            ("/hosts", json!(["scanner-a", "scanner-a"])),
+            ("/hosts", json!([""])),
         ];
         corpus.extend(edits.into_iter().map(|(p, v)| edited(&base, p, v)));
         corpus.push(crowded(&base, 65));
