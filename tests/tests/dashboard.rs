@@ -233,7 +233,7 @@ async fn a_person_logs_in_filters_findings_reads_a_run_and_sees_the_charts() {
         .await;
     assert_eq!(
         page.eval("location.search").await,
-        "?severity=high&plugin=&host=",
+        "?severity=high&plugin=&host=&target=&text=",
         "the filter is in the address, so it can be shared"
     );
     let severities = page
@@ -270,6 +270,43 @@ async fn a_person_logs_in_filters_findings_reads_a_run_and_sees_the_charts() {
         page.eval("document.getElementById('finding-count').dataset.count")
             .await,
         "4"
+    );
+
+    // The text search looks in titles and rule ids, ignoring case: of the
+    // four, only "Fixture finding 10" has "finding 1" in its title.
+    page.eval("document.getElementById('filter-text').value = 'FINDING 1'")
+        .await;
+    page.submit("document.getElementById('apply-filters').click()")
+        .await;
+    assert_eq!(
+        page.eval("document.getElementById('finding-count').dataset.count")
+            .await,
+        "1"
+    );
+    assert_eq!(
+        page.eval("document.querySelector('#findings tbody tr').textContent.includes('Fixture finding 10')")
+            .await,
+        true
+    );
+    // The target search: the fixture's findings are all on 127.0.0.1:8080.
+    page.eval("document.getElementById('filter-target').value = '127.0.0.9'")
+        .await;
+    page.submit("document.getElementById('apply-filters').click()")
+        .await;
+    assert_eq!(
+        page.eval("document.getElementById('finding-count').dataset.count")
+            .await,
+        "0",
+        "no finding on another target"
+    );
+    page.eval("document.getElementById('filter-target').value = '127.0.0.1:8080'")
+        .await;
+    page.submit("document.getElementById('apply-filters').click()")
+        .await;
+    assert_eq!(
+        page.eval("document.getElementById('finding-count').dataset.count")
+            .await,
+        "1"
     );
 
     // A finding's detail: its description and its occurrences.

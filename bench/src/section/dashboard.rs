@@ -60,6 +60,15 @@ pub fn run(bins: &Bins, findings: u64) -> Result<Vec<Figure>, BenchError> {
             "/findings?severity=high".to_owned(),
         ),
         ("findings, a page near the end", last_page),
+        // A search that matches nothing reads every row: the worst case.
+        (
+            "findings, text search matching none",
+            "/findings?text=no-such-title".to_owned(),
+        ),
+        (
+            "findings, target search matching none",
+            "/findings?target=no-such-target".to_owned(),
+        ),
         ("a finding's detail", format!("/findings/{}", middle.max(1))),
         ("runs", "/runs".to_owned()),
         ("a run's detail", format!("/runs/{run_id}")),

@@ -83,6 +83,11 @@ async fn findings_query(ctx: &CallContext, params: Value) -> Result<Box<RawValue
             })
         })
         .transpose()?;
+    for (field, text) in [("target", &p.target), ("text", &p.text)] {
+        if let Some(text) = text {
+            FindingQuery::check_search_text(field, text).map_err(RpcFailure::invalid_params)?;
+        }
+    }
     let query = FindingQuery {
         run_id: p.run_id,
         plugin: p.plugin,
@@ -90,6 +95,8 @@ async fn findings_query(ctx: &CallContext, params: Value) -> Result<Box<RawValue
         limit: Some(page_limit(p.limit)),
         after: p.after,
         host: p.host,
+        target: p.target,
+        text: p.text,
     };
     let supervisor = Arc::clone(&ctx.supervisor);
     let page = blocking(move || Ok(supervisor.store().findings_text(&query)?)).await?;
@@ -310,6 +317,10 @@ struct FindingsParams {
     limit: Option<u32>,
     after: Option<i64>,
     host: Option<String>,
+    /// Findings whose target contains this (ASCII case ignored).
+    target: Option<String>,
+    /// Findings whose title or rule id contains this (ASCII case ignored).
+    text: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

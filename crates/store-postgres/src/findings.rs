@@ -258,6 +258,23 @@ pub(crate) async fn page(
         let rank = i32::try_from(severity_rank(min)).unwrap_or(0);
         sql.push_str(&format!(" AND f.severity_rank >= {}", arg(Box::new(rank))));
     }
+    // translate() folds ASCII only, as the pattern is folded: lower() would
+    // follow the database's locale and disagree with the SQLite store.
+    if let Some(target) = &query.target {
+        sql.push_str(&format!(
+            " AND strpos({}, {}) > 0",
+            ascii_lower("f.target"),
+            arg(Box::new(FindingQuery::search_pattern(target)))
+        ));
+    }
+    if let Some(text) = &query.text {
+        let text = arg(Box::new(FindingQuery::search_pattern(text)));
+        sql.push_str(&format!(
+            " AND (strpos({}, {text}) > 0 OR strpos({}, {text}) > 0)",
+            ascii_lower("f.title"),
+            ascii_lower("f.rule_id")
+        ));
+    }
     if let Some(after) = query.after {
         sql.push_str(&format!(" AND f.id > {}", arg(Box::new(after))));
     }
@@ -272,4 +289,9 @@ pub(crate) async fn page(
         .map_err(db_error)?;
     let rows = rows.iter().map(finding_row).collect::<Result<_, _>>()?;
     Ok((rows, limit))
+}
+
+/// SQL folding `column`'s ASCII capitals to lowercase, and nothing else.
+fn ascii_lower(column: &str) -> String {
+    format!("translate({column}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')")
 }

@@ -256,6 +256,19 @@ pub(crate) fn findings_sql(query: &FindingQuery) -> (String, Vec<SqlValue>, u32)
             arg(SqlValue::Integer(severity_rank(min)))
         ));
     }
+    // SQLite's lower() folds ASCII only, as the pattern is folded.
+    if let Some(target) = &query.target {
+        filters.push_str(&format!(
+            " AND instr(lower(f.target), {}) > 0",
+            arg(SqlValue::Text(FindingQuery::search_pattern(target)))
+        ));
+    }
+    if let Some(text) = &query.text {
+        let text = arg(SqlValue::Text(FindingQuery::search_pattern(text)));
+        filters.push_str(&format!(
+            " AND (instr(lower(f.title), {text}) > 0 OR instr(lower(f.rule_id), {text}) > 0)"
+        ));
+    }
     if let Some(after) = query.after {
         filters.push_str(&format!(" AND f.id > {}", arg(SqlValue::Integer(after))));
     }

@@ -809,6 +809,87 @@ pub async fn every_finding_names_the_hosts_that_saw_it_and_the_host_filter_keeps
     assert_text_page_is_the_tree_page(store, on(&host));
 }
 
+/// The dashboard's search boxes: `target` matches inside the target, `text`
+/// inside the title or the rule id, both ignoring ASCII case and taking
+/// every character literally (no wildcards).
+pub async fn target_and_text_filters_match_substrings_ignoring_case_and_wildcards(
+    fx: &mut dyn StoreFixture,
+) {
+    let store = fx.store();
+    let shaped = |fp: &str, target: &str, title: &str, rule: &str| {
+        finding_with(
+            fp,
+            Severity::Medium,
+            json!({"target": target, "title": title, "rule_id": rule}),
+        )
+    };
+    detector_run(
+        store,
+        "run-1",
+        vec![
+            shaped(
+                "fp-login",
+                "https://Shop.Example.test/login",
+                "SQL injection in the login form",
+                "sqli-login",
+            ),
+            shaped(
+                "fp-redirect",
+                "http://api.example.test/v1",
+                "Open redirect",
+                "redirect-open",
+            ),
+            shaped(
+                "fp-git",
+                "http://10.0.0.5:8080/",
+                "Exposed .git directory",
+                "git_exposed",
+            ),
+        ],
+    )
+    .await;
+    let matching = |target: Option<&str>, text: Option<&str>| {
+        let mut found: Vec<String> = all_findings(
+            store,
+            FindingQuery {
+                target: target.map(str::to_string),
+                text: text.map(str::to_string),
+                ..FindingQuery::default()
+            },
+        )
+        .into_iter()
+        .map(|f| f.fingerprint)
+        .collect();
+        found.sort();
+        found
+    };
+    assert_eq!(
+        matching(Some("example.TEST"), None),
+        ["fp-login", "fp-redirect"]
+    );
+    assert_eq!(matching(Some("shop."), None), ["fp-login"]);
+    assert_eq!(matching(Some("10.0.0.5:8080"), None), ["fp-git"]);
+    assert_eq!(matching(None, Some("INJECTION")), ["fp-login"]);
+    assert_eq!(matching(None, Some("redirect-open")), ["fp-redirect"]);
+    assert_eq!(
+        matching(Some("example"), Some("redirect")),
+        ["fp-redirect"],
+        "filters combine"
+    );
+    assert!(matching(None, Some("%")).is_empty(), "% is no wildcard");
+    assert!(matching(None, Some("git%exposed")).is_empty());
+    assert!(matching(Some("_"), None).is_empty(), "_ is no wildcard");
+    assert_eq!(matching(None, Some("git_")), ["fp-git"], "_ matches itself");
+    assert!(matching(Some("nowhere.test"), None).is_empty());
+    assert_text_page_is_the_tree_page(
+        store,
+        FindingQuery {
+            target: Some("example".into()),
+            ..FindingQuery::default()
+        },
+    );
+}
+
 /// The statuses added after the first schema round-trip with their error:
 /// `partial` keeps how much was left undone, `skipped` its reason.
 pub async fn partial_and_skipped_runs_keep_their_status_and_what_was_left(
@@ -879,6 +960,7 @@ macro_rules! storage_suite {
             closing_commits_everything_queued_while_other_writers_are_still_held,
             a_run_finished_without_starting_is_recorded_and_queries_filter_and_sort,
             every_finding_names_the_hosts_that_saw_it_and_the_host_filter_keeps_them,
+            target_and_text_filters_match_substrings_ignoring_case_and_wildcards,
             partial_and_skipped_runs_keep_their_status_and_what_was_left,
         );
     };

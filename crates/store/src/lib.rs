@@ -428,6 +428,39 @@ pub struct FindingQuery {
     pub after: Option<i64>,
     /// Findings this host observed (first seen or seen again).
     pub host: Option<String>,
+    /// Findings whose target contains this text, ignoring ASCII case.
+    pub target: Option<String>,
+    /// Findings whose title or rule id contains this text, ignoring ASCII
+    /// case.
+    pub text: Option<String>,
+}
+
+/// The longest `target` or `text` a findings query may search for: a
+/// search text is matched against every row it passes, so it is bounded.
+pub const MAX_SEARCH_TEXT: usize = 256;
+
+impl FindingQuery {
+    /// A search text as the backends match it: ASCII-lowercased, so both
+    /// compare it with `lower()` of the column the same way.
+    pub fn search_pattern(text: &str) -> String {
+        text.to_ascii_lowercase()
+    }
+
+    /// Why `text`, given for the filter `field`, cannot be searched for:
+    /// too long, or holding a control character (no target or title has
+    /// one, and PostgreSQL refuses NUL in text).
+    pub fn check_search_text(field: &str, text: &str) -> Result<(), String> {
+        let length = text.chars().count();
+        if length > MAX_SEARCH_TEXT {
+            return Err(format!(
+                "{field} is {length} characters long: at most {MAX_SEARCH_TEXT} are searched for"
+            ));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(format!("{field} holds a control character"));
+        }
+        Ok(())
+    }
 }
 
 /// One page of findings; `next` is the cursor for the following page.
@@ -503,5 +536,30 @@ pub fn findings_op(
             plugin_version: plugin_version.to_string(),
             findings,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_search_text_is_bounded_and_free_of_control_characters() {
+        assert_eq!(FindingQuery::check_search_text("text", "SQL injection"), Ok(()));
+        let longest = "é".repeat(MAX_SEARCH_TEXT);
+        assert_eq!(FindingQuery::check_search_text("text", &longest), Ok(()));
+        assert_eq!(
+            FindingQuery::check_search_text("--target", &format!("{longest}x")),
+            Err("--target is 257 characters long: at most 256 are searched for".to_string())
+        );
+        assert_eq!(
+            FindingQuery::check_search_text("target", "a\0b"),
+            Err("target holds a control character".to_string())
+        );
+    }
+
+    #[test]
+    fn a_search_pattern_folds_ascii_only_as_both_backends_do() {
+        assert_eq!(FindingQuery::search_pattern("Shop.ÉXAMPLE"), "shop.Éxample");
     }
 }

@@ -203,6 +203,18 @@ fn redirect(to: &str) -> Answer {
     answer
 }
 
+fn bad_request(user: &str, why: &str) -> Answer {
+    html_page(
+        StatusCode::BAD_REQUEST,
+        html::page(
+            "Bad request",
+            Nav::None,
+            Some(user),
+            &format!("<p>{}</p>", html::esc(why)),
+        ),
+    )
+}
+
 fn not_found(user: &str, what: &str) -> Answer {
     html_page(
         StatusCode::NOT_FOUND,
@@ -443,7 +455,16 @@ async fn route(
                 plugin: param(q, "plugin").map(str::to_owned),
                 run: param(q, "run").map(str::to_owned),
                 host: param(q, "host").map(str::to_owned),
+                target: param(q, "target").map(str::to_owned),
+                text: param(q, "text").map(str::to_owned),
             };
+            for (field, text) in [("target", &filters.target), ("text", &filters.text)] {
+                if let Some(text) = text {
+                    if let Err(why) = FindingQuery::check_search_text(field, text) {
+                        return Ok(bad_request(user, &why));
+                    }
+                }
+            }
             let min_severity = match filters.severity.as_deref() {
                 Some(s) => match Severity::parse(s) {
                     Some(s) => Some(s),
@@ -458,6 +479,8 @@ async fn route(
                 limit: Some(FINDINGS_PAGE),
                 after: param(q, "after").and_then(|a| a.parse().ok()),
                 host: filters.host.clone(),
+                target: filters.target.clone(),
+                text: filters.text.clone(),
             };
             let found = query(dashboard, move |s| s.store().findings(&finding_query)).await?;
             let names = plugin_names(dashboard);

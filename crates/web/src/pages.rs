@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use secflow_core::record::RunRecord;
 use secflow_runner::registry::PluginEntry;
-use secflow_store::{AuditEvent, PluginState, StoredFinding};
+use secflow_store::{AuditEvent, PluginState, StoredFinding, MAX_SEARCH_TEXT};
 use serde_json::Value;
 
 use crate::chart::{self, Day};
@@ -74,6 +74,10 @@ pub struct FindingFilters {
     pub run: Option<String>,
     /// Findings seen by this scan host (`[host] name`).
     pub host: Option<String>,
+    /// Findings whose target contains this.
+    pub target: Option<String>,
+    /// Findings whose title or rule id contains this.
+    pub text: Option<String>,
 }
 
 impl FindingFilters {
@@ -84,6 +88,8 @@ impl FindingFilters {
             ("plugin", &self.plugin),
             ("run", &self.run),
             ("host", &self.host),
+            ("target", &self.target),
+            ("text", &self.text),
         ] {
             if let Some(v) = v {
                 let _ = write!(q, "&{k}={}", url_component(v));
@@ -117,6 +123,16 @@ pub fn findings(
         out,
         "<label>Host <input type=\"text\" name=\"host\" id=\"filter-host\" size=\"16\" maxlength=\"253\" value=\"{}\"></label>",
         esc(filters.host.as_deref().unwrap_or(""))
+    );
+    let _ = write!(
+        out,
+        "<label>Target <input type=\"search\" name=\"target\" id=\"filter-target\" size=\"24\" maxlength=\"{MAX_SEARCH_TEXT}\" value=\"{}\"></label>",
+        esc(filters.target.as_deref().unwrap_or(""))
+    );
+    let _ = write!(
+        out,
+        "<label>Text <input type=\"search\" name=\"text\" id=\"filter-text\" size=\"24\" maxlength=\"{MAX_SEARCH_TEXT}\" placeholder=\"title or rule\" value=\"{}\"></label>",
+        esc(filters.text.as_deref().unwrap_or(""))
     );
     if let Some(run) = &filters.run {
         let _ = write!(

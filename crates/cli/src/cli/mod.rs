@@ -233,6 +233,12 @@ pub struct FindingsArgs {
     /// Only findings this host (`[host] name`) observed.
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
+    /// Only findings whose target contains TEXT (ASCII case ignored).
+    #[arg(long, value_name = "TEXT", value_parser = parse_target_text)]
+    pub target: Option<String>,
+    /// Only findings whose title or rule id contains TEXT (ASCII case ignored).
+    #[arg(long, value_name = "TEXT", value_parser = parse_search_text)]
+    pub text: Option<String>,
     #[arg(long, default_value_t = 1000)]
     pub limit: u32,
     #[arg(long, value_enum)]
@@ -240,6 +246,14 @@ pub struct FindingsArgs {
     /// Read the database directly instead of asking the daemon.
     #[arg(long)]
     pub local: bool,
+}
+
+fn parse_target_text(s: &str) -> Result<String, String> {
+    FindingQuery::check_search_text("--target", s).map(|()| s.to_string())
+}
+
+fn parse_search_text(s: &str) -> Result<String, String> {
+    FindingQuery::check_search_text("--text", s).map(|()| s.to_string())
 }
 
 fn parse_severity(s: &str) -> Result<Severity, String> {
@@ -779,6 +793,8 @@ fn findings_command(cli: &Cli, args: &FindingsArgs) -> Result<ExitCode, Failure>
                 limit: Some(args.limit.min(1000)),
                 after,
                 host: args.host.clone(),
+                target: args.target.clone(),
+                text: args.text.clone(),
             })?;
             let got = page.findings.len();
             findings.extend(page.findings.into_iter().map(|f| f.finding));
@@ -799,8 +815,14 @@ fn findings_command(cli: &Cli, args: &FindingsArgs) -> Result<ExitCode, Failure>
                     "limit": args.limit.min(1000),
                     "after": after,
                 });
-                if let Some(host) = &args.host {
-                    params["host"] = json!(host);
+                for (name, value) in [
+                    ("host", &args.host),
+                    ("target", &args.target),
+                    ("text", &args.text),
+                ] {
+                    if let Some(value) = value {
+                        params[name] = json!(value);
+                    }
                 }
                 let page: FindingDocs = client.call_as("findings.query", params).await?;
                 let got = page.findings.len();
