@@ -60,7 +60,8 @@ pub fn run(bins: &Bins, findings: u64) -> Result<Vec<Figure>, BenchError> {
             "/findings?severity=high".to_owned(),
         ),
         ("findings, a page near the end", last_page),
-        // A search that matches nothing reads every row: the worst case.
+        // A search that matches nothing reads a whole window of ids
+        // (secflow_web::SEARCH_WINDOW): the worst case.
         (
             "findings, text search matching none",
             "/findings?text=no-such-title".to_owned(),

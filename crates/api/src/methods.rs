@@ -97,6 +97,7 @@ async fn findings_query(ctx: &CallContext, params: Value) -> Result<Box<RawValue
         host: p.host,
         target: p.target,
         text: p.text,
+        window: p.window,
     };
     let supervisor = Arc::clone(&ctx.supervisor);
     let page = blocking(move || Ok(supervisor.store().findings_text(&query)?)).await?;
@@ -321,6 +322,8 @@ struct FindingsParams {
     target: Option<String>,
     /// Findings whose title or rule id contains this (ASCII case ignored).
     text: Option<String>,
+    /// Read only ids in `(after, after + window]`; `next` goes on.
+    window: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

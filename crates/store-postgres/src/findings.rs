@@ -278,6 +278,9 @@ pub(crate) async fn page(
     if let Some(after) = query.after {
         sql.push_str(&format!(" AND f.id > {}", arg(Box::new(after))));
     }
+    if let Some(end) = query.window_end() {
+        sql.push_str(&format!(" AND f.id <= {}", arg(Box::new(end))));
+    }
     let limit = page_limit(query.limit, DEFAULT_FINDINGS_LIMIT);
     sql.push_str(&format!(
         " ORDER BY f.id LIMIT {}",
@@ -294,4 +297,23 @@ pub(crate) async fn page(
 /// SQL folding `column`'s ASCII capitals to lowercase, and nothing else.
 fn ascii_lower(column: &str) -> String {
     format!("translate({column}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')")
+}
+
+/// The highest finding id, when a windowed page came back short and its
+/// cursor depends on whether findings lie beyond the window
+/// ([`FindingQuery::next_cursor`]); `None` otherwise, without a query.
+pub(crate) async fn highest_if_windowed(
+    client: &impl GenericClient,
+    query: &FindingQuery,
+    returned: usize,
+    limit: u32,
+) -> Result<Option<i64>, StorageError> {
+    if query.window.is_none() || returned == limit as usize {
+        return Ok(None);
+    }
+    let row = client
+        .query_one("SELECT max(id) FROM findings", &[])
+        .await
+        .map_err(db_error)?;
+    row.try_get(0).map_err(db_error)
 }

@@ -375,15 +375,16 @@ impl StoragePort for PostgresStore {
         let query = query.clone();
         self.read(move |client| async move {
             let (rows, limit) = findings::page(&*client, &query).await?;
+            let highest =
+                findings::highest_if_windowed(&*client, &query, rows.len(), limit).await?;
             let findings = rows
                 .into_iter()
                 .map(|row| row.into_stored())
                 .collect::<Result<Vec<_>, _>>()?;
-            let next = if findings.len() == limit as usize {
-                findings.last().map(|f| f.id)
-            } else {
-                None
-            };
+            let next =
+                query.next_cursor(findings.len(), limit, findings.last().map(|f| f.id), || {
+                    Ok(highest)
+                })?;
             Ok(FindingPage { findings, next })
         })
     }
@@ -392,15 +393,16 @@ impl StoragePort for PostgresStore {
         let query = query.clone();
         self.read(move |client| async move {
             let (rows, limit) = findings::page(&*client, &query).await?;
+            let highest =
+                findings::highest_if_windowed(&*client, &query, rows.len(), limit).await?;
             let rows = rows
                 .into_iter()
                 .map(|row| row.into_text())
                 .collect::<Result<Vec<_>, _>>()?;
-            let next = if rows.len() == limit as usize {
-                rows.last().map(|(id, _)| *id)
-            } else {
-                None
-            };
+            let next =
+                query.next_cursor(rows.len(), limit, rows.last().map(|(id, _)| *id), || {
+                    Ok(highest)
+                })?;
             Ok(FindingTextPage {
                 findings: rows.into_iter().map(|(_, text)| text).collect(),
                 next,

@@ -272,6 +272,9 @@ pub(crate) fn findings_sql(query: &FindingQuery) -> (String, Vec<SqlValue>, u32)
     if let Some(after) = query.after {
         filters.push_str(&format!(" AND f.id > {}", arg(SqlValue::Integer(after))));
     }
+    if let Some(end) = query.window_end() {
+        filters.push_str(&format!(" AND f.id <= {}", arg(SqlValue::Integer(end))));
+    }
     let limit = page_limit(query.limit, DEFAULT_FINDINGS_LIMIT);
     let limit_arg = arg(SqlValue::Integer(limit.into()));
     let sql = match &query.run_id {
@@ -297,4 +300,10 @@ pub(crate) fn findings_sql(query: &FindingQuery) -> (String, Vec<SqlValue>, u32)
         ),
     };
     (sql, args, limit)
+}
+
+/// The highest finding id stored (the primary key's last entry).
+pub(crate) fn highest_finding_id(conn: &Connection) -> Result<Option<i64>, StorageError> {
+    conn.query_row("SELECT max(id) FROM findings", [], |row| row.get(0))
+        .map_err(db_error)
 }

@@ -614,23 +614,22 @@ impl StoragePort for SqliteStore {
 
     fn findings(&self, query: &FindingQuery) -> Result<FindingPage, StorageError> {
         let (sql, args, limit) = findings_sql(query);
-        let findings = query_all(&*self.reader()?, &sql, args, read_finding)?;
-        let next = if findings.len() == limit as usize {
-            findings.last().map(|f| f.id)
-        } else {
-            None
-        };
+        let reader = self.reader()?;
+        let findings = query_all(&reader, &sql, args, read_finding)?;
+        let next =
+            query.next_cursor(findings.len(), limit, findings.last().map(|f| f.id), || {
+                highest_finding_id(&reader)
+            })?;
         Ok(FindingPage { findings, next })
     }
 
     fn findings_text(&self, query: &FindingQuery) -> Result<FindingTextPage, StorageError> {
         let (sql, args, limit) = findings_sql(query);
-        let rows = query_all(&*self.reader()?, &sql, args, read_finding_text)?;
-        let next = if rows.len() == limit as usize {
-            rows.last().map(|(id, _)| *id)
-        } else {
-            None
-        };
+        let reader = self.reader()?;
+        let rows = query_all(&reader, &sql, args, read_finding_text)?;
+        let next = query.next_cursor(rows.len(), limit, rows.last().map(|(id, _)| *id), || {
+            highest_finding_id(&reader)
+        })?;
         Ok(FindingTextPage {
             findings: rows.into_iter().map(|(_, text)| text).collect(),
             next,

@@ -890,6 +890,82 @@ pub async fn target_and_text_filters_match_substrings_ignoring_case_and_wildcard
     );
 }
 
+/// A windowed search reads a bounded id range per page; paging on from
+/// each page's cursor finds exactly what the unwindowed search finds, and a
+/// window holding no match still leads on while findings lie beyond it.
+pub async fn a_windowed_search_pages_through_every_match_exactly_once(fx: &mut dyn StoreFixture) {
+    let store = fx.store();
+    let findings = (1..=40)
+        .map(|i| {
+            let title = if i % 7 == 0 { "needle" } else { "hay" };
+            finding_with(
+                &format!("fp-{i:02}"),
+                Severity::Low,
+                json!({"title": title}),
+            )
+        })
+        .collect();
+    detector_run(store, "run-1", findings).await;
+    let search = |window: Option<u32>, after: Option<i64>| FindingQuery {
+        text: Some("needle".into()),
+        window,
+        after,
+        limit: Some(2),
+        ..FindingQuery::default()
+    };
+    let expected: Vec<String> = all_findings(store, search(None, None))
+        .into_iter()
+        .map(|f| f.fingerprint)
+        .collect();
+    assert_eq!(expected, ["fp-07", "fp-14", "fp-21", "fp-28", "fp-35"]);
+    // Ids count up from the first finding's, whatever a backend starts at.
+    let base = Some(all_findings(store, FindingQuery::default())[0].id - 1);
+
+    let mut found = Vec::new();
+    let mut pages = 0;
+    let mut after = base;
+    loop {
+        let page = store.findings(&search(Some(5), after)).expect("page");
+        let text = store
+            .findings_text(&search(Some(5), after))
+            .expect("text page");
+        assert_eq!(page.next, text.next, "both pages lead on alike");
+        pages += 1;
+        assert!(pages <= 40, "the cursor always advances");
+        if let (Some(next), Some(from)) = (page.next, after) {
+            assert!(next > from && next - from <= 5, "one window per page");
+        }
+        found.extend(page.findings.into_iter().map(|f| f.fingerprint));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(found, expected);
+    assert!(pages >= 8, "40 ids in windows of 5: {pages} pages");
+
+    let first = store
+        .findings(&search(Some(5), base))
+        .expect("first window");
+    assert!(first.findings.is_empty(), "no needle among the first 5");
+    assert!(first.next.is_some(), "but findings lie beyond the window");
+    let last = store
+        .findings(&search(Some(1000), base))
+        .expect("one window over all");
+    assert_eq!(last.findings.len(), 2);
+    let rest = store
+        .findings(&search(Some(1000), last.next))
+        .expect("the rest");
+    let rest = store
+        .findings(&search(Some(1000), rest.next))
+        .expect("the last match");
+    assert_eq!(rest.findings.len(), 1);
+    assert_eq!(
+        rest.next, None,
+        "nothing beyond the window: the search ends"
+    );
+}
+
 /// The statuses added after the first schema round-trip with their error:
 /// `partial` keeps how much was left undone, `skipped` its reason.
 pub async fn partial_and_skipped_runs_keep_their_status_and_what_was_left(
@@ -961,6 +1037,7 @@ macro_rules! storage_suite {
             a_run_finished_without_starting_is_recorded_and_queries_filter_and_sort,
             every_finding_names_the_hosts_that_saw_it_and_the_host_filter_keeps_them,
             target_and_text_filters_match_substrings_ignoring_case_and_wildcards,
+            a_windowed_search_pages_through_every_match_exactly_once,
             partial_and_skipped_runs_keep_their_status_and_what_was_left,
         );
     };

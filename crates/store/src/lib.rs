@@ -433,6 +433,11 @@ pub struct FindingQuery {
     /// Findings whose title or rule id contains this text, ignoring ASCII
     /// case.
     pub text: Option<String>,
+    /// Examine only findings with ids in `(after, after + window]`, so a
+    /// filter no index serves (host, target, text) reads a bounded number of
+    /// rows per page. A page the window cut short still has a `next` when
+    /// findings lie beyond it: the search goes on from there.
+    pub window: Option<u32>,
 }
 
 /// The longest `target` or `text` a findings query may search for: a
@@ -444,6 +449,32 @@ impl FindingQuery {
     /// compare it with `lower()` of the column the same way.
     pub fn search_pattern(text: &str) -> String {
         text.to_ascii_lowercase()
+    }
+
+    /// The highest id a windowed query examines.
+    pub fn window_end(&self) -> Option<i64> {
+        self.window
+            .map(|w| self.after.unwrap_or(0).saturating_add(i64::from(w)))
+    }
+
+    /// The cursor of the page after one that returned `returned` findings
+    /// (the last with id `last`) of at most `limit`; `highest` is the
+    /// store's highest finding id, asked only of a windowed query's short
+    /// page (a full page continues after its last finding).
+    pub fn next_cursor(
+        &self,
+        returned: usize,
+        limit: u32,
+        last: Option<i64>,
+        highest: impl FnOnce() -> Result<Option<i64>, StorageError>,
+    ) -> Result<Option<i64>, StorageError> {
+        if returned == limit as usize {
+            return Ok(last);
+        }
+        match self.window_end() {
+            Some(end) if highest()?.is_some_and(|h| h > end) => Ok(Some(end)),
+            _ => Ok(None),
+        }
     }
 
     /// Why `text`, given for the filter `field`, cannot be searched for:
@@ -545,7 +576,10 @@ mod tests {
 
     #[test]
     fn a_search_text_is_bounded_and_free_of_control_characters() {
-        assert_eq!(FindingQuery::check_search_text("text", "SQL injection"), Ok(()));
+        assert_eq!(
+            FindingQuery::check_search_text("text", "SQL injection"),
+            Ok(())
+        );
         let longest = "é".repeat(MAX_SEARCH_TEXT);
         assert_eq!(FindingQuery::check_search_text("text", &longest), Ok(()));
         assert_eq!(

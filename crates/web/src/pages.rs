@@ -99,9 +99,21 @@ impl FindingFilters {
     }
 }
 
+/// Where a findings page leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paging {
+    /// The page is full: the next one starts after this id.
+    Next(i64),
+    /// A search read ids `from..=to` without filling the page; it goes on
+    /// after `to`.
+    SearchedTo { from: i64, to: i64 },
+    /// Nothing further.
+    End,
+}
+
 pub fn findings(
     findings: &[StoredFinding],
-    next: Option<i64>,
+    paging: Paging,
     filters: &FindingFilters,
     plugins: &[String],
 ) -> String {
@@ -185,12 +197,23 @@ pub fn findings(
         ],
         &rows,
     ));
-    if let Some(next) = next {
-        let _ = write!(
-            out,
-            "<p class=\"paging\"><a id=\"next-page\" href=\"/findings?after={next}{}\">Next page</a></p>",
-            filters.query()
-        );
+    match paging {
+        Paging::Next(next) => {
+            let _ = write!(
+                out,
+                "<p class=\"paging\"><a id=\"next-page\" href=\"/findings?after={next}{}\">Next page</a></p>",
+                filters.query()
+            );
+        }
+        Paging::SearchedTo { from, to } => {
+            let _ = write!(
+                out,
+                "<p class=\"paging\" id=\"searched\" data-to=\"{to}\">Searched findings #{from} to #{to}. \
+                 <a id=\"next-page\" href=\"/findings?after={to}{}\">Search further</a></p>",
+                filters.query()
+            );
+        }
+        Paging::End => {}
     }
     out
 }
@@ -547,4 +570,44 @@ pub fn login(error: Option<&str>) -> String {
          <p class=\"hint\">An operator issues tokens with <code>secflow web token --user NAME</code>.</p>",
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filters() -> FindingFilters {
+        FindingFilters {
+            text: Some("sql injection".into()),
+            ..FindingFilters::default()
+        }
+    }
+
+    #[test]
+    fn a_search_cut_short_by_its_window_says_how_far_it_read_and_leads_on_with_its_filters() {
+        let html = findings(
+            &[],
+            Paging::SearchedTo {
+                from: 1,
+                to: 50_000,
+            },
+            &filters(),
+            &[],
+        );
+        assert!(html.contains("Searched findings #1 to #50000."), "{html}");
+        assert!(
+            html.contains("href=\"/findings?after=50000&text=sql%20injection\">Search further"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn a_full_page_leads_to_the_next_and_the_last_page_nowhere() {
+        let html = findings(&[], Paging::Next(42), &filters(), &[]);
+        assert!(
+            html.contains("after=42&text=sql%20injection\">Next page"),
+            "{html}"
+        );
+        assert!(!findings(&[], Paging::End, &filters(), &[]).contains("next-page"));
+    }
 }

@@ -795,6 +795,7 @@ fn findings_command(cli: &Cli, args: &FindingsArgs) -> Result<ExitCode, Failure>
                 host: args.host.clone(),
                 target: args.target.clone(),
                 text: args.text.clone(),
+                window: None,
             })?;
             let got = page.findings.len();
             findings.extend(page.findings.into_iter().map(|f| f.finding));
