@@ -13,9 +13,11 @@ pub use fleet::{
     machine_hostname, HostConfig, StorageBackend, StorageUrlError, TlsMode, MAX_HOST_NAME_BYTES,
     MAX_POOL_SIZE, MAX_URL_FILE_BYTES,
 };
+pub mod repositories;
 pub mod vulndb;
 pub mod web;
 
+pub use repositories::{InstallConfig, RepositoryEntry};
 pub use vulndb::VulndbConfig;
 pub use web::WebConfig;
 
@@ -56,6 +58,10 @@ pub struct Config {
     pub vulndb: VulndbConfig,
     /// The read-only web dashboard.
     pub web: WebConfig,
+    /// Plugin repositories `secflow plugin install` reads (`[[repositories]]`).
+    pub repositories: Vec<RepositoryEntry>,
+    /// Where repository plugins are installed (`[install]`).
+    pub install: InstallConfig,
     /// Where the file was loaded from (`None` for built-in defaults).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -506,6 +512,7 @@ impl Config {
         self.trust.trusted_keys.iter_mut().for_each(join);
         join(&mut self.vulndb.data_dir);
         join(&mut self.web.token_file);
+        self.install.resolve_paths(base);
         if let Some(path) = &mut self.vulndb.api_key_file {
             join(path);
         }
@@ -592,6 +599,12 @@ impl Config {
         }
         if self.plugins.manifest_dirs.is_empty() {
             return Err("plugins.manifest_dirs must name at least one directory".into());
+        }
+        if let Some(problem) = self
+            .install
+            .problem(&self.repositories, &self.plugins.manifest_dirs)
+        {
+            return Err(problem);
         }
         Ok(())
     }

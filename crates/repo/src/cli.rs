@@ -9,7 +9,12 @@ use clap::Subcommand;
 use secflow_trust::keys;
 use time::OffsetDateTime;
 
+use semver::Version;
+use serde_json::{json, Value};
+
 use crate::client::{parse_spec, Changes, Client, ClientError, Listing};
+use crate::index::Release;
+use crate::install::InstallRecord;
 
 /// `secflow plugin …`: plugins from the configured `[[repositories]]`.
 #[derive(Debug, Clone, Subcommand)]
@@ -63,52 +68,173 @@ pub enum CliError {
     Output(#[from] std::io::Error),
 }
 
-/// Runs a `secflow plugin` action, printing to `out`.
-pub fn run_plugin(
-    action: &PluginAction,
-    client: &Client<'_>,
-    out: &mut dyn Write,
-) -> Result<(), CliError> {
-    match action {
-        PluginAction::Search { term } => {
-            let hits = client.search(term)?;
-            if hits.is_empty() {
-                writeln!(out, "no plugin matches {term:?}")?;
-            }
-            for hit in hits {
-                listing(out, &hit)?;
+/// What a `secflow plugin` action found or changed, to print as text or JSON.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Search {
+        term: String,
+        hits: Vec<Listing>,
+    },
+    Info {
+        name: String,
+        repository: String,
+        installed: Option<InstallRecord>,
+        releases: Vec<(Version, Release)>,
+    },
+    Changed(Changes),
+    Removed(InstallRecord),
+    Installed(Vec<InstallRecord>),
+    Outdated(Vec<Listing>),
+}
+
+impl Outcome {
+    /// Whether plugins on disk changed (a daemon should rediscover them).
+    pub fn changed_plugins(&self) -> bool {
+        match self {
+            Outcome::Changed(changes) => !changes.installed.is_empty(),
+            Outcome::Removed(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The outcome for `--json`.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Outcome::Search { hits, .. } => Value::Array(hits.iter().map(listing_json).collect()),
+            Outcome::Info {
+                name,
+                repository,
+                installed,
+                releases,
+            } => json!({
+                "name": name,
+                "repository": repository,
+                "installed": installed,
+                "releases": releases.iter().rev().map(|(version, release)| json!({
+                    "version": version.to_string(),
+                    "category": release.category,
+                    "description": release.description,
+                    "dependencies": release.dependencies,
+                    "binary_digest": release.binary.digest,
+                    "manifest_digest": release.manifest.digest,
+                })).collect::<Vec<_>>(),
+            }),
+            Outcome::Changed(changes) => json!({
+                "installed": changes.installed,
+                "unchanged": changes.unchanged,
+            }),
+            Outcome::Removed(record) => json!({ "removed": record }),
+            Outcome::Installed(records) => json!(records),
+            Outcome::Outdated(listings) => {
+                Value::Array(listings.iter().map(listing_json).collect())
             }
         }
+    }
+
+    /// The outcome as the terminal shows it.
+    pub fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        match self {
+            Outcome::Search { term, hits } => {
+                if hits.is_empty() {
+                    writeln!(out, "no plugin matches {term:?}")?;
+                }
+                for hit in hits {
+                    listing(out, hit)?;
+                }
+            }
+            Outcome::Info {
+                name,
+                repository,
+                installed,
+                releases,
+            } => {
+                writeln!(out, "{name} (repository {repository})")?;
+                if let Some(r) = installed {
+                    writeln!(out, "installed: {} from {}", r.version, r.repository)?;
+                }
+                for (version, release) in releases.iter().rev() {
+                    let deps: Vec<String> = release
+                        .dependencies
+                        .iter()
+                        .map(|(n, r)| format!("{n} {r}"))
+                        .collect();
+                    writeln!(
+                        out,
+                        "  {version}  {}  binary {}  manifest {}{}",
+                        release.category,
+                        release.binary.digest,
+                        release.manifest.digest,
+                        if deps.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  needs {}", deps.join(", "))
+                        }
+                    )?;
+                }
+                if let Some((_, newest)) = releases.last() {
+                    if !newest.description.is_empty() {
+                        writeln!(out, "{}", newest.description)?;
+                    }
+                }
+            }
+            Outcome::Changed(c) => changes(out, c)?,
+            Outcome::Removed(record) => {
+                writeln!(out, "removed {} {}", record.name, record.version)?;
+            }
+            Outcome::Outdated(outdated) => {
+                if outdated.is_empty() {
+                    writeln!(out, "every installed plugin is at its newest release")?;
+                }
+                for l in outdated {
+                    writeln!(
+                        out,
+                        "{}  {} -> {}  ({})",
+                        l.name,
+                        l.installed.as_deref().unwrap_or("-"),
+                        l.newest,
+                        l.repository
+                    )?;
+                }
+            }
+            Outcome::Installed(records) => {
+                if records.is_empty() {
+                    writeln!(out, "no plugin is installed from a repository")?;
+                }
+                for r in records {
+                    writeln!(
+                        out,
+                        "{}  {}  {}  binary {}{}",
+                        r.name,
+                        r.version,
+                        r.repository,
+                        r.binary_digest,
+                        r.requested
+                            .as_deref()
+                            .map(|q| format!("  requested {q}"))
+                            .unwrap_or_else(|| "  (dependency)".into())
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Carries out a `secflow plugin` action.
+pub fn perform(action: &PluginAction, client: &Client<'_>) -> Result<Outcome, CliError> {
+    Ok(match action {
+        PluginAction::Search { term } => Outcome::Search {
+            term: term.clone(),
+            hits: client.search(term)?,
+        },
         PluginAction::Info { name } => {
             let (repository, releases) = client.info(name)?;
             let installed = client.installed()?.into_iter().find(|r| &r.name == name);
-            writeln!(out, "{name} (repository {repository})")?;
-            if let Some(r) = &installed {
-                writeln!(out, "installed: {} from {}", r.version, r.repository)?;
-            }
-            for (version, release) in releases.iter().rev() {
-                let deps: Vec<String> = release
-                    .dependencies
-                    .iter()
-                    .map(|(n, r)| format!("{n} {r}"))
-                    .collect();
-                writeln!(
-                    out,
-                    "  {version}  {}  binary {}  manifest {}{}",
-                    release.category,
-                    release.binary.digest,
-                    release.manifest.digest,
-                    if deps.is_empty() {
-                        String::new()
-                    } else {
-                        format!("  needs {}", deps.join(", "))
-                    }
-                )?;
-            }
-            if let Some((_, newest)) = releases.last() {
-                if !newest.description.is_empty() {
-                    writeln!(out, "{}", newest.description)?;
-                }
+            Outcome::Info {
+                name: name.clone(),
+                repository,
+                installed,
+                releases,
             }
         }
         PluginAction::Install { specs } => {
@@ -116,47 +242,34 @@ pub fn run_plugin(
                 .iter()
                 .map(|s| parse_spec(s))
                 .collect::<Result<Vec<_>, _>>()?;
-            changes(out, &client.install(&requests)?)?;
+            Outcome::Changed(client.install(&requests)?)
         }
-        PluginAction::Upgrade { names } => changes(out, &client.upgrade(names)?)?,
-        PluginAction::Remove { name } => {
-            let record = client.remove(name)?;
-            writeln!(out, "removed {} {}", record.name, record.version)?;
-        }
-        PluginAction::List { outdated: true } => {
-            let outdated = client.outdated()?;
-            if outdated.is_empty() {
-                writeln!(out, "every installed plugin is at its newest release")?;
-            }
-            for l in outdated {
-                writeln!(
-                    out,
-                    "{}  {} -> {}  ({})",
-                    l.name,
-                    l.installed.as_deref().unwrap_or("-"),
-                    l.newest,
-                    l.repository
-                )?;
-            }
-        }
-        PluginAction::List { outdated: false } => {
-            for r in client.installed()? {
-                writeln!(
-                    out,
-                    "{}  {}  {}  binary {}{}",
-                    r.name,
-                    r.version,
-                    r.repository,
-                    r.binary_digest,
-                    r.requested
-                        .as_deref()
-                        .map(|q| format!("  requested {q}"))
-                        .unwrap_or_else(|| "  (dependency)".into())
-                )?;
-            }
-        }
-    }
+        PluginAction::Upgrade { names } => Outcome::Changed(client.upgrade(names)?),
+        PluginAction::Remove { name } => Outcome::Removed(client.remove(name)?),
+        PluginAction::List { outdated: true } => Outcome::Outdated(client.outdated()?),
+        PluginAction::List { outdated: false } => Outcome::Installed(client.installed()?),
+    })
+}
+
+/// Runs a `secflow plugin` action, printing to `out`.
+pub fn run_plugin(
+    action: &PluginAction,
+    client: &Client<'_>,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    perform(action, client)?.write_text(out)?;
     Ok(())
+}
+
+fn listing_json(l: &Listing) -> Value {
+    json!({
+        "name": l.name,
+        "newest": l.newest.to_string(),
+        "category": l.category,
+        "repository": l.repository,
+        "description": l.description,
+        "installed": l.installed,
+    })
 }
 
 /// Runs a `secflow repo` action, printing to `out`.
@@ -218,12 +331,6 @@ fn changes(out: &mut dyn Write, changes: &Changes) -> std::io::Result<()> {
     }
     for name in &changes.unchanged {
         writeln!(out, "{name} is already at the chosen release")?;
-    }
-    if !changes.installed.is_empty() {
-        writeln!(
-            out,
-            "run `secflow plugins reload` (or send SIGHUP to secflowd) for a running daemon to pick the change up"
-        )?;
     }
     Ok(())
 }

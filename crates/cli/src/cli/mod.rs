@@ -10,6 +10,7 @@ mod author;
 mod check;
 pub mod client;
 mod doctor;
+mod repository;
 pub mod sarif;
 mod scan;
 mod storage;
@@ -104,10 +105,16 @@ pub enum Command {
         #[arg(long)]
         local: bool,
     },
-    /// Plugin author tools: `plugin check EXECUTABLE`.
+    /// Plugins from repositories (`search`, `info`, `install NAME[@REQ]`,
+    /// `upgrade`, `remove`, `list [--outdated]`) and `plugin check EXECUTABLE`.
     Plugin {
         #[command(subcommand)]
         action: PluginAction,
+    },
+    /// For a repository's maintainer: `repo build DIR --key KEY`.
+    Repo {
+        #[command(subcommand)]
+        action: secflow_repo::cli::RepoAction,
     },
     /// Plugin author tools.
     Manifest {
@@ -161,6 +168,8 @@ pub enum PluginsAction {
 pub enum PluginAction {
     /// Check a plugin executable against the protocol contract, under the sandbox.
     Check(check::CheckArgs),
+    #[command(flatten)]
+    Repository(secflow_repo::cli::PluginAction),
 }
 
 #[derive(Debug, Subcommand)]
@@ -331,6 +340,10 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Plugin {
             action: PluginAction::Check(args),
         } => check::check_command(cli, args),
+        Command::Plugin {
+            action: PluginAction::Repository(action),
+        } => repository::plugin_command(cli, action),
+        Command::Repo { action } => repository::repo_command(cli, action),
         Command::Doctor => doctor::doctor_command(cli),
         Command::Storage { action } => storage::storage_command(cli, action),
         Command::Scan(args) => scan::scan_command(cli, args),
@@ -499,7 +512,7 @@ fn open_store(cli: &Cli) -> Result<Box<dyn StoragePort>, Failure> {
     )?)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -856,7 +869,7 @@ fn write_pretty<T: Serialize>(out: &mut dyn Write, value: &T) -> std::io::Result
     writeln!(out)
 }
 
-fn print_output<T: Serialize>(
+pub(crate) fn print_output<T: Serialize>(
     cli: &Cli,
     value: &T,
     human: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
