@@ -322,6 +322,13 @@ async fn a_person_logs_in_filters_findings_reads_a_run_and_sees_the_charts() {
         .eval("document.querySelector('.description').textContent")
         .await;
     assert_eq!(description, "A finding made up by a test fixture.");
+    // What produced it: the fixture's executable, by the digest the run checked.
+    let hash = secflow_trust::hash_file(std::path::Path::new(DETECTOR)).unwrap();
+    assert_eq!(
+        page.eval("document.getElementById('binary-digest').textContent")
+            .await,
+        hash.as_str()
+    );
     shoot(&mut page, &shots, "finding").await;
 
     // Runs: the three stored runs, and a run's audit trail.

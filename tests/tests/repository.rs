@@ -257,6 +257,54 @@ fn a_plugin_installed_with_its_dependency_runs_then_upgrades_and_is_removed() {
     assert!(run.status.success(), "{}", stderr(&run));
     assert_eq!(json_of(&run)["findings"], 2);
 
+    // Each finding says what produced it: the installed release, byte for byte.
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(w.bed.path().join("plugins/probe/.secflow-install.json")).unwrap(),
+    )
+    .unwrap();
+    let listed = w.bed.secflow(&["--json", "findings", "--local"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let id = json_of(&listed)[0]["id"].as_i64().expect("a finding id");
+    let shown = w
+        .bed
+        .secflow(&["--json", "findings", "show", &id.to_string(), "--local"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let shown = json_of(&shown);
+    let provenance = &shown["provenance"];
+    assert_eq!(shown["finding"]["id"], id);
+    assert_eq!(provenance["plugin"], "probe");
+    assert_eq!(provenance["version"], "1.0.0");
+    assert_eq!(provenance["binary_digest"], record["binary_digest"]);
+    assert_eq!(provenance["manifest_digest"], record["manifest_digest"]);
+    let maintainer =
+        KeyId::of(&keys::read_public_key(&w.bed.path().join("keys/maintainer.pub")).unwrap());
+    assert_eq!(provenance["signed_by"], maintainer.as_str());
+    assert!(
+        provenance["policy_digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:") && d.len() == 71),
+        "{provenance}"
+    );
+    let text = w
+        .bed
+        .secflow(&["findings", "show", &id.to_string(), "--local"]);
+    assert!(
+        stdout(&text).contains(record["binary_digest"].as_str().unwrap()),
+        "{}",
+        stdout(&text)
+    );
+    let sarif = w.bed.secflow(&["findings", "--local", "--format", "sarif"]);
+    let sarif: Value = serde_json::from_slice(&sarif.stdout).expect("sarif");
+    let run_id = shown["finding"]["run_id"].as_str().unwrap();
+    assert_eq!(
+        sarif["runs"][0]["tool"]["driver"]["properties"]["provenance"][run_id],
+        *provenance
+    );
+    refused(
+        &w.bed.secflow(&["findings", "show", "999999", "--local"]),
+        &["no finding with id 999999"],
+    );
+
     // A newer release: listed as outdated, then upgraded within ^1.
     w.publish("probe", "1.1.0", json!({"helper": "^1"}));
     assert_eq!(w.build(), 2);
@@ -440,6 +488,13 @@ fn a_running_daemon_picks_up_an_install_and_a_removal_without_a_restart() {
         .secflow(&["--json", "run", "probe", "--set", "count=1"]);
     assert!(run.status.success(), "{}", stderr(&run));
     assert_eq!(json_of(&run)["status"], "succeeded");
+    let stored = w.bed.secflow(&["--json", "findings"]);
+    let id = json_of(&stored)[0]["id"].as_i64().expect("a finding id");
+    let shown = w
+        .bed
+        .secflow(&["--json", "findings", "show", &id.to_string()]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    assert_eq!(json_of(&shown)["provenance"]["version"], "1.0.0");
 
     let out = w.plugin(&["remove", "probe"]);
     assert!(out.status.success(), "{}", stderr(&out));

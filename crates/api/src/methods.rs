@@ -43,6 +43,8 @@ pub const METHODS: &[&str] = &[
     "runs.cancel",
     "runs.list",
     "findings.query",
+    "findings.get",
+    "runs.provenance",
     "telemetry.query",
     "audit.query",
 ];
@@ -172,6 +174,19 @@ async fn tree_method(ctx: &CallContext, method: &str, params: Value) -> Result<V
                 .map_err(supervisor_failure)?;
             Ok(json!({ "run_id": run_id }))
         }
+        "findings.get" => {
+            let p: FindingIdParams = parse(params)?;
+            let supervisor = Arc::clone(supervisor);
+            let (finding, provenance) =
+                blocking(move || supervisor.finding_with_provenance(p.id)).await?;
+            Ok(json!({"finding": finding.finding, "provenance": provenance}))
+        }
+        "runs.provenance" => {
+            let p: RunIdParams = parse(params)?;
+            let supervisor = Arc::clone(supervisor);
+            let provenance = blocking(move || supervisor.run_provenance(&p.run_id)).await?;
+            Ok(json!({"provenance": provenance}))
+        }
         "runs.get" => {
             let p: RunIdParams = parse(params)?;
             let supervisor = Arc::clone(supervisor);
@@ -290,6 +305,12 @@ struct RunIdParams {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FindingIdParams {
+    id: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NameParams {
     name: String,
 }
@@ -391,7 +412,9 @@ fn known_plugin(supervisor: &Supervisor, name: &str) -> Result<(), RpcFailure> {
 /// A supervisor error as the API answers it.
 pub fn supervisor_failure(e: SupervisorError) -> RpcFailure {
     let code = match &e {
-        SupervisorError::UnknownPlugin(_) | SupervisorError::UnknownRun(_) => code::NOT_FOUND,
+        SupervisorError::UnknownPlugin(_)
+        | SupervisorError::UnknownRun(_)
+        | SupervisorError::UnknownFinding(_) => code::NOT_FOUND,
         SupervisorError::Unrunnable { .. } => code::UNRUNNABLE,
         SupervisorError::Registry { .. } => code::INVALID_PARAMS,
         SupervisorError::ShuttingDown => code::SHUTTING_DOWN,

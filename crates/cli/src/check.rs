@@ -316,6 +316,7 @@ pub async fn check_plugin(
         dependencies: Vec::new(),
         config: schema,
         signed_by: None,
+        manifest_digest: None,
     };
     let sandbox_error = |reason: String| CheckError::Sandbox {
         path: entrypoint.clone(),

@@ -117,6 +117,9 @@ pub struct VerifiedPlugin {
     /// The trusted key whose ed25519 signature covers the manifest; `None`
     /// for a `sha256` manifest (accepted only without `require_signatures`).
     pub signed_by: Option<KeyId>,
+    /// `sha256:<hex>` of the manifest's bytes as read and verified; `None`
+    /// for a manifest made up in memory (`secflow plugin check` without one).
+    pub manifest_digest: Option<String>,
 }
 
 /// A manifest whose code hash and ed25519 signature verify
@@ -338,7 +341,9 @@ pub fn load(
     config: &Config,
     trust: &TrustStore,
 ) -> Result<VerifiedPlugin, ManifestError> {
-    let (doc, manifest) = read_manifest(path)?;
+    let bytes = read_document(path)?;
+    let manifest_digest = secflow_trust::sha256_of(bytes.as_slice()).ok();
+    let (doc, manifest) = parse_manifest(path, &bytes)?;
     let config_schema = ConfigSchema::new(&manifest.config_schema).map_err(|message| {
         ManifestError::ConfigSchema {
             path: path.to_path_buf(),
@@ -378,6 +383,7 @@ pub fn load(
         dependencies,
         config: config_schema,
         signed_by,
+        manifest_digest,
     })
 }
 

@@ -11,6 +11,7 @@
 // `process` and `streams` are public for `secflow check`, which drives a
 // plugin's process without the supervisor's bookkeeping.
 pub mod process;
+pub mod provenance;
 pub mod registry;
 mod session;
 mod store;
@@ -407,7 +408,10 @@ impl Runner {
             &record,
             actor,
             format!("{} {} started", record.plugin, record.plugin_version),
-            json!({"policy": &policy}),
+            json!({
+                "policy": &policy,
+                "provenance": provenance::Provenance::of(plugin, &policy, &plan),
+            }),
         );
         let _ = self.store.audit(invoked).await;
 

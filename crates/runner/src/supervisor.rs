@@ -25,7 +25,7 @@ use secflow_core::config::Config;
 use secflow_core::record::{ErrorKind, RunError, RunRecord, RunStatus};
 use secflow_core::PluginStatus;
 use secflow_sandbox::Host;
-use secflow_store::{AuditEvent, PluginState, StorageError, StoragePort};
+use secflow_store::{AuditEvent, PluginState, StorageError, StoragePort, StoredFinding};
 
 /// A supervisor-level failure (not a run outcome: those are run records).
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,8 @@ pub enum SupervisorError {
     },
     #[error("no run with id {0:?}")]
     UnknownRun(String),
+    #[error("no finding with id {0}")]
+    UnknownFinding(i64),
     #[error("the supervisor is shutting down and accepts no new runs")]
     ShuttingDown,
     #[error(
@@ -461,6 +463,24 @@ impl Supervisor {
             (None, Some(queued)) => Ok(queued),
             (None, None) => Err(SupervisorError::UnknownRun(run_id.to_string())),
         }
+    }
+
+    /// One stored finding and the provenance of the run that first reported
+    /// it (`None` for a run from before provenance was recorded).
+    pub fn finding_with_provenance(
+        &self,
+        id: i64,
+    ) -> Result<(StoredFinding, Option<crate::provenance::Provenance>), SupervisorError> {
+        crate::provenance::finding_with_provenance(&*self.store, id)?
+            .ok_or(SupervisorError::UnknownFinding(id))
+    }
+
+    /// The provenance recorded for a run.
+    pub fn run_provenance(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<crate::provenance::Provenance>, SupervisorError> {
+        Ok(crate::provenance::of_run(&*self.store, run_id)?)
     }
 
     /// A run's record once it has ended.

@@ -512,17 +512,16 @@ async fn route(
             let Ok(id) = id.parse::<i64>() else {
                 return Ok(not_found(user, "a finding id is a number"));
             };
-            // The keyset cursor finds the first id above `id - 1`: the finding, if it exists.
             let found = query(dashboard, move |s| {
-                s.store().findings(&FindingQuery {
-                    after: Some(id - 1),
-                    limit: Some(1),
-                    ..FindingQuery::default()
-                })
+                secflow_runner::provenance::finding_with_provenance(s.store(), id)
             })
             .await?;
-            match found.findings.into_iter().find(|f| f.id == id) {
-                Some(f) => page(&format!("Finding {id}"), Nav::Findings, pages::finding(&f)),
+            match found {
+                Some((f, provenance)) => page(
+                    &format!("Finding {id}"),
+                    Nav::Findings,
+                    pages::finding(&f, provenance.as_ref()),
+                ),
                 None => not_found(user, &format!("no finding {id}")),
             }
         }

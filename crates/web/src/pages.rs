@@ -7,6 +7,7 @@
 use std::fmt::Write;
 
 use secflow_core::record::RunRecord;
+use secflow_runner::provenance::Provenance;
 use secflow_runner::registry::PluginEntry;
 use secflow_store::{AuditEvent, PluginState, StoredFinding, MAX_SEARCH_TEXT};
 use serde_json::Value;
@@ -218,7 +219,7 @@ pub fn findings(
     out
 }
 
-pub fn finding(f: &StoredFinding) -> String {
+pub fn finding(f: &StoredFinding, provenance: Option<&Provenance>) -> String {
     let doc = &f.finding;
     let mut out = String::new();
     let _ = write!(
@@ -287,11 +288,28 @@ pub fn finding(f: &StoredFinding) -> String {
             &vulns,
         ));
     }
-    for (heading, key) in [
-        ("Evidence", "evidence"),
-        ("Enrichment", "enrichment"),
-        ("Provenance", "provenance"),
-    ] {
+    out.push_str("<h2>Provenance</h2>");
+    match provenance {
+        Some(p) => {
+            let _ = write!(
+                out,
+                "<dl class=\"facts\" id=\"provenance\"><dt>Plugin</dt><dd>{} {}</dd>\
+                 <dt>Binary</dt><dd><code id=\"binary-digest\">{}</code></dd>\
+                 <dt>Manifest</dt><dd><code>{}</code></dd><dt>Signed by</dt><dd><code>{}</code></dd>\
+                 <dt>Sandbox policy</dt><dd><code>{}</code></dd></dl>",
+                esc(&p.plugin),
+                esc(&p.version),
+                esc(&p.binary_digest),
+                esc(p.manifest_digest.as_deref().unwrap_or("")),
+                esc(p.signed_by.as_deref().unwrap_or("unsigned")),
+                esc(&p.policy_digest),
+            );
+        }
+        None => out.push_str(
+            "<p id=\"provenance\">None recorded: its run is from before provenance was kept.</p>",
+        ),
+    }
+    for (heading, key) in [("Evidence", "evidence"), ("Enrichment", "enrichment")] {
         if let Some(value) = doc.get(key) {
             let pretty = serde_json::to_string_pretty(value).unwrap_or_default();
             let _ = write!(

@@ -18,6 +18,7 @@ mod table;
 mod vulndb;
 mod web;
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -231,8 +232,23 @@ pub enum FindingsFormat {
     Sarif,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum FindingsAction {
+    /// One finding with the provenance of the run that first reported it:
+    /// plugin version, binary, manifest and sandbox policy digests.
+    Show {
+        id: i64,
+        /// Read the database directly instead of asking the daemon.
+        #[arg(long)]
+        local: bool,
+    },
+}
+
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct FindingsArgs {
+    #[command(subcommand)]
+    pub action: Option<FindingsAction>,
     #[arg(long = "run", value_name = "ID")]
     pub run_id: Option<String>,
     #[arg(long)]
@@ -295,7 +311,8 @@ impl Failure {
 impl From<secflow_runner::SupervisorError> for Failure {
     fn from(e: secflow_runner::SupervisorError) -> Failure {
         let status = match e {
-            secflow_runner::SupervisorError::UnknownPlugin(_) => 2,
+            secflow_runner::SupervisorError::UnknownPlugin(_)
+            | secflow_runner::SupervisorError::UnknownFinding(_) => 2,
             _ => 1,
         };
         Failure {
@@ -787,6 +804,9 @@ fn build_run_config(
 }
 
 fn findings_command(cli: &Cli, args: &FindingsArgs) -> Result<ExitCode, Failure> {
+    if let Some(FindingsAction::Show { id, local }) = &args.action {
+        return finding_show(cli, *id, *local);
+    }
     let format = args.format.unwrap_or(if cli.json {
         FindingsFormat::Json
     } else {
@@ -849,12 +869,17 @@ fn findings_command(cli: &Cli, args: &FindingsArgs) -> Result<ExitCode, Failure>
         })?;
     }
     findings.truncate(wanted);
+    let provenance = if format == FindingsFormat::Sarif {
+        runs_provenance(cli, args.local, &findings)?
+    } else {
+        BTreeMap::new()
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let written = match format {
         FindingsFormat::Table => write_findings(&mut out, &findings),
         FindingsFormat::Json => write_pretty(&mut out, &findings),
-        FindingsFormat::Sarif => write_pretty(&mut out, &sarif::report(&findings)),
+        FindingsFormat::Sarif => write_pretty(&mut out, &sarif::report(&findings, &provenance)),
         FindingsFormat::Ndjson => findings.iter().try_for_each(|f| {
             serde_json::to_writer(&mut out, f).map_err(std::io::Error::other)?;
             writeln!(out)
@@ -1075,6 +1100,110 @@ fn stage_manifest(
     std::fs::write(&target, body)
         .map_err(|e| bad(format!("cannot write {}: {e}", target.display())))?;
     Ok(target)
+}
+
+/// The provenance of each run that first reported one of `findings`, by run id.
+fn runs_provenance(
+    cli: &Cli,
+    local: bool,
+    findings: &[Value],
+) -> Result<BTreeMap<String, Value>, Failure> {
+    let runs: std::collections::BTreeSet<String> = findings
+        .iter()
+        .filter_map(|f| f.get("run_id").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    let mut provenance = BTreeMap::new();
+    if local {
+        let store = open_store(cli)?;
+        for run in runs {
+            if let Some(p) = secflow_runner::provenance::of_run(&*store, &run)? {
+                provenance.insert(run, json!(p));
+            }
+        }
+    } else {
+        let path = socket_path(cli)?;
+        runtime()?.block_on(async {
+            let mut client = DaemonClient::connect(&path).await?;
+            for run in runs {
+                let answer = client
+                    .call("runs.provenance", json!({ "run_id": run }))
+                    .await?;
+                if !answer["provenance"].is_null() {
+                    provenance.insert(run, answer["provenance"].clone());
+                }
+            }
+            Ok::<(), Failure>(())
+        })?;
+    }
+    Ok(provenance)
+}
+
+/// `secflow findings show ID`.
+fn finding_show(cli: &Cli, id: i64, local: bool) -> Result<ExitCode, Failure> {
+    let shown: Value = if local {
+        let store = open_store(cli)?;
+        let (finding, provenance) =
+            secflow_runner::provenance::finding_with_provenance(&*store, id)?
+                .ok_or_else(|| Failure::usage(format!("no finding with id {id}")))?;
+        json!({"finding": finding.finding, "provenance": provenance})
+    } else {
+        call_daemon(cli, "findings.get", json!({ "id": id }))?
+    };
+    print_output(cli, &shown, |out| write_finding(out, &shown))
+}
+
+fn write_finding(out: &mut dyn Write, shown: &Value) -> std::io::Result<()> {
+    let finding = &shown["finding"];
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let mut t = Table::new(&["FIELD", "VALUE"]);
+    for key in [
+        "id",
+        "rule_id",
+        "title",
+        "severity",
+        "target",
+        "fingerprint",
+        "run_id",
+        "first_seen",
+        "last_seen",
+        "occurrences",
+        "hosts",
+    ] {
+        if let Some(value) = finding.get(key) {
+            t.row(vec![key.to_string(), text(value)]);
+        }
+    }
+    if let Some(plugin) = finding.get("plugin") {
+        t.row(vec![
+            "plugin".into(),
+            format!("{} {}", text(&plugin["name"]), text(&plugin["version"])),
+        ]);
+    }
+    match shown.get("provenance") {
+        Some(p) if !p.is_null() => {
+            for key in [
+                "binary_digest",
+                "manifest_digest",
+                "signed_by",
+                "policy_digest",
+            ] {
+                t.row(vec![format!("provenance.{key}"), text(&p[key])]);
+            }
+        }
+        _ => t.row(vec![
+            "provenance".into(),
+            "none recorded (a run from before provenance was kept)".into(),
+        ]),
+    }
+    t.write(out)?;
+    if let Some(description) = finding.get("description").and_then(Value::as_str) {
+        writeln!(out, "\n{description}")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -23,8 +23,10 @@ use crate::scan::severity_of;
 pub const FINGERPRINT_KEY: &str = "secflowFingerprint/v1";
 
 /// A SARIF 2.1.0 log of stored finding documents (as `findings.query` and
-/// the database return them).
-pub fn report(findings: &[Value]) -> Value {
+/// the database return them), with `provenance` (by run id: what produced
+/// the findings of that run) in the driver's property bag, and each result
+/// naming its run (`properties.run_id`).
+pub fn report(findings: &[Value], provenance: &BTreeMap<String, Value>) -> Value {
     let mut rules: BTreeMap<String, RuleSummary> = BTreeMap::new();
     for finding in findings {
         let id = text(finding, "rule_id").unwrap_or("unknown-rule");
@@ -53,6 +55,10 @@ pub fn report(findings: &[Value]) -> Value {
                     "semanticVersion": env!("CARGO_PKG_VERSION"),
                     "version": env!("CARGO_PKG_VERSION"),
                     "rules": rules,
+                    // One run holds every plugin's results (see above), so
+                    // what produced them is listed per SecFlow run, keyed as
+                    // each result's `properties.run_id`.
+                    "properties": {"provenance": provenance},
                 }
             },
             "results": results,
@@ -407,15 +413,28 @@ mod tests {
             .should_validate_formats(true)
             .build(&schema)
             .unwrap();
-        for findings in [sample(), Vec::new()] {
-            let log = report(&findings);
+        let provenance = BTreeMap::from([(
+            "run-1".to_string(),
+            json!({"plugin": "ferox", "version": "1.0.0", "binary_digest": "sha256:ab",
+                   "manifest_digest": "sha256:cd", "signed_by": null, "policy_digest": "sha256:ef"}),
+        )]);
+        for (findings, provenance) in [
+            (sample(), provenance.clone()),
+            (Vec::new(), BTreeMap::new()),
+        ] {
+            let log = report(&findings, &provenance);
+            assert_eq!(
+                log["runs"][0]["tool"]["driver"]["properties"]["provenance"],
+                json!(provenance),
+                "what produced the findings rides in the driver's property bag"
+            );
             let errors: Vec<String> = validator
                 .iter_errors(&log)
                 .map(|e| format!("{}: {e}", e.instance_path()))
                 .collect();
             assert!(errors.is_empty(), "{errors:#?}\n{log:#}");
         }
-        let mut broken = report(&sample());
+        let mut broken = report(&sample(), &BTreeMap::new());
         broken["runs"][0]["results"][0]["level"] = json!("severe");
         assert!(
             !validator.is_valid(&broken),
@@ -425,7 +444,7 @@ mod tests {
 
     #[test]
     fn levels_and_security_severity_follow_severity_and_cvss() {
-        let log = report(&sample());
+        let log = report(&sample(), &BTreeMap::new());
         let run = &log["runs"][0];
         let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
         let rule = |id: &str| rules.iter().find(|r| r["id"] == id).unwrap();
@@ -473,7 +492,7 @@ mod tests {
 
     #[test]
     fn locations_are_uris_even_for_bare_hosts_and_unsafe_characters() {
-        let log = report(&sample());
+        let log = report(&sample(), &BTreeMap::new());
         let uris: Vec<&str> = log["runs"][0]["results"]
             .as_array()
             .unwrap()
