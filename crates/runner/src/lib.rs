@@ -175,6 +175,7 @@ pub fn base_record(
         stderr_tail: String::new(),
         workflow_id: request.workflow_id.clone(),
         node_id: request.node_id.clone(),
+        refused_egress: Vec::new(),
     }
 }
 

@@ -56,6 +56,7 @@ pub fn started(run_id: &str, plugin: &str, category: Category) -> RunRecord {
         stderr_tail: String::new(),
         workflow_id: None,
         node_id: None,
+        refused_egress: Vec::new(),
     }
 }
 
