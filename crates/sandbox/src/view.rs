@@ -227,7 +227,8 @@ mod tests {
 
     fn plan(filesystem: FilesystemMode, plugin_dir: &Path, hidden: Vec<PathBuf>) -> SandboxPlan {
         SandboxPlan {
-            network: false,
+            network: secflow_manifest::NetworkGrant::None,
+            egress: Vec::new(),
             filesystem,
             plugin_dir: plugin_dir.to_path_buf(),
             read_paths: Vec::new(),
