@@ -413,6 +413,18 @@ async fn a_killed_plugin_leaves_no_rules_behind() {
     .await;
     assert_eq!(record.status, RunStatus::TimedOut, "{record:?}");
     assert_eq!(record.signal, Some(libc::SIGKILL), "{record:?}");
+    let invoked = audit_events(&supervisor, "plugin_invoked");
+    let policy = &invoked
+        .iter()
+        .find(|e| e.run_id.as_deref() == Some(record.run_id.as_str()))
+        .expect("the run's plugin_invoked event")
+        .details["policy"];
+    assert_eq!(policy["network"], "targets", "{policy}");
+    assert!(
+        policy["layers"].as_array().unwrap().contains(&json!("egress"))
+            && policy["egress"]["allows"][0]["transport"] == "tcp_udp",
+        "the run was scoped to its target (tcp and udp): {policy}"
+    );
     assert!(run_chains_left(&bed).is_empty(), "the run's rules outlived it");
 }
 
