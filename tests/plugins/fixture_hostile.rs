@@ -96,10 +96,17 @@ fn attack(name: &str, config: &Map<String, Value>) -> Map<String, Value> {
         }
         "connect_udp" => {
             for t in &targets {
-                let r = t.parse::<std::net::SocketAddr>().map_err(std::io::Error::other).and_then(|addr| {
-                    let bind = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
-                    std::net::UdpSocket::bind(bind).and_then(|s| s.send_to(b"dns?", addr))
-                });
+                let r = t
+                    .parse::<std::net::SocketAddr>()
+                    .map_err(std::io::Error::other)
+                    .and_then(|addr| {
+                        let bind = if addr.is_ipv4() {
+                            "0.0.0.0:0"
+                        } else {
+                            "[::]:0"
+                        };
+                        std::net::UdpSocket::bind(bind).and_then(|s| s.send_to(b"dns?", addr))
+                    });
                 results.insert(t.clone(), outcome(r));
             }
         }
@@ -146,8 +153,18 @@ fn attack(name: &str, config: &Map<String, Value>) -> Map<String, Value> {
         }
         "raw_socket" => {
             for (name, domain, kind, proto) in [
-                ("raw_icmp", libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP),
-                ("raw_icmp6", libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6),
+                (
+                    "raw_icmp",
+                    libc::AF_INET,
+                    libc::SOCK_RAW,
+                    libc::IPPROTO_ICMP,
+                ),
+                (
+                    "raw_icmp6",
+                    libc::AF_INET6,
+                    libc::SOCK_RAW,
+                    libc::IPPROTO_ICMPV6,
+                ),
                 ("packet", libc::AF_PACKET, libc::SOCK_RAW, 0x0300),
             ] {
                 // SAFETY: socket takes no pointers; a returned fd is closed at once.

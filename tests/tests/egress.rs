@@ -264,7 +264,15 @@ fn a_targets_run_reaches_its_target_and_nothing_else() {
     }
 
     // Each distinct destination is one audit event naming the run and plugin.
-    let out = bed.secflow(&["--json", "audit", "--local", "--event", "egress_refused", "--limit", "100"]);
+    let out = bed.secflow(&[
+        "--json",
+        "audit",
+        "--local",
+        "--event",
+        "egress_refused",
+        "--limit",
+        "100",
+    ]);
     let events = json_of(&out);
     let events = events.as_array().expect("audit events");
     let of_first: Vec<&Value> = events
@@ -421,11 +429,17 @@ async fn a_killed_plugin_leaves_no_rules_behind() {
         .details["policy"];
     assert_eq!(policy["network"], "targets", "{policy}");
     assert!(
-        policy["layers"].as_array().unwrap().contains(&json!("egress"))
+        policy["layers"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("egress"))
             && policy["egress"]["allows"][0]["transport"] == "tcp_udp",
         "the run was scoped to its target (tcp and udp): {policy}"
     );
-    assert!(run_chains_left(&bed).is_empty(), "the run's rules outlived it");
+    assert!(
+        run_chains_left(&bed).is_empty(),
+        "the run's rules outlived it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -55,8 +55,13 @@ pub fn run(bins: &Bins, runs: usize) -> Result<Vec<Figure>, BenchError> {
     let offline_ms = offline.median_ms();
     Ok(vec![
         Figure::new(SECTION, "network false median", offline_ms, "ms"),
-        Figure::new(SECTION, "network \"targets\" median", scoped.median_ms(), "ms")
-            .against("network false", offline_ms),
+        Figure::new(
+            SECTION,
+            "network \"targets\" median",
+            scoped.median_ms(),
+            "ms",
+        )
+        .against("network false", offline_ms),
         Figure::new(SECTION, "network \"targets\" p99", scoped.p99_ms(), "ms")
             .against("network false p99", offline.p99_ms()),
     ])

@@ -1201,7 +1201,10 @@ mod tests {
         let (_, err) = rejection(json!({"sandbox": {
             "network": "targets", "egress": ["10.0.0.0/8", "10.0.0.1/8"]
         }}));
-        assert!(matches!(err, ManifestError::Egress { index: 1, .. }), "{err}");
+        assert!(
+            matches!(err, ManifestError::Egress { index: 1, .. }),
+            "{err}"
+        );
         assert!(
             err.to_string().contains("sandbox.egress[1] \"10.0.0.1/8\"")
                 && err.to_string().contains("host bits are set"),
@@ -1209,8 +1212,9 @@ mod tests {
         );
         let (_, err) = rejection(json!({"sandbox": {"network": true, "egress": ["10.0.0.0/8"]}}));
         assert!(
-            err.to_string()
-                .contains("sandbox.egress is only used with sandbox.network \"targets\" (it is true)"),
+            err.to_string().contains(
+                "sandbox.egress is only used with sandbox.network \"targets\" (it is true)"
+            ),
             "{err}"
         );
     }

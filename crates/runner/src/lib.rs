@@ -704,7 +704,10 @@ impl Runner {
                 ));
             }
         }
-        for refusal in refusals.iter().take(secflow_egress::MAX_REFUSED_DESTINATIONS) {
+        for refusal in refusals
+            .iter()
+            .take(secflow_egress::MAX_REFUSED_DESTINATIONS)
+        {
             let destination = match refusal.port {
                 Some(port) => std::net::SocketAddr::new(refusal.destination, port).to_string(),
                 None => refusal.destination.to_string(),

@@ -149,7 +149,9 @@ impl Host {
 /// network namespace), the `nft` tool, and Landlock scopes (ABI 6).
 fn egress_scope(is_root: bool) -> Result<Arc<secflow_egress::ScopeRuleset>, String> {
     if !is_root {
-        return Err("the supervisor does not run as root, so it cannot install nftables rules".into());
+        return Err(
+            "the supervisor does not run as root, so it cannot install nftables rules".into(),
+        );
     }
     secflow_egress::Nft::find().map_err(|e| e.to_string())?;
     secflow_egress::ScopeRuleset::create()

@@ -298,7 +298,9 @@ mod tests {
     #[test]
     fn a_missing_layer_is_left_out_only_when_the_config_allows_it() {
         let host = Host::lacking(&[Layer::Uid]);
-        let (applied, degraded) = plan(NetworkGrant::None).admit(&host, &[Layer::Uid]).unwrap();
+        let (applied, degraded) = plan(NetworkGrant::None)
+            .admit(&host, &[Layer::Uid])
+            .unwrap();
         assert!(!applied.contains(&Layer::Uid));
         assert_eq!(degraded.len(), 1);
         assert_eq!(degraded[0].layer, Layer::Uid);
