@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use secflow_core::clock;
-use secflow_core::record::{ErrorKind, RunError, RunRecord, RunStatus};
+use secflow_core::record::{ErrorKind, RefusedEgress, RunError, RunRecord, RunStatus};
 use secflow_plugin_sdk::protocol::{Category, Severity};
 use serde_json::{json, Map, Value};
 
@@ -858,6 +858,39 @@ pub async fn partial_and_skipped_runs_keep_their_status_and_what_was_left(
     );
 }
 
+pub async fn refused_egress_is_kept_with_the_run_apart_from_its_outputs(
+    fx: &mut dyn StoreFixture,
+) {
+    let store = fx.store();
+    let writer = store.writer();
+    let mut scoped = succeeded(started("scoped-1", "ferox", Category::Detector));
+    scoped.outputs.insert("requests".into(), json!(12));
+    scoped.refused_egress = vec![
+        RefusedEgress {
+            destination: "127.0.0.3".into(),
+            protocol: "tcp".into(),
+            port: Some(8080),
+            packets: 2,
+        },
+        RefusedEgress {
+            destination: "169.254.169.254".into(),
+            protocol: "icmp".into(),
+            port: None,
+            packets: 1,
+        },
+    ];
+    let calm = succeeded(started("calm-1", "ferox", Category::Detector));
+    for record in [&scoped, &calm] {
+        writer.finish_run(record.clone()).await.expect("finished");
+    }
+    writer.flush().await.expect("flush");
+    let read = store.run("scoped-1").expect("read").expect("stored");
+    assert_eq!(read, scoped, "refusals and outputs both come back as written");
+    assert_eq!(read.outputs.len(), 1, "the refusals are not an output");
+    let read = store.run("calm-1").expect("read").expect("stored");
+    assert!(read.refused_egress.is_empty() && read.outputs.is_empty());
+}
+
 /// One `#[tokio::test]` per case of the suite, each on a fixture made by
 /// `$open` (an expression giving `Option<impl StoreFixture>`; `None` skips,
 /// the opener having said why).
@@ -881,6 +914,7 @@ macro_rules! storage_suite {
             a_run_finished_without_starting_is_recorded_and_queries_filter_and_sort,
             every_finding_names_the_hosts_that_saw_it_and_the_host_filter_keeps_them,
             partial_and_skipped_runs_keep_their_status_and_what_was_left,
+            refused_egress_is_kept_with_the_run_apart_from_its_outputs,
         );
     };
     (@cases $open:expr; $($case:ident,)*) => {
