@@ -13,7 +13,8 @@
 //!   unshare, bpf, kexec_load, init_module, clone_newuser, x32_getpid),
 //!   `flood_stderr` (`mb` MiB to stderr), `findings_then` (`count` findings then
 //!   the attack in `then`); for `network: "targets"` runs: `connect_udp`
-//!   (targets: `ip:port`, one datagram each), `fork_connect` and
+//!   (targets: `ip:port`, one datagram each), `connect_name` (targets:
+//!   `host:port`, resolved in the sandbox), `fork_connect` and
 //!   `thread_connect` (targets: `ip:port`, from a forked child / a new
 //!   thread), `raw_socket` (an ICMP raw and a packet socket), `abstract_connect`
 //!   (targets: abstract Unix socket names), `widen` (targets: the nft tool,
@@ -91,6 +92,13 @@ fn attack(name: &str, config: &Map<String, Value>) -> Map<String, Value> {
             for t in &targets {
                 let r = std::fs::File::create(t)
                     .and_then(|mut f| (0..mb).try_for_each(|_| f.write_all(&chunk)));
+                results.insert(t.clone(), outcome(r));
+            }
+        }
+        "connect_name" => {
+            // `host:port` resolved in the sandbox (its /etc/hosts), then TCP.
+            for t in &targets {
+                let r = std::net::TcpStream::connect(t.as_str());
                 results.insert(t.clone(), outcome(r));
             }
         }

@@ -526,6 +526,53 @@ async fn refused_egress_revokes_the_plugin_when_the_config_says_so() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_named_target_is_resolved_by_the_supervisor_and_handed_to_the_run() {
+    if !egress_available() {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bed = TestBed::new();
+    install_scoped(&bed, "resolver");
+    let supervisor = bed.supervisor().await;
+    let mut inputs = Map::new();
+    inputs.insert("target".into(), json!(format!("http://localhost:{port}/")));
+    let by_name = format!("localhost:{port}");
+    let record = run_with(
+        &supervisor,
+        "resolver",
+        json!({"attack": "connect_name", "targets": [by_name, "localhost:9"]}),
+        inputs,
+        None,
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{record:?}");
+    let r = results(&record);
+    assert_eq!(outcome(&r, &by_name), "ok", "{r:?}");
+    refused(&r, "localhost:9");
+    assert!(accepted(&listener) >= 1, "the target saw the run");
+    let invoked = audit_events(&supervisor, "plugin_invoked");
+    let policy = &invoked
+        .iter()
+        .find(|e| e.run_id.as_deref() == Some(record.run_id.as_str()))
+        .expect("the run's plugin_invoked event")
+        .details["policy"];
+    assert_eq!(
+        policy["egress"]["names"][0]["name"], "localhost",
+        "{policy}"
+    );
+    let hosts_dir = bed.path().join("var/runs/.hosts");
+    let left: Vec<_> = std::fs::read_dir(&hosts_dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "the run's hosts file outlived it: {left:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_target_that_cannot_be_scoped_rejects_the_run_naming_it() {
     if !egress_available() {
         return;

@@ -350,7 +350,7 @@ impl Runner {
 
         phases.mark("verified");
         // Fail closed: a layer the plan needs and this host lacks rejects the run.
-        let plan = match secflow_sandbox::plan(plugin, &self.config) {
+        let mut plan = match secflow_sandbox::plan(plugin, &self.config) {
             Ok(plan) => plan,
             Err(PlanError::ReadPathMissing { path }) => {
                 let message = missing_data_message(&path, &self.config);
@@ -396,6 +396,24 @@ impl Runner {
             }
         } else {
             None
+        };
+        // The names the supervisor resolved, as the run's own /etc/hosts.
+        let hosts_file = match &allow {
+            Some(allow) if !allow.names.is_empty() && layers.contains(&Layer::MountNamespace) => {
+                match RunHostsFile::write(&self.config.sandbox.work_root, &run_id, allow) {
+                    Ok(file) => {
+                        plan.hosts_file = Some(file.path.clone());
+                        Some(file)
+                    }
+                    Err(e) => {
+                        let message = format!("cannot write the run's hosts file: {e}");
+                        return self
+                            .refuse(record, ErrorKind::SpawnFailed, message, actor)
+                            .await;
+                    }
+                }
+            }
+            _ => None,
         };
         let lease = if layers.contains(&Layer::Uid) {
             match self.uids.lease() {
@@ -491,6 +509,7 @@ impl Runner {
         }
         // The uid returns to the pool only now: every process of the run is gone.
         drop(lease);
+        drop(hosts_file);
         phases.mark("cleaned");
         tracing::debug!(run_id = %run_id, phases = %phases, "run phases (µs from start)");
         record
@@ -790,6 +809,34 @@ impl Runner {
         };
         let _ = self.store.send(WriteOp::Telemetry(telemetry)).await;
         stored
+    }
+}
+
+/// A `"targets"` run's `/etc/hosts` on the host (bound read-only into its
+/// view), removed when dropped.
+struct RunHostsFile {
+    path: std::path::PathBuf,
+}
+
+impl RunHostsFile {
+    fn write(work_root: &Path, run_id: &str, allow: &AllowSet) -> std::io::Result<RunHostsFile> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let dir = work_root.join(".hosts");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)?;
+        let path = dir.join(run_id);
+        std::fs::write(&path, allow.hosts_file())?;
+        // Readable by the run's uid whatever the supervisor's umask.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        Ok(RunHostsFile { path })
+    }
+}
+
+impl Drop for RunHostsFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

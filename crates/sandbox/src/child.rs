@@ -329,6 +329,11 @@ fn prepare_step(step: &MountStep, root: &Path) -> io::Result<Step> {
             target: under(root, path)?,
             remount: if *exec { RO } else { RO | libc::MS_NOEXEC },
         },
+        MountStep::BindFileAt { source, target } => Step::Bind {
+            source: cstring(source.as_os_str().as_bytes())?,
+            target: under(root, target)?,
+            remount: RO | libc::MS_NOEXEC,
+        },
         MountStep::BindWritable { path } => Step::Bind {
             source: cstring(path.as_os_str().as_bytes())?,
             target: under(root, path)?,

@@ -92,6 +92,9 @@ pub struct SandboxPlan {
     pub search_path: Vec<PathBuf>,
     /// Supervisor-private paths to hide if they fall inside a visible tree.
     pub hidden: Vec<PathBuf>,
+    /// The run's own `/etc/hosts` (a `"targets"` run's resolved names),
+    /// bound over the host's; set by the runner once it has resolved them.
+    pub hosts_file: Option<PathBuf>,
     /// Layers this plan needs.
     pub layers: Vec<Layer>,
 }
@@ -158,6 +161,7 @@ pub fn plan(plugin: &VerifiedPlugin, config: &Config) -> Result<SandboxPlan, Pla
         work_size_mb: config.sandbox.work_size_mb,
         search_path: config.plugins.search_path.clone(),
         hidden,
+        hosts_file: None,
         layers,
     })
 }
@@ -277,6 +281,7 @@ mod tests {
             work_size_mb: 32,
             search_path: Vec::new(),
             hidden: Vec::new(),
+            hosts_file: None,
             layers: layers_for(network),
         }
     }

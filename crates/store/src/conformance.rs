@@ -858,9 +858,7 @@ pub async fn partial_and_skipped_runs_keep_their_status_and_what_was_left(
     );
 }
 
-pub async fn refused_egress_is_kept_with_the_run_apart_from_its_outputs(
-    fx: &mut dyn StoreFixture,
-) {
+pub async fn refused_egress_is_kept_with_the_run_apart_from_its_outputs(fx: &mut dyn StoreFixture) {
     let store = fx.store();
     let writer = store.writer();
     let mut scoped = succeeded(started("scoped-1", "ferox", Category::Detector));
@@ -885,7 +883,10 @@ pub async fn refused_egress_is_kept_with_the_run_apart_from_its_outputs(
     }
     writer.flush().await.expect("flush");
     let read = store.run("scoped-1").expect("read").expect("stored");
-    assert_eq!(read, scoped, "refusals and outputs both come back as written");
+    assert_eq!(
+        read, scoped,
+        "refusals and outputs both come back as written"
+    );
     assert_eq!(read.outputs.len(), 1, "the refusals are not an output");
     let read = store.run("calm-1").expect("read").expect("stored");
     assert!(read.refused_egress.is_empty() && read.outputs.is_empty());
