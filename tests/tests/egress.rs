@@ -597,3 +597,116 @@ async fn a_target_that_cannot_be_scoped_rejects_the_run_naming_it() {
         "{error:?}"
     );
 }
+
+/// One JSON-RPC request on a fresh connection to `socket`; its result.
+fn rpc(socket: &std::path::Path, method: &str, params: Value) -> Option<Value> {
+    use std::io::{BufRead, Write};
+    let stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    let mut writer = stream.try_clone().ok()?;
+    let line = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    writer.write_all(format!("{line}\n").as_bytes()).ok()?;
+    let mut reply = String::new();
+    std::io::BufReader::new(stream).read_line(&mut reply).ok()?;
+    serde_json::from_str::<Value>(&reply)
+        .ok()?
+        .get("result")
+        .cloned()
+}
+
+/// This listing's tables of process `pid`, with whether each has a run chain.
+fn tables_of(pid: u32) -> Vec<(String, bool)> {
+    let nft = nft_path().unwrap();
+    let out = std::process::Command::new(nft)
+        .args(["list", "ruleset"])
+        .output()
+        .unwrap();
+    let prefix = format!("table inet secflow_egress_{pid}_");
+    let mut tables: Vec<(String, bool)> = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(rest) = line.trim().strip_prefix(&prefix) {
+            let name = rest.trim_end_matches(" {").to_string();
+            tables.push((format!("secflow_egress_{pid}_{name}"), false));
+        } else if line.trim().starts_with("chain run_") {
+            if let Some(last) = tables.last_mut() {
+                last.1 = true;
+            }
+        }
+    }
+    tables
+}
+
+#[test]
+fn a_daemon_killed_mid_run_leaves_a_table_that_the_next_start_removes() {
+    if !egress_available() {
+        return;
+    }
+    listeners();
+    let bed = TestBed::with_config("[api]\nsocket = \"api.sock\"\n");
+    install_scoped(&bed, "lingerer");
+    let log = std::fs::File::create(bed.path().join("secflowd.log")).unwrap();
+    let mut daemon = std::process::Command::new(workspace_bin("secflowd"))
+        .arg("--config")
+        .arg(&bed.config_path)
+        .env_remove("SECFLOW_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("secflowd starts");
+    let socket = bed.path().join("api.sock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while rpc(&socket, "system.health", json!({})).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "secflowd did not serve"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let started = rpc(
+        &socket,
+        "runs.start",
+        json!({"plugin": "lingerer", "inputs": {"target": TARGET}, "config": {"attack": "spin"}}),
+    )
+    .expect("runs.start answered");
+    assert!(started["run_id"].is_string(), "{started}");
+    // The run is scoped while it lasts: its chain is in the daemon's table.
+    let pid = daemon.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !tables_of(pid).iter().any(|(_, chain)| *chain) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run was never scoped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let left = tables_of(pid);
+    assert_eq!(left.len(), 1, "the crash left its table: {left:?}");
+    // The plugin died with its supervisor (its rules, now nobody's, stay
+    // until the next start).
+    let exe = bed.plugin_dir("lingerer").join("fixture-hostile");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let alive = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path().join("exe")).ok())
+            .any(|p| p == exe);
+        if !alive {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the plugin outlived its daemon"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // The next supervisor to start removes it.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let _supervisor = bed.supervisor().await;
+        assert!(tables_of(pid).is_empty(), "{:?}", tables_of(pid));
+    });
+}
