@@ -659,7 +659,10 @@ impl Runner {
         // Every process of the run is gone: its rules go, and what they
         // refused is read back.
         let refusals = match egress.map(RunEgress::close) {
-            Some(Ok(refusals)) => refusals,
+            Some(Ok(mut refusals)) => {
+                refusals.truncate(secflow_egress::MAX_REFUSED_DESTINATIONS);
+                refusals
+            }
             Some(Err(e)) => {
                 tracing::warn!(run_id = %record.run_id, error = %e, "cannot read back the run's refused egress");
                 Vec::new()
