@@ -1335,6 +1335,17 @@ mod tests {
     }
 
     #[test]
+    fn a_runs_targets_are_its_target_and_its_targets_list() {
+        let inputs = json!({"target": "http://127.0.0.2:8080/", "targets": ["127.0.0.3", 7, "[::1]:53"],
+                            "findings": ["not a target"]});
+        assert_eq!(
+            input_targets(inputs.as_object().unwrap()),
+            ["http://127.0.0.2:8080/", "127.0.0.3", "[::1]:53"]
+        );
+        assert!(input_targets(&Map::new()).is_empty());
+    }
+
+    #[test]
     fn cpu_and_memory_limits_are_named() {
         let mut spun = exit(None, Some(libc::SIGXCPU));
         spun.cpu_ms = 2000;
