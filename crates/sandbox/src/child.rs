@@ -240,6 +240,14 @@ impl SandboxPlan {
         uid: Option<u32>,
     ) -> io::Result<PreparedSandbox> {
         let has = |layer| applied.contains(&layer);
+        if self.network == NetworkGrant::Targets && !has(Layer::Egress) && host.netns_fd().is_none()
+        {
+            // Left without its egress layer, a "targets" run gets no network;
+            // without the empty namespace either it would get the host's.
+            return Err(io::Error::other(
+                "a network \"targets\" run without the egress layer needs the empty network namespace, which this host lacks",
+            ));
+        }
         let mut magic = [0u8; 2];
         let is_script = {
             use std::os::unix::fs::FileExt;
