@@ -301,7 +301,7 @@ fn a_targets_run_reaches_its_target_and_nothing_else() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_daemons_sockets_and_host_abstract_sockets_are_out_of_reach() {
+async fn the_daemon_and_the_host_are_out_of_reach_by_sockets_abstract_sockets_or_signals() {
     if !egress_available() {
         return;
     }
@@ -345,6 +345,26 @@ async fn the_daemons_sockets_and_host_abstract_sockets_are_out_of_reach() {
     assert!(
         abstract_listener.accept().is_err(),
         "the abstract socket was reached"
+    );
+    // Nor can it signal the supervisor (another uid, and outside its
+    // Landlock domain).
+    let mut inputs = Map::new();
+    inputs.insert("target".into(), json!(TARGET));
+    let me = std::process::id().to_string();
+    let kill = run_with(
+        &supervisor,
+        "dialer",
+        json!({"attack": "signal", "targets": ["parent", me]}),
+        inputs,
+        None,
+    )
+    .await;
+    assert_eq!(kill.status, RunStatus::Succeeded, "{kill:?}");
+    let r = results(&kill);
+    assert!(
+        r.values()
+            .all(|v| v.as_str().is_some_and(|s| s.starts_with("error"))),
+        "a signal got through: {r:?}"
     );
 }
 
