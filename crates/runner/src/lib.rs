@@ -658,7 +658,7 @@ impl Runner {
         };
         // Every process of the run is gone: its rules go, and what they
         // refused is read back.
-        let refusals = match egress.map(RunEgress::close) {
+        let refusals = match egress.map(|e| off_the_runtime(|| e.close())) {
             Some(Ok(mut refusals)) => {
                 refusals.truncate(secflow_egress::MAX_REFUSED_DESTINATIONS);
                 refusals
@@ -758,8 +758,7 @@ impl Runner {
         let Some(table) = self.egress.as_deref() else {
             return Err("network \"targets\" needs the supervisor's nftables table, which could not be installed (see the daemon's log at start)".into());
         };
-        table
-            .open(uid, allow)
+        off_the_runtime(|| table.open(uid, allow))
             .map_err(|e| format!("cannot scope the run's egress: {e}"))
     }
 
@@ -840,6 +839,16 @@ impl RunHostsFile {
 impl Drop for RunHostsFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Runs `f`, which waits for the `nft` tool, without stalling the other
+/// tasks of a multi-threaded runtime's worker (a current-thread runtime, the
+/// CLI's, just runs it).
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
