@@ -84,6 +84,16 @@ impl BenchHome {
     /// Installs `executable` as plugin `name` (a detector) with the config
     /// knobs the bench plugins read and room for a long, large stream.
     pub fn install(&self, name: &str, executable: &Path) -> Result<(), BenchError> {
+        self.install_with_network(name, executable, json!(false))
+    }
+
+    /// [`BenchHome::install`] with `sandbox.network` set to `network`.
+    pub fn install_with_network(
+        &self,
+        name: &str,
+        executable: &Path,
+        network: Value,
+    ) -> Result<(), BenchError> {
         let dir = self.path().join("plugins").join(name);
         std::fs::create_dir_all(&dir).map_err(|source| BenchError::Io {
             what: format!("creating {}", dir.display()),
@@ -105,7 +115,7 @@ impl BenchHome {
             "entrypoint": file_name.to_string_lossy(),
             "code_hash": code_hash,
             "config_schema": {"count": int(0), "hold_ms": int(0), "delay_ms": int(0)},
-            "sandbox": {"network": false, "filesystem": "readonly", "timeout_seconds": 1800,
+            "sandbox": {"network": network, "filesystem": "readonly", "timeout_seconds": 1800,
                         "max_output_mb": 1024}
         });
         write(&dir.join("manifest.json"), manifest.to_string().as_bytes())

@@ -1,8 +1,8 @@
 //! `secflow-bench`: SecFlow's benchmark suite (issue 9), one program run by
-//! `scripts/bench`. Seven sections, each measured beside its anchor in the same
+//! `scripts/bench`. Eight sections, each measured beside its anchor in the same
 //! run on the same machine where there is one: spawn, run throughput, findings
-//! ingestion, API latency, footprint, dashboard pages, and ingestion into the
-//! fleet store (PostgreSQL). It prints a table, writes the figures as JSON and, when
+//! ingestion, API latency, footprint, dashboard pages, ingestion into the
+//! fleet store (PostgreSQL), and the spawn cost of target-scoped egress. It prints a table, writes the figures as JSON and, when
 //! asked, the generated part of BENCHMARKS.md.
 //!
 //! It drives the real release binaries (`secflowd`, the fixture detector, the
@@ -57,7 +57,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "spawn,throughput,ingest,api,footprint,dashboard,fleet"
+        default_value = "spawn,throughput,ingest,api,footprint,dashboard,fleet,egress"
     )]
     sections: Vec<String>,
     /// Timed runs per spawn variant [full 300, quick 30].
@@ -204,6 +204,7 @@ fn run(args: &Args) -> Result<Vec<Figure>, BenchError> {
             "footprint",
             "dashboard",
             "fleet",
+            "egress",
         ]
         .contains(&name.as_str())
         {
@@ -237,6 +238,9 @@ fn run(args: &Args) -> Result<Vec<Figure>, BenchError> {
     if wanted("fleet") {
         // The port's own batching needs fewer rows to show its rate.
         figures.extend(section::fleet::run(sizes.findings.min(200_000))?);
+    }
+    if wanted("egress") {
+        figures.extend(section::egress::run(&bins, sizes.spawn_runs)?);
     }
 
     print!("{}", report::terminal_table(&figures));

@@ -12,7 +12,14 @@
 //!   child that sleeps for an hour), `syscall` (targets: one of ptrace, mount,
 //!   unshare, bpf, kexec_load, init_module, clone_newuser, x32_getpid),
 //!   `flood_stderr` (`mb` MiB to stderr), `findings_then` (`count` findings then
-//!   the attack in `then`).
+//!   the attack in `then`); for `network: "targets"` runs: `connect_udp`
+//!   (targets: `ip:port`, one datagram each), `connect_name` (targets:
+//!   `host:port`, resolved in the sandbox), `fork_connect` and
+//!   `thread_connect` (targets: `ip:port`, from a forked child / a new
+//!   thread), `raw_socket` (an ICMP raw and a packet socket), `abstract_connect`
+//!   (targets: abstract Unix socket names), `widen` (targets: the nft tool,
+//!   its table, then `ip:port`s to try after asking nft to accept everything
+//!   and writing `/etc/hosts`).
 //! - `targets` (array of strings), `mb`, `count` (integers).
 
 use std::io::{Read, Write};
@@ -86,6 +93,131 @@ fn attack(name: &str, config: &Map<String, Value>) -> Map<String, Value> {
                 let r = std::fs::File::create(t)
                     .and_then(|mut f| (0..mb).try_for_each(|_| f.write_all(&chunk)));
                 results.insert(t.clone(), outcome(r));
+            }
+        }
+        "connect_name" => {
+            // `host:port` resolved in the sandbox (its /etc/hosts), then TCP.
+            for t in &targets {
+                let r = std::net::TcpStream::connect(t.as_str());
+                results.insert(t.clone(), outcome(r));
+            }
+        }
+        "connect_udp" => {
+            for t in &targets {
+                let r = t
+                    .parse::<std::net::SocketAddr>()
+                    .map_err(std::io::Error::other)
+                    .and_then(|addr| {
+                        let bind = if addr.is_ipv4() {
+                            "0.0.0.0:0"
+                        } else {
+                            "[::]:0"
+                        };
+                        std::net::UdpSocket::bind(bind).and_then(|s| s.send_to(b"dns?", addr))
+                    });
+                results.insert(t.clone(), outcome(r));
+            }
+        }
+        "fork_connect" => {
+            for t in &targets {
+                let addr: Option<std::net::SocketAddr> = t.parse().ok();
+                // SAFETY: fork in this single-threaded fixture; the child only
+                // connects and exits with the outcome.
+                let r = match unsafe { libc::fork() } {
+                    0 => {
+                        let ok = addr.is_some_and(|a| {
+                            std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok()
+                        });
+                        // SAFETY: _exit in the forked child.
+                        unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+                    }
+                    -1 => Err(std::io::Error::last_os_error()),
+                    pid => {
+                        let mut status = 0;
+                        // SAFETY: waits for the child just forked, into a local.
+                        unsafe { libc::waitpid(pid, &mut status, 0) };
+                        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+                            Ok(())
+                        } else {
+                            Err(std::io::Error::other("the forked child could not connect"))
+                        }
+                    }
+                };
+                results.insert(t.clone(), outcome(r));
+            }
+        }
+        "thread_connect" => {
+            for t in &targets {
+                let t2 = t.clone();
+                let r = std::thread::spawn(move || {
+                    t2.parse().map_err(std::io::Error::other).and_then(|addr| {
+                        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                    })
+                })
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the thread panicked")));
+                results.insert(t.clone(), outcome(r));
+            }
+        }
+        "raw_socket" => {
+            for (name, domain, kind, proto) in [
+                (
+                    "raw_icmp",
+                    libc::AF_INET,
+                    libc::SOCK_RAW,
+                    libc::IPPROTO_ICMP,
+                ),
+                (
+                    "raw_icmp6",
+                    libc::AF_INET6,
+                    libc::SOCK_RAW,
+                    libc::IPPROTO_ICMPV6,
+                ),
+                ("packet", libc::AF_PACKET, libc::SOCK_RAW, 0x0300),
+            ] {
+                // SAFETY: socket takes no pointers; a returned fd is closed at once.
+                let fd = unsafe { libc::socket(domain, kind, proto) };
+                if fd >= 0 {
+                    // SAFETY: closing the fd just returned.
+                    unsafe { libc::close(fd) };
+                }
+                results.insert(name.into(), raw(fd.into()));
+            }
+        }
+        "abstract_connect" => {
+            use std::os::linux::net::SocketAddrExt;
+            for t in &targets {
+                let r = std::os::unix::net::SocketAddr::from_abstract_name(t.as_bytes())
+                    .and_then(|a| std::os::unix::net::UnixStream::connect_addr(&a));
+                results.insert(t.clone(), outcome(r));
+            }
+        }
+        "widen" => {
+            if let [nft, table, rest @ ..] = targets.as_slice() {
+                let r = std::process::Command::new(nft)
+                    .args(["insert", "rule", "inet", table, "output", "accept"])
+                    .output()
+                    .and_then(|o| {
+                        if o.status.success() {
+                            Ok(())
+                        } else {
+                            Err(std::io::Error::other(
+                                String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                            ))
+                        }
+                    });
+                results.insert("nft".into(), outcome(r));
+                let r = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open("/etc/hosts")
+                    .and_then(|mut f| f.write_all(b"127.0.0.3 target.example\n"));
+                results.insert("/etc/hosts".into(), outcome(r));
+                for t in rest {
+                    let r = t.parse().map_err(std::io::Error::other).and_then(|addr| {
+                        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                    });
+                    results.insert(t.clone(), outcome(r));
+                }
             }
         }
         "unix_connect" => {

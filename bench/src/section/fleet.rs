@@ -131,6 +131,7 @@ fn through_port(
         stderr_tail: String::new(),
         workflow_id: None,
         node_id: None,
+        refused_egress: Vec::new(),
     };
     // Built before the clock starts, as a session would have them.
     let ops: Vec<Vec<NewFinding>> = documents

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod egress;
 pub mod fleet;
 pub mod footprint;
 pub mod ingest;

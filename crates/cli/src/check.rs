@@ -323,9 +323,12 @@ pub async fn check_plugin(
         reason,
     };
     let plan = secflow_sandbox::plan(&plugin, config).map_err(|e| sandbox_error(e.to_string()))?;
-    let (layers, _degraded) = plan
+    let (mut layers, _degraded) = plan
         .admit(host, &config.sandbox.allow_degraded)
         .map_err(|e| sandbox_error(e.to_string()))?;
+    // A check has no targets: a `network: "targets"` plugin is checked with
+    // no network at all (the shared empty namespace), not with the host's.
+    layers.retain(|l| *l != Layer::Egress);
     let mut subject = Subject {
         config,
         host,
@@ -565,7 +568,7 @@ impl Subject<'_> {
             context: RunContextInfo {
                 workdir: session.run_dir.work.to_string_lossy().into_owned(),
                 deadline_ms: self.timeout.as_millis() as u64,
-                network: self.plan.network,
+                network: self.plan.network == secflow_manifest::NetworkGrant::Host,
                 workflow_id: None,
                 node_id: None,
                 state_dir: self

@@ -684,6 +684,7 @@ mod tests {
             stderr_tail: String::new(),
             workflow_id: None,
             node_id: None,
+            refused_egress: Vec::new(),
         }
     }
 

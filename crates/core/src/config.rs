@@ -246,6 +246,10 @@ pub struct SandboxConfig {
     /// them. Empty (the default) means fail closed: a run whose plan needs a
     /// layer the host lacks is rejected, naming the layer.
     pub allow_degraded: Vec<crate::Layer>,
+    /// Whether a `network: "targets"` run that was refused a connection
+    /// revokes its plugin (like a seccomp violation). Off by default: a
+    /// scanner that follows a redirect off its target is not hostile.
+    pub revoke_on_refused_egress: bool,
 }
 
 impl Default for SandboxConfig {
@@ -258,6 +262,7 @@ impl Default for SandboxConfig {
             work_size_mb: 256,
             state_root: PathBuf::from("var/state"),
             allow_degraded: Vec::new(),
+            revoke_on_refused_egress: false,
         }
     }
 }

@@ -19,13 +19,18 @@ pub enum Layer {
     Rlimits,
     /// The seccomp filter.
     Seccomp,
+    /// Target-scoped egress (only for `network: "targets"`): nftables rules
+    /// for the run's uid in the host's network namespace, and a Landlock
+    /// scope on abstract Unix sockets and signals.
+    Egress,
 }
 
 impl Layer {
-    pub const ALL: [Layer; 6] = [
+    pub const ALL: [Layer; 7] = [
         Layer::PidNamespace,
         Layer::MountNamespace,
         Layer::NetworkNamespace,
+        Layer::Egress,
         Layer::Rlimits,
         Layer::Uid,
         Layer::Seccomp,
@@ -39,6 +44,7 @@ impl Layer {
             Layer::NetworkNamespace => "network_namespace",
             Layer::Rlimits => "rlimits",
             Layer::Seccomp => "seccomp",
+            Layer::Egress => "egress",
         }
     }
 }

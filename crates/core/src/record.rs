@@ -216,9 +216,57 @@ pub struct RunRecord {
     pub stderr_tail: String,
     pub workflow_id: Option<String>,
     pub node_id: Option<String>,
+    /// The destinations a `network: "targets"` run was refused, one entry per
+    /// distinct destination (at most `MAX_REFUSED_DESTINATIONS` per address
+    /// family); empty for every other run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused_egress: Vec<RefusedEgress>,
 }
 
+/// A destination a scoped run tried to reach and the kernel refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedEgress {
+    /// The IP address.
+    pub destination: String,
+    /// `tcp`, `udp`, `icmp`, `ipv6-icmp`, or the protocol number.
+    pub protocol: String,
+    /// The destination port, for TCP and UDP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Packets refused to this destination.
+    pub packets: u64,
+}
+
+/// The key under which the stores keep `refused_egress` inside a run row's
+/// `outputs` JSON column (no column of its own: no schema migration). A
+/// plugin's own output of that name is dropped by the runner.
+pub const REFUSED_EGRESS_KEY: &str = "$secflow_refused_egress";
+
 impl RunRecord {
+    /// The `outputs` column of a run row: the outputs, plus the refusals
+    /// under [`REFUSED_EGRESS_KEY`] when there are any.
+    pub fn outputs_column(&self) -> Map<String, Value> {
+        let mut column = self.outputs.clone();
+        if !self.refused_egress.is_empty() {
+            column.insert(
+                REFUSED_EGRESS_KEY.into(),
+                serde_json::to_value(&self.refused_egress).unwrap_or(Value::Null),
+            );
+        }
+        column
+    }
+
+    /// Splits a stored `outputs` column into the outputs and the refusals.
+    pub fn split_outputs_column(
+        mut column: Map<String, Value>,
+    ) -> Result<(Map<String, Value>, Vec<RefusedEgress>), String> {
+        let refused = match column.remove(REFUSED_EGRESS_KEY) {
+            None => Vec::new(),
+            Some(v) => serde_json::from_value(v).map_err(|e| format!("refused_egress: {e}"))?,
+        };
+        Ok((column, refused))
+    }
+
     /// Whether the run has ended.
     pub fn is_finished(&self) -> bool {
         self.status != RunStatus::Running

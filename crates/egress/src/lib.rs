@@ -16,6 +16,6 @@ pub mod policy;
 pub use landlock::{restrict_self, ScopeError, ScopeRuleset};
 pub use nft::{EgressTable, Nft, NftError, Refusal, RunEgress, MAX_REFUSED_DESTINATIONS};
 pub use policy::{
-    allow_set, Allow, AllowSet, Net, PolicyError, Ports, Resolve, ResolvedName, SystemResolver,
-    Transport,
+    allow_set, check_egress_entry, Allow, AllowSet, Net, PolicyError, Ports, Resolve, ResolvedName,
+    SystemResolver, Transport,
 };

@@ -354,6 +354,12 @@ fn parse_target(text: &str) -> Result<(Place, Ports, Transport), String> {
     Ok((parse_place(host)?, ports, Transport::TcpUdp))
 }
 
+/// Checks one `sandbox.egress` entry without resolving it (for the
+/// manifest's own checks); the error is the reason it cannot be used.
+pub fn check_egress_entry(text: &str) -> Result<(), String> {
+    parse_egress(text).map(drop)
+}
+
 /// A `sandbox.egress` entry: a CIDR block, a host, or `host:port`.
 fn parse_egress(text: &str) -> Result<(Place, Ports, Transport), String> {
     check_len(text)?;

@@ -54,6 +54,47 @@ pub enum SignatureType {
     Ed25519,
 }
 
+/// `sandbox.network`: `false` (the default: no network at all), `true` (the
+/// host's network), or `"targets"` (the host's network, but only the run's
+/// input targets and `sandbox.egress` are reachable).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NetworkGrant {
+    #[default]
+    None,
+    Host,
+    Targets,
+}
+
+impl NetworkGrant {
+    /// Whether the run has any network.
+    pub fn any(self) -> bool {
+        self != NetworkGrant::None
+    }
+}
+
+impl Serialize for NetworkGrant {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            NetworkGrant::None => s.serialize_bool(false),
+            NetworkGrant::Host => s.serialize_bool(true),
+            NetworkGrant::Targets => s.serialize_str("targets"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NetworkGrant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Bool(false) => Ok(NetworkGrant::None),
+            Value::Bool(true) => Ok(NetworkGrant::Host),
+            Value::String(s) if s == "targets" => Ok(NetworkGrant::Targets),
+            other => Err(serde::de::Error::custom(format!(
+                "sandbox.network must be false, true or \"targets\", not {other}"
+            ))),
+        }
+    }
+}
+
 /// The manifest's `sandbox` block, as written (limits not yet resolved).
 ///
 /// Unknown keys are refused by the manifest schema, which runs before this is
@@ -61,7 +102,11 @@ pub enum SignatureType {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SandboxSpec {
     #[serde(default)]
-    pub network: bool,
+    pub network: NetworkGrant,
+    /// With `network: "targets"`: CIDR blocks, hosts and `host:port`s the
+    /// run may reach besides its targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
     #[serde(default)]
     pub filesystem: FilesystemMode,
     #[serde(default)]
@@ -265,6 +310,15 @@ pub enum ManifestError {
         index: usize,
         value: PathBuf,
     },
+    #[error("manifest {path}: sandbox.egress[{index}] {value:?} cannot be used: {reason}")]
+    Egress {
+        path: PathBuf,
+        index: usize,
+        value: String,
+        reason: String,
+    },
+    #[error("manifest {path}: sandbox.egress is only used with sandbox.network \"targets\" (it is {network})")]
+    EgressWithoutTargets { path: PathBuf, network: String },
     #[error("manifest {path}: cannot hash entrypoint {entrypoint}")]
     Hash {
         path: PathBuf,
@@ -365,6 +419,7 @@ pub fn load(
     }
     let entrypoint = resolve_entrypoint(path, &manifest.entrypoint)?;
     check_read_paths(path, &manifest.sandbox.read_paths)?;
+    check_egress(path, &manifest.sandbox)?;
     check_code_hash(path, &entrypoint, &manifest.code_hash)?;
     let signed_by = check_signature(
         path,
@@ -622,6 +677,24 @@ fn check_read_paths(path: &Path, read_paths: &[PathBuf]) -> Result<(), ManifestE
     Ok(())
 }
 
+fn check_egress(path: &Path, sandbox: &SandboxSpec) -> Result<(), ManifestError> {
+    if !sandbox.egress.is_empty() && sandbox.network != NetworkGrant::Targets {
+        return Err(ManifestError::EgressWithoutTargets {
+            path: path.to_path_buf(),
+            network: serde_json::to_string(&sandbox.network).unwrap_or_default(),
+        });
+    }
+    for (index, value) in sandbox.egress.iter().enumerate() {
+        secflow_egress::check_egress_entry(value).map_err(|reason| ManifestError::Egress {
+            path: path.to_path_buf(),
+            index,
+            value: value.chars().take(128).collect(),
+            reason,
+        })?;
+    }
+    Ok(())
+}
+
 fn check_code_hash(path: &Path, entrypoint: &Path, expected: &str) -> Result<(), ManifestError> {
     match secflow_trust::open_verified(entrypoint, expected) {
         Ok(_) => Ok(()),
@@ -807,7 +880,7 @@ mod tests {
         let plugin = result.unwrap();
         assert_eq!(plugin.manifest.name, "probe");
         assert_eq!(plugin.manifest_path, path);
-        assert!(plugin.manifest.sandbox.network);
+        assert_eq!(plugin.manifest.sandbox.network, NetworkGrant::Host);
         assert_eq!(
             plugin.entrypoint,
             path.parent()
@@ -1101,6 +1174,71 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::SignatureInvalid);
         assert!(err.is_security_event());
         assert_eq!(err.status(), PluginStatus::Rejected);
+    }
+
+    #[test]
+    fn network_is_false_true_or_targets_and_bool_manifests_parse_as_before() {
+        for (value, grant) in [
+            (json!(false), NetworkGrant::None),
+            (json!(true), NetworkGrant::Host),
+            (json!("targets"), NetworkGrant::Targets),
+        ] {
+            let (_root, _path, result) = load_doc(&json!({"sandbox": {"network": value}}));
+            let plugin = result.unwrap();
+            assert_eq!(plugin.manifest.sandbox.network, grant);
+            assert_eq!(
+                serde_json::to_value(plugin.manifest.sandbox.network).unwrap(),
+                value,
+                "written back as read"
+            );
+        }
+        let (_root, _path, result) = load_doc(&json!({"sandbox": {}}));
+        assert_eq!(result.unwrap().manifest.sandbox.network, NetworkGrant::None);
+        let (_, err) = rejection(json!({"sandbox": {"network": "everything"}}));
+        assert!(err.to_string().contains("network"), "{err}");
+    }
+
+    #[test]
+    fn egress_entries_are_checked_naming_the_entry_and_need_network_targets() {
+        let (_root, _path, result) = load_doc(&json!({"sandbox": {
+            "network": "targets", "egress": ["10.0.0.0/8", "[::1]:53", "updates.example:443"]
+        }}));
+        assert_eq!(result.unwrap().manifest.sandbox.egress.len(), 3);
+        let (_, err) = rejection(json!({"sandbox": {
+            "network": "targets", "egress": ["10.0.0.0/8", "10.0.0.1/8"]
+        }}));
+        assert!(
+            matches!(err, ManifestError::Egress { index: 1, .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("sandbox.egress[1] \"10.0.0.1/8\"")
+                && err.to_string().contains("host bits are set"),
+            "{err}"
+        );
+        let (_, err) = rejection(json!({"sandbox": {"network": true, "egress": ["10.0.0.0/8"]}}));
+        assert!(
+            err.to_string().contains(
+                "sandbox.egress is only used with sandbox.network \"targets\" (it is true)"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_signed_targets_manifest_verifies_and_widening_its_egress_breaks_the_signature() {
+        let key = secflow_trust::keys::generate().unwrap();
+        let (_root, path, config) = signed_probe(&key, &[&key], |doc| {
+            doc["sandbox"]["network"] = json!("targets");
+            doc["sandbox"]["egress"] = json!(["127.0.0.2:53"]);
+        });
+        let plugin = load(&path, &config).unwrap();
+        assert_eq!(plugin.manifest.sandbox.network, NetworkGrant::Targets);
+        let mut doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        doc["sandbox"]["egress"] = json!(["0.0.0.0/0"]);
+        write(&path, &doc);
+        let err = load(&path, &config).unwrap_err();
+        assert!(matches!(err, ManifestError::Signature { .. }), "{err}");
     }
 
     #[test]

@@ -45,7 +45,10 @@ use tokio::time::Instant;
 use process::ExitInfo;
 use secflow_core::clock::now_rfc3339;
 use secflow_core::config::{Config, RunLimits};
-use secflow_core::record::{ErrorKind, RunError, RunRecord, RunStatus};
+use secflow_core::record::{
+    ErrorKind, RefusedEgress, RunError, RunRecord, RunStatus, REFUSED_EGRESS_KEY,
+};
+use secflow_egress::{AllowSet, EgressTable, Nft, Refusal, RunEgress, SystemResolver};
 use secflow_manifest::VerifiedPlugin;
 use secflow_sandbox::{
     EffectivePolicy, Host, Layer, PlanError, RunDir, SandboxPlan, SeccompAudit, SeccompKill,
@@ -82,6 +85,9 @@ pub struct Runner {
     /// The kernel's reports of seccomp kills, by uid; `None` where the audit
     /// log cannot be read (see `secflow_sandbox::SeccompAudit`).
     seccomp_audit: Option<Arc<SeccompAudit>>,
+    /// This supervisor's nftables table for `network: "targets"` runs (one
+    /// chain per running uid); `None` where the host cannot have one.
+    egress: Option<Arc<EgressTable>>,
 }
 
 /// What `execute` needs of a prepared run.
@@ -92,6 +98,8 @@ struct Launch<'a> {
     exec: std::fs::File,
     run_dir: &'a RunDir,
     uid: Option<u32>,
+    /// A `network: "targets"` run's rules, closed once its processes are gone.
+    egress: Option<RunEgress<'a>>,
     started: Instant,
     /// `started` on the wall clock, ms since the Unix epoch (the kernel's
     /// audit records carry that clock).
@@ -176,6 +184,7 @@ pub fn base_record(
         stderr_tail: String::new(),
         workflow_id: request.workflow_id.clone(),
         node_id: request.node_id.clone(),
+        refused_egress: Vec::new(),
     }
 }
 
@@ -213,6 +222,18 @@ impl Runner {
                 None
             }
         };
+        // Installing the table also removes the tables of supervisors that
+        // died without removing theirs (a crash, a SIGKILL).
+        let egress = match host.lacks(Layer::Egress) {
+            None => match Nft::find().and_then(EgressTable::install) {
+                Ok(table) => Some(Arc::new(table)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot install the egress table: network \"targets\" runs will be rejected");
+                    None
+                }
+            },
+            Some(_) => None,
+        };
         Runner {
             config,
             store,
@@ -220,6 +241,7 @@ impl Runner {
             uids,
             executables: Arc::default(),
             seccomp_audit,
+            egress,
         }
     }
 
@@ -329,7 +351,7 @@ impl Runner {
 
         phases.mark("verified");
         // Fail closed: a layer the plan needs and this host lacks rejects the run.
-        let plan = match secflow_sandbox::plan(plugin, &self.config) {
+        let mut plan = match secflow_sandbox::plan(plugin, &self.config) {
             Ok(plan) => plan,
             Err(PlanError::ReadPathMissing { path }) => {
                 let message = missing_data_message(&path, &self.config);
@@ -349,6 +371,51 @@ impl Runner {
                     .await
             }
         };
+        // A "targets" run's targets are resolved now, by the supervisor; the
+        // run itself can ask no DNS server it was not given.
+        let allow = if layers.contains(&Layer::Egress) {
+            let targets = input_targets(&request.inputs);
+            let entries = plan.egress.clone();
+            let resolved = tokio::task::spawn_blocking(move || {
+                secflow_egress::allow_set(&targets, &entries, &SystemResolver)
+            })
+            .await;
+            match resolved {
+                Ok(Ok(set)) => Some(set),
+                Ok(Err(e)) => {
+                    let message = format!("the run's egress cannot be scoped: {e}");
+                    return self
+                        .refuse(record, ErrorKind::InvalidInput, message, actor)
+                        .await;
+                }
+                Err(e) => {
+                    let message = format!("the run's targets could not be resolved: {e}");
+                    return self
+                        .refuse(record, ErrorKind::SpawnFailed, message, actor)
+                        .await;
+                }
+            }
+        } else {
+            None
+        };
+        // The names the supervisor resolved, as the run's own /etc/hosts.
+        let hosts_file = match &allow {
+            Some(allow) if !allow.names.is_empty() && layers.contains(&Layer::MountNamespace) => {
+                match RunHostsFile::write(&self.config.sandbox.work_root, &run_id, allow) {
+                    Ok(file) => {
+                        plan.hosts_file = Some(file.path.clone());
+                        Some(file)
+                    }
+                    Err(e) => {
+                        let message = format!("cannot write the run's hosts file: {e}");
+                        return self
+                            .refuse(record, ErrorKind::SpawnFailed, message, actor)
+                            .await;
+                    }
+                }
+            }
+            _ => None,
+        };
         let lease = if layers.contains(&Layer::Uid) {
             match self.uids.lease() {
                 Some(lease) => Some(lease),
@@ -366,6 +433,17 @@ impl Runner {
             None
         };
         let uid = lease.as_ref().map(UidLease::uid);
+        let egress = match &allow {
+            Some(allow) => match self.scope_egress(uid, allow) {
+                Ok(guard) => Some(guard),
+                Err(message) => {
+                    return self
+                        .refuse(record, ErrorKind::SandboxUnavailable, message, actor)
+                        .await
+                }
+            },
+            None => None,
+        };
         let run_dir = match secflow_sandbox::create_run_dir(
             &self.config.sandbox.work_root,
             &run_id,
@@ -398,6 +476,7 @@ impl Runner {
             uid,
             gid: uid,
             network: plan.network,
+            egress: allow,
             filesystem: plan.filesystem,
             limits: plan.limits,
             mechanism: "rlimits with a per-run uid (RLIMIT_DATA for memory, RLIMIT_NPROC per uid)",
@@ -422,6 +501,7 @@ impl Runner {
             exec,
             run_dir: &run_dir,
             uid,
+            egress,
             started,
             started_ms,
             phases: &mut phases,
@@ -433,6 +513,7 @@ impl Runner {
         }
         // The uid returns to the pool only now: every process of the run is gone.
         drop(lease);
+        drop(hosts_file);
         phases.mark("cleaned");
         tracing::debug!(run_id = %run_id, phases = %phases, "run phases (µs from start)");
         record
@@ -453,6 +534,7 @@ impl Runner {
             exec,
             run_dir,
             uid,
+            egress,
             started,
             started_ms,
             phases,
@@ -499,7 +581,7 @@ impl Runner {
             context: RunContextInfo {
                 workdir: run_dir.work.to_string_lossy().into_owned(),
                 deadline_ms: timeout.as_millis() as u64,
-                network: plan.network,
+                network: plan.network.any(),
                 workflow_id: request.workflow_id.clone(),
                 node_id: request.node_id.clone(),
                 state_dir: plan
@@ -578,6 +660,19 @@ impl Runner {
             }
             _ => Vec::new(),
         };
+        // Every process of the run is gone: its rules go, and what they
+        // refused is read back.
+        let refusals = match egress.map(|e| off_the_runtime(|| e.close())) {
+            Some(Ok(mut refusals)) => {
+                refusals.truncate(secflow_egress::MAX_REFUSED_DESTINATIONS);
+                refusals
+            }
+            Some(Err(e)) => {
+                tracing::warn!(run_id = %record.run_id, error = %e, "cannot read back the run's refused egress");
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
 
         phases.mark("reaped");
         if let Some(message) = setup_failure {
@@ -608,7 +703,11 @@ impl Runner {
         record.partial = !matches!(status, RunStatus::Succeeded | RunStatus::Rejected);
         if let Some(Ok(result)) = &outcome.run_answer {
             record.outputs = result.outputs.clone();
+            // The stores keep the refusals under this key: a plugin cannot
+            // write (or hide) them.
+            record.outputs.remove(REFUSED_EGRESS_KEY);
         }
+        record.refused_egress = refusals.iter().map(refused_egress).collect();
         tracing::info!(
             run_id = %record.run_id, plugin = %record.plugin, status = %record.status,
             findings = outcome.accepted, rejected = outcome.rejected, stderr_bytes,
@@ -631,7 +730,40 @@ impl Runner {
                 ));
             }
         }
+        for refusal in refusals
+            .iter()
+            .take(secflow_egress::MAX_REFUSED_DESTINATIONS)
+        {
+            let destination = match refusal.port {
+                Some(port) => std::net::SocketAddr::new(refusal.destination, port).to_string(),
+                None => refusal.destination.to_string(),
+            };
+            audit.push(audit_event(
+                "egress_refused",
+                true,
+                &record,
+                actor,
+                format!(
+                    "{} was refused {} {destination} ({} packets)",
+                    record.plugin, refusal.protocol, refusal.packets
+                ),
+                json!({"destination": refusal.destination.to_string(), "protocol": refusal.protocol,
+                       "port": refusal.port, "packets": refusal.packets}),
+            ));
+        }
         self.finish(record, audit).await
+    }
+
+    /// Installs the rules of a `network: "targets"` run for its uid.
+    fn scope_egress(&self, uid: Option<u32>, allow: &AllowSet) -> Result<RunEgress<'_>, String> {
+        let Some(uid) = uid else {
+            return Err("network \"targets\" is enforced by the run's uid, and the uid layer is left out on this host".into());
+        };
+        let Some(table) = self.egress.as_deref() else {
+            return Err("network \"targets\" needs the supervisor's nftables table, which could not be installed (see the daemon's log at start)".into());
+        };
+        off_the_runtime(|| table.open(uid, allow))
+            .map_err(|e| format!("cannot scope the run's egress: {e}"))
     }
 
     /// The seccomp kills the kernel reported for the run that held `uid`
@@ -683,6 +815,66 @@ impl Runner {
         };
         let _ = self.store.send(WriteOp::Telemetry(telemetry)).await;
         stored
+    }
+}
+
+/// A `"targets"` run's `/etc/hosts` on the host (bound read-only into its
+/// view), removed when dropped.
+struct RunHostsFile {
+    path: std::path::PathBuf,
+}
+
+impl RunHostsFile {
+    fn write(work_root: &Path, run_id: &str, allow: &AllowSet) -> std::io::Result<RunHostsFile> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let dir = work_root.join(".hosts");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)?;
+        let path = dir.join(run_id);
+        std::fs::write(&path, allow.hosts_file())?;
+        // Readable by the run's uid whatever the supervisor's umask.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        Ok(RunHostsFile { path })
+    }
+}
+
+impl Drop for RunHostsFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Runs `f`, which waits for the `nft` tool, without stalling the other
+/// tasks of a multi-threaded runtime's worker (a current-thread runtime, the
+/// CLI's, just runs it).
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// The targets a run names in its inputs: `target` (a string) and
+/// `targets` (an array of strings).
+fn input_targets(inputs: &Map<String, Value>) -> Vec<String> {
+    let mut targets: Vec<String> = Vec::new();
+    if let Some(t) = inputs.get("target").and_then(Value::as_str) {
+        targets.push(t.to_string());
+    }
+    if let Some(list) = inputs.get("targets").and_then(Value::as_array) {
+        targets.extend(list.iter().filter_map(Value::as_str).map(str::to_string));
+    }
+    targets
+}
+
+fn refused_egress(r: &Refusal) -> RefusedEgress {
+    RefusedEgress {
+        destination: r.destination.to_string(),
+        protocol: r.protocol.clone(),
+        port: r.port,
+        packets: r.packets,
     }
 }
 
@@ -1153,6 +1345,17 @@ mod tests {
             message.starts_with("the plugin made a forbidden system call (ptrace (101))"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_runs_targets_are_its_target_and_its_targets_list() {
+        let inputs = json!({"target": "http://127.0.0.2:8080/", "targets": ["127.0.0.3", 7, "[::1]:53"],
+                            "findings": ["not a target"]});
+        assert_eq!(
+            input_targets(inputs.as_object().unwrap()),
+            ["http://127.0.0.2:8080/", "127.0.0.3", "[::1]:53"]
+        );
+        assert!(input_targets(&Map::new()).is_empty());
     }
 
     #[test]

@@ -242,7 +242,7 @@ fn verify(path: &Path, config: &Config, trust: &TrustStore, states: &[PluginStat
                         .clone()
                         .unwrap_or_else(|| "revoked by an operator".into())
                 }),
-                network: m.sandbox.network,
+                network: m.sandbox.network.any(),
                 manifest_path: path.to_path_buf(),
                 code_hash: Some(m.code_hash.clone()),
                 error_kind: None,
@@ -339,8 +339,7 @@ fn peek(path: &Path) -> Peek {
         network: doc
             .as_ref()
             .and_then(|d| d.pointer("/sandbox/network"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+            .is_some_and(|n| n.as_bool().unwrap_or(n.as_str() == Some("targets"))),
     }
 }
 

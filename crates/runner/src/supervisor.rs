@@ -339,6 +339,20 @@ impl Supervisor {
             if let Err(e) = self.revoke(&record.plugin, &reason, None).await {
                 tracing::error!(plugin = %record.plugin, error = %e, "cannot revoke a plugin after a violation");
             }
+        } else if self.config.sandbox.revoke_on_refused_egress && !record.refused_egress.is_empty()
+        {
+            let first = &record.refused_egress[0];
+            let reason = format!(
+                "run {} tried to reach {} destinations outside its targets (first: {} {}{}), and sandbox.revoke_on_refused_egress is on",
+                record.run_id,
+                record.refused_egress.len(),
+                first.protocol,
+                first.destination,
+                first.port.map(|p| format!(" port {p}")).unwrap_or_default(),
+            );
+            if let Err(e) = self.revoke(&record.plugin, &reason, None).await {
+                tracing::error!(plugin = %record.plugin, error = %e, "cannot revoke a plugin after refused egress");
+            }
         }
         Ok(record)
     }

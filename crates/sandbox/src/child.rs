@@ -32,6 +32,7 @@ use std::sync::Arc;
 
 use super::seccomp::SeccompProgram;
 use super::{Host, Layer, MountStep, SandboxPlan};
+use secflow_manifest::NetworkGrant;
 
 /// The empty directory under `work_root` on which every run's init mounts
 /// the tmpfs its view is built in. One for all runs: each mounts it in its own
@@ -131,6 +132,7 @@ const STEPS: &[&str] = &[
     "drop capabilities",
     "switch uid and gid",
     "set no_new_privs",
+    "enforce the Landlock scope",
     "load the seccomp filter",
     "execute the plugin",
 ];
@@ -146,8 +148,9 @@ const STEP_RLIMITS: u8 = 8;
 const STEP_CAPS: u8 = 9;
 const STEP_UID: u8 = 10;
 const STEP_NNP: u8 = 11;
-const STEP_SECCOMP: u8 = 12;
-const STEP_EXEC: u8 = 13;
+const STEP_SCOPE: u8 = 12;
+const STEP_SECCOMP: u8 = 13;
+const STEP_EXEC: u8 = 14;
 
 enum Step {
     Dir(CString),
@@ -185,6 +188,9 @@ pub struct PreparedSandbox {
     envp: Vec<CString>,
     parent_pid: libc::pid_t,
     netns: Option<RawFd>,
+    /// The Landlock scope of a `network: "targets"` run (never with `netns`:
+    /// its descriptor takes the same slot).
+    scope: Option<Arc<secflow_egress::ScopeRuleset>>,
     pid_namespace: bool,
     mount: Option<(CString, Vec<Step>)>,
     workdir: CString,
@@ -199,6 +205,7 @@ impl std::fmt::Debug for PreparedSandbox {
             .field("argv", &self.argv)
             .field("pid_namespace", &self.pid_namespace)
             .field("netns", &self.netns)
+            .field("scope", &self.scope.is_some())
             .field("mount_steps", &self.mount.as_ref().map(|m| m.1.len()))
             .field("ids", &self.ids)
             .field("seccomp", &self.seccomp.as_ref().map(|s| s.len()))
@@ -233,6 +240,14 @@ impl SandboxPlan {
         uid: Option<u32>,
     ) -> io::Result<PreparedSandbox> {
         let has = |layer| applied.contains(&layer);
+        if self.network == NetworkGrant::Targets && !has(Layer::Egress) && host.netns_fd().is_none()
+        {
+            // Left without its egress layer, a "targets" run gets no network;
+            // without the empty namespace either it would get the host's.
+            return Err(io::Error::other(
+                "a network \"targets\" run without the egress layer needs the empty network namespace, which this host lacks",
+            ));
+        }
         let mut magic = [0u8; 2];
         let is_script = {
             use std::os::unix::fs::FileExt;
@@ -276,8 +291,17 @@ impl SandboxPlan {
             envp,
             // SAFETY: getpid has no preconditions.
             parent_pid: unsafe { libc::getpid() },
-            netns: if has(Layer::NetworkNamespace) {
+            // A "targets" run whose egress layer was left out (allowed by
+            // `allow_degraded`) gets no network rather than all of it.
+            netns: if has(Layer::NetworkNamespace)
+                || (self.network == NetworkGrant::Targets && !has(Layer::Egress))
+            {
                 host.netns_fd()
+            } else {
+                None
+            },
+            scope: if has(Layer::Egress) {
+                host.egress_scope()
             } else {
                 None
             },
@@ -312,6 +336,11 @@ fn prepare_step(step: &MountStep, root: &Path) -> io::Result<Step> {
             source: cstring(path.as_os_str().as_bytes())?,
             target: under(root, path)?,
             remount: if *exec { RO } else { RO | libc::MS_NOEXEC },
+        },
+        MountStep::BindFileAt { source, target } => Step::Bind {
+            source: cstring(source.as_os_str().as_bytes())?,
+            target: under(root, target)?,
+            remount: RO | libc::MS_NOEXEC,
         },
         MountStep::BindWritable { path } => Step::Bind {
             source: cstring(path.as_os_str().as_bytes())?,
@@ -655,7 +684,10 @@ impl PreparedSandbox {
     /// fixed numbers and close every other one the supervisor had open.
     fn arrange_fds(&self, args: &ChildArgs) -> Result<(), Failed> {
         let exec = self.exec.as_raw_fd();
-        let netns = self.netns.unwrap_or(-1);
+        let netns = self
+            .netns
+            .or(self.scope.as_ref().map(|s| s.raw_fd()))
+            .unwrap_or(-1);
         let wanted = [
             args.stdio[0],
             args.stdio[1],
@@ -808,6 +840,14 @@ impl PreparedSandbox {
         check(STEP_NNP, || unsafe {
             libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         })?;
+        if self.scope.is_some() {
+            // The ruleset sits at FD_NETNS (arranged by the init); one syscall.
+            check(STEP_SCOPE, || {
+                secflow_egress::restrict_self(FD_NETNS) as libc::c_int
+            })?;
+            // SAFETY: closing our own descriptor (a copy of the init's table).
+            unsafe { libc::close(FD_NETNS) };
+        }
         let argv: [*const libc::c_char; 2] = [self.argv[0].as_ptr(), std::ptr::null()];
         // The env pointer array is built on the stack: no allocation after clone.
         const MAX_ENV: usize = 16;

@@ -19,6 +19,9 @@ pub struct Host {
     namespaces: Result<(), String>,
     netns: Result<OwnedFd, String>,
     seccomp: Result<Arc<SeccompProgram>, String>,
+    /// For `network: "targets"`: the Landlock scope every such run enforces
+    /// (the nftables rules themselves are the runner's), or why not.
+    egress: Result<Arc<secflow_egress::ScopeRuleset>, String>,
 }
 
 /// What `secflow doctor` shows of the host.
@@ -34,6 +37,9 @@ pub struct HostReport {
     /// Whether the kernel's seccomp kill reports can be read (see
     /// `sandbox::SeccompAudit`), or why not.
     pub seccomp_audit_log: Result<(), String>,
+    /// Whether `network: "targets"` runs can be confined (nftables as root,
+    /// Landlock scopes), or why not.
+    pub egress: Result<(), String>,
 }
 
 impl Host {
@@ -57,6 +63,7 @@ impl Host {
             namespaces,
             netns,
             seccomp: SeccompProgram::build().map(Arc::new),
+            egress: egress_scope(is_root),
         }
     }
 
@@ -80,6 +87,11 @@ impl Host {
                     .map_err(|e| e.to_string())
             }),
             seccomp: no(Layer::Seccomp).and_then(|()| SeccompProgram::build().map(Arc::new)),
+            egress: no(Layer::Egress).and_then(|()| {
+                secflow_egress::ScopeRuleset::create()
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            }),
         }
     }
 
@@ -93,12 +105,18 @@ impl Host {
             Layer::PidNamespace | Layer::MountNamespace => self.namespaces.as_ref().err().cloned(),
             Layer::NetworkNamespace => self.netns.as_ref().err().cloned(),
             Layer::Seccomp => self.seccomp.as_ref().err().cloned(),
+            Layer::Egress => self.egress.as_ref().err().cloned(),
         }
     }
 
     /// The shared empty network namespace, if there is one.
     pub fn netns_fd(&self) -> Option<RawFd> {
         self.netns.as_ref().ok().map(AsRawFd::as_raw_fd)
+    }
+
+    /// The Landlock scope of `network: "targets"` runs, if this host has it.
+    pub fn egress_scope(&self) -> Option<Arc<secflow_egress::ScopeRuleset>> {
+        self.egress.as_ref().ok().cloned()
     }
 
     pub fn seccomp(&self) -> Option<Arc<SeccompProgram>> {
@@ -122,8 +140,23 @@ impl Host {
             seccomp_audit_log: super::SeccompAudit::open(0..0)
                 .map(drop)
                 .map_err(|e| format!("cannot join the audit log's read group: {e}")),
+            egress: self.egress.as_ref().map(drop).map_err(Clone::clone),
         }
     }
+}
+
+/// What `network: "targets"` needs: root (nftables rules in the host's
+/// network namespace), the `nft` tool, and Landlock scopes (ABI 6).
+fn egress_scope(is_root: bool) -> Result<Arc<secflow_egress::ScopeRuleset>, String> {
+    if !is_root {
+        return Err(
+            "the supervisor does not run as root, so it cannot install nftables rules".into(),
+        );
+    }
+    secflow_egress::Nft::find().map_err(|e| e.to_string())?;
+    secflow_egress::ScopeRuleset::create()
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
 }
 
 /// Runs `f` on a new thread that exits afterwards, so namespace changes made

@@ -52,7 +52,7 @@ pub use uids::{UidLease, UidPool};
 pub use view::{MountStep, View};
 
 use secflow_core::config::{Config, RunLimits};
-use secflow_manifest::{FilesystemMode, VerifiedPlugin};
+use secflow_manifest::{FilesystemMode, NetworkGrant, VerifiedPlugin};
 
 /// A plan that cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,7 +72,10 @@ pub enum PlanError {
 /// What a run's process is allowed, decided before anything is spawned.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SandboxPlan {
-    pub network: bool,
+    pub network: NetworkGrant,
+    /// With `network: "targets"`: the manifest's `sandbox.egress` entries,
+    /// opened besides the run's targets.
+    pub egress: Vec<String>,
     pub filesystem: FilesystemMode,
     /// The plugin's own directory, canonical (visible read-only).
     pub plugin_dir: PathBuf,
@@ -89,6 +92,9 @@ pub struct SandboxPlan {
     pub search_path: Vec<PathBuf>,
     /// Supervisor-private paths to hide if they fall inside a visible tree.
     pub hidden: Vec<PathBuf>,
+    /// The run's own `/etc/hosts` (a `"targets"` run's resolved names),
+    /// bound over the host's; set by the runner once it has resolved them.
+    pub hosts_file: Option<PathBuf>,
     /// Layers this plan needs.
     pub layers: Vec<Layer>,
 }
@@ -140,12 +146,10 @@ pub fn plan(plugin: &VerifiedPlugin, config: &Config) -> Result<SandboxPlan, Pla
         .into_iter()
         .map(|p| p.canonicalize().unwrap_or(p))
         .collect();
-    let layers = Layer::ALL
-        .into_iter()
-        .filter(|l| *l != Layer::NetworkNamespace || !spec.network)
-        .collect();
+    let layers = layers_for(spec.network);
     Ok(SandboxPlan {
         network: spec.network,
+        egress: spec.egress.clone(),
         filesystem: spec.filesystem,
         plugin_dir,
         read_paths,
@@ -157,8 +161,22 @@ pub fn plan(plugin: &VerifiedPlugin, config: &Config) -> Result<SandboxPlan, Pla
         work_size_mb: config.sandbox.work_size_mb,
         search_path: config.plugins.search_path.clone(),
         hidden,
+        hosts_file: None,
         layers,
     })
+}
+
+/// The layers a plan needs: the empty network namespace without network,
+/// the egress filter for `"targets"`, neither with the host's network.
+fn layers_for(network: NetworkGrant) -> Vec<Layer> {
+    Layer::ALL
+        .into_iter()
+        .filter(|l| match l {
+            Layer::NetworkNamespace => network == NetworkGrant::None,
+            Layer::Egress => network == NetworkGrant::Targets,
+            _ => true,
+        })
+        .collect()
 }
 
 /// The layers a run gets on this host, and the ones left out (allowed by the
@@ -169,7 +187,10 @@ pub struct EffectivePolicy {
     pub degraded: Vec<DegradedLayer>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
-    pub network: bool,
+    pub network: NetworkGrant,
+    /// What a `network: "targets"` run may reach (after resolution).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<secflow_egress::AllowSet>,
     pub filesystem: FilesystemMode,
     pub limits: RunLimits,
     /// How memory and process counts are limited on this host.
@@ -247,9 +268,10 @@ mod tests {
     use super::*;
     use secflow_core::config::LimitsConfig;
 
-    fn plan(network: bool) -> SandboxPlan {
+    fn plan(network: NetworkGrant) -> SandboxPlan {
         SandboxPlan {
             network,
+            egress: Vec::new(),
             filesystem: FilesystemMode::Readonly,
             plugin_dir: "/opt/plugin".into(),
             read_paths: Vec::new(),
@@ -259,17 +281,15 @@ mod tests {
             work_size_mb: 32,
             search_path: Vec::new(),
             hidden: Vec::new(),
-            layers: Layer::ALL
-                .into_iter()
-                .filter(|l| *l != Layer::NetworkNamespace || !network)
-                .collect(),
+            hosts_file: None,
+            layers: layers_for(network),
         }
     }
 
     #[test]
     fn a_missing_layer_rejects_the_run_naming_it() {
         let host = Host::lacking(&[Layer::Seccomp]);
-        let err = plan(false).admit(&host, &[]).unwrap_err();
+        let err = plan(NetworkGrant::None).admit(&host, &[]).unwrap_err();
         assert!(matches!(
             err,
             PlanError::LayerUnavailable {
@@ -283,7 +303,9 @@ mod tests {
     #[test]
     fn a_missing_layer_is_left_out_only_when_the_config_allows_it() {
         let host = Host::lacking(&[Layer::Uid]);
-        let (applied, degraded) = plan(false).admit(&host, &[Layer::Uid]).unwrap();
+        let (applied, degraded) = plan(NetworkGrant::None)
+            .admit(&host, &[Layer::Uid])
+            .unwrap();
         assert!(!applied.contains(&Layer::Uid));
         assert_eq!(degraded.len(), 1);
         assert_eq!(degraded[0].layer, Layer::Uid);
@@ -292,9 +314,24 @@ mod tests {
     #[test]
     fn granted_network_needs_no_network_namespace() {
         let host = Host::lacking(&[Layer::NetworkNamespace]);
-        assert!(plan(false).admit(&host, &[]).is_err());
-        let (applied, _) = plan(true).admit(&host, &[]).unwrap();
+        assert!(plan(NetworkGrant::None).admit(&host, &[]).is_err());
+        let (applied, _) = plan(NetworkGrant::Host).admit(&host, &[]).unwrap();
         assert!(!applied.contains(&Layer::NetworkNamespace));
+    }
+
+    #[test]
+    fn a_targets_plan_needs_the_egress_layer_and_no_network_namespace() {
+        let targets = plan(NetworkGrant::Targets);
+        assert!(targets.layers.contains(&Layer::Egress));
+        assert!(!targets.layers.contains(&Layer::NetworkNamespace));
+        assert!(!plan(NetworkGrant::None).layers.contains(&Layer::Egress));
+        assert!(!plan(NetworkGrant::Host).layers.contains(&Layer::Egress));
+        let host = Host::lacking(&[Layer::Egress]);
+        let err = targets.admit(&host, &[]).unwrap_err();
+        assert!(err.to_string().contains("egress"), "{err}");
+        let (applied, degraded) = targets.admit(&host, &[Layer::Egress]).unwrap();
+        assert!(!applied.contains(&Layer::Egress));
+        assert_eq!(degraded[0].layer, Layer::Egress);
     }
 
     #[test]

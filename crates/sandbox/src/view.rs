@@ -73,6 +73,11 @@ pub enum MountStep {
     },
     /// The device tmpfs: device nodes work in it, nothing can be executed.
     DevTmpfs(PathBuf),
+    /// A host file at another path, read-only (a run's own `/etc/hosts`).
+    BindFileAt {
+        source: PathBuf,
+        target: PathBuf,
+    },
 }
 
 /// The whole view, in the order the steps must run.
@@ -105,6 +110,19 @@ pub fn build(plan: &SandboxPlan, workdir: &Path, owner: Option<u32>) -> View {
             }
             _ => {}
         }
+    }
+    // A "targets" run's names, resolved by the supervisor, over the host's
+    // /etc/hosts: the run can reach no DNS server it was not given.
+    if let Some(hosts) = &plan.hosts_file {
+        let etc_hosts = Path::new("/etc/hosts");
+        if !sources.iter().any(|s| s == Path::new("/etc")) {
+            view.dirs_for(Path::new("/etc"));
+            view.steps.push(MountStep::File(etc_hosts.to_path_buf()));
+        }
+        view.steps.push(MountStep::BindFileAt {
+            source: hosts.clone(),
+            target: etc_hosts.to_path_buf(),
+        });
     }
     view.bind(&plan.plugin_dir, false, true);
     sources.push(plan.plugin_dir.clone());
@@ -227,7 +245,8 @@ mod tests {
 
     fn plan(filesystem: FilesystemMode, plugin_dir: &Path, hidden: Vec<PathBuf>) -> SandboxPlan {
         SandboxPlan {
-            network: false,
+            network: secflow_manifest::NetworkGrant::None,
+            egress: Vec::new(),
             filesystem,
             plugin_dir: plugin_dir.to_path_buf(),
             read_paths: Vec::new(),
@@ -237,6 +256,7 @@ mod tests {
             work_size_mb: 32,
             search_path: vec!["/usr/bin".into()],
             hidden,
+            hosts_file: None,
             layers: Layer::ALL.to_vec(),
         }
     }
@@ -302,6 +322,30 @@ mod tests {
     }
 
     #[test]
+    fn a_runs_hosts_file_is_bound_over_etc_hosts_after_etc_in_either_mode() {
+        let plugin = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        for mode in [FilesystemMode::Readonly, FilesystemMode::Tmp] {
+            let mut plan = plan(mode, plugin.path(), vec![]);
+            plan.hosts_file = Some("/srv/runs/.hosts/r1".into());
+            let view = build(&plan, work.path(), None);
+            let bind = MountStep::BindFileAt {
+                source: "/srv/runs/.hosts/r1".into(),
+                target: "/etc/hosts".into(),
+            };
+            let at = view.steps.iter().position(|s| *s == bind).expect("bound");
+            let before = &view.steps[..at];
+            assert!(
+                before
+                    .iter()
+                    .any(|s| matches!(s, MountStep::BindReadOnly { path, .. } if path == Path::new("/etc")))
+                    || before.contains(&MountStep::File("/etc/hosts".into())),
+                "{mode:?}: its mount point exists first: {before:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_private_path_inside_a_visible_tree_is_hidden_after_it_is_bound() {
         let plugin = tempfile::tempdir().unwrap();
         let secret = plugin.path().join("keys");
@@ -355,9 +399,9 @@ mod tests {
                     made.insert(p.clone());
                     continue;
                 }
-                MountStep::File(p) | MountStep::Symlink { link: p, .. } => {
-                    p.parent().unwrap().to_path_buf()
-                }
+                MountStep::File(p)
+                | MountStep::Symlink { link: p, .. }
+                | MountStep::BindFileAt { target: p, .. } => p.parent().unwrap().to_path_buf(),
                 MountStep::BindReadOnly { path, .. } | MountStep::BindWritable { path } => {
                     if path.is_dir() {
                         path.clone()

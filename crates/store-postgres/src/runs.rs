@@ -47,7 +47,7 @@ pub(crate) async fn upsert_run(
     r: &RunRecord,
     host: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    let outputs = Value::Object(r.outputs.clone()).to_string();
+    let outputs = Value::Object(r.outputs_column()).to_string();
     let error = r
         .error
         .as_ref()
@@ -102,6 +102,8 @@ pub(crate) fn read_run(row: &Row) -> Result<RunRecord, StorageError> {
         Ok(Value::Object(map)) => map,
         _ => return Err(malformed("outputs is not a JSON object")),
     };
+    let (outputs, refused_egress) =
+        RunRecord::split_outputs_column(outputs).map_err(|e| malformed(&e))?;
     let error = row
         .try_get::<_, Option<String>>(16)
         .map_err(db_error)?
@@ -129,6 +131,7 @@ pub(crate) fn read_run(row: &Row) -> Result<RunRecord, StorageError> {
         stderr_tail: get(17)?,
         workflow_id: row.try_get(18).map_err(db_error)?,
         node_id: row.try_get(19).map_err(db_error)?,
+        refused_egress,
         run_id,
     })
 }

@@ -26,7 +26,7 @@ pub(crate) fn upsert_run(
     r: &RunRecord,
     host: &str,
 ) -> Result<(), rusqlite::Error> {
-    let outputs = Value::Object(r.outputs.clone()).to_string();
+    let outputs = Value::Object(r.outputs_column()).to_string();
     let error = r
         .error
         .as_ref()
@@ -78,6 +78,8 @@ pub(crate) fn read_run(row: &Row<'_>) -> Result<RunRecord, StorageError> {
         Ok(Value::Object(map)) => map,
         _ => return Err(malformed("outputs is not a JSON object")),
     };
+    let (outputs, refused_egress) =
+        RunRecord::split_outputs_column(outputs).map_err(|e| malformed(&e))?;
     let error = row
         .get::<_, Option<String>>(16)
         .map_err(db_error)?
@@ -104,6 +106,7 @@ pub(crate) fn read_run(row: &Row<'_>) -> Result<RunRecord, StorageError> {
         stderr_tail: row.get(17).map_err(db_error)?,
         workflow_id: row.get(18).map_err(db_error)?,
         node_id: row.get(19).map_err(db_error)?,
+        refused_egress,
         run_id,
     })
 }

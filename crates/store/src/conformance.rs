@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use secflow_core::clock;
-use secflow_core::record::{ErrorKind, RunError, RunRecord, RunStatus};
+use secflow_core::record::{ErrorKind, RefusedEgress, RunError, RunRecord, RunStatus};
 use secflow_plugin_sdk::protocol::{Category, Severity};
 use serde_json::{json, Map, Value};
 
@@ -56,6 +56,7 @@ pub fn started(run_id: &str, plugin: &str, category: Category) -> RunRecord {
         stderr_tail: String::new(),
         workflow_id: None,
         node_id: None,
+        refused_egress: Vec::new(),
     }
 }
 
@@ -1014,6 +1015,40 @@ pub async fn partial_and_skipped_runs_keep_their_status_and_what_was_left(
     );
 }
 
+pub async fn refused_egress_is_kept_with_the_run_apart_from_its_outputs(fx: &mut dyn StoreFixture) {
+    let store = fx.store();
+    let writer = store.writer();
+    let mut scoped = succeeded(started("scoped-1", "ferox", Category::Detector));
+    scoped.outputs.insert("requests".into(), json!(12));
+    scoped.refused_egress = vec![
+        RefusedEgress {
+            destination: "127.0.0.3".into(),
+            protocol: "tcp".into(),
+            port: Some(8080),
+            packets: 2,
+        },
+        RefusedEgress {
+            destination: "169.254.169.254".into(),
+            protocol: "icmp".into(),
+            port: None,
+            packets: 1,
+        },
+    ];
+    let calm = succeeded(started("calm-1", "ferox", Category::Detector));
+    for record in [&scoped, &calm] {
+        writer.finish_run(record.clone()).await.expect("finished");
+    }
+    writer.flush().await.expect("flush");
+    let read = store.run("scoped-1").expect("read").expect("stored");
+    assert_eq!(
+        read, scoped,
+        "refusals and outputs both come back as written"
+    );
+    assert_eq!(read.outputs.len(), 1, "the refusals are not an output");
+    let read = store.run("calm-1").expect("read").expect("stored");
+    assert!(read.refused_egress.is_empty() && read.outputs.is_empty());
+}
+
 /// One `#[tokio::test]` per case of the suite, each on a fixture made by
 /// `$open` (an expression giving `Option<impl StoreFixture>`; `None` skips,
 /// the opener having said why).
@@ -1039,6 +1074,7 @@ macro_rules! storage_suite {
             target_and_text_filters_match_substrings_ignoring_case_and_wildcards,
             a_windowed_search_pages_through_every_match_exactly_once,
             partial_and_skipped_runs_keep_their_status_and_what_was_left,
+            refused_egress_is_kept_with_the_run_apart_from_its_outputs,
         );
     };
     (@cases $open:expr; $($case:ident,)*) => {
