@@ -8,6 +8,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_initial.sql"),
     include_str!("migrations/002_first_observation_in_row.sql"),
     include_str!("migrations/003_hosts.sql"),
+    include_str!("migrations/004_audit_by_run.sql"),
 ];
 
 /// The tables whose rows name their host (schema version 3).
