@@ -91,6 +91,22 @@ fn dashboard_bed(port: u16) -> (TestBed, String) {
     (bed, token)
 }
 
+/// Sets the findings filter `field` to `value`, submits the form and
+/// returns the count the page then shows.
+async fn filter(page: &mut Browser, field: &str, value: &str) -> String {
+    page.eval(&format!(
+        "document.getElementById('filter-{field}').value = '{value}'"
+    ))
+    .await;
+    page.submit("document.getElementById('apply-filters').click()")
+        .await;
+    page.eval("document.getElementById('finding-count').dataset.count")
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Saves a PNG of the page as `<dir>/<name>.png` when screenshots are asked for.
 async fn shoot(page: &mut Browser, dir: &Option<std::path::PathBuf>, name: &str) {
     if let Some(dir) = dir {
@@ -252,62 +268,28 @@ async fn a_person_logs_in_filters_findings_reads_a_run_and_sees_the_charts() {
         hosts.as_array().unwrap().iter().all(|h| h == "scanner-a"),
         "{hosts}"
     );
-    page.eval("document.getElementById('filter-host').value = 'scanner-b'")
-        .await;
-    page.submit("document.getElementById('apply-filters').click()")
-        .await;
     assert_eq!(
-        page.eval("document.getElementById('finding-count').dataset.count")
-            .await,
+        filter(&mut page, "host", "scanner-b").await,
         "0",
         "no finding was seen by another host"
     );
-    page.eval("document.getElementById('filter-host').value = 'scanner-a'")
-        .await;
-    page.submit("document.getElementById('apply-filters').click()")
-        .await;
-    assert_eq!(
-        page.eval("document.getElementById('finding-count').dataset.count")
-            .await,
-        "4"
-    );
+    assert_eq!(filter(&mut page, "host", "scanner-a").await, "4");
 
     // The text search looks in titles and rule ids, ignoring case: of the
     // four, only "Fixture finding 10" has "finding 1" in its title.
-    page.eval("document.getElementById('filter-text').value = 'FINDING 1'")
-        .await;
-    page.submit("document.getElementById('apply-filters').click()")
-        .await;
-    assert_eq!(
-        page.eval("document.getElementById('finding-count').dataset.count")
-            .await,
-        "1"
-    );
+    assert_eq!(filter(&mut page, "text", "FINDING 1").await, "1");
     assert_eq!(
         page.eval("document.querySelector('#findings tbody tr').textContent.includes('Fixture finding 10')")
             .await,
         true
     );
     // The target search: the fixture's findings are all on 127.0.0.1:8080.
-    page.eval("document.getElementById('filter-target').value = '127.0.0.9'")
-        .await;
-    page.submit("document.getElementById('apply-filters').click()")
-        .await;
     assert_eq!(
-        page.eval("document.getElementById('finding-count').dataset.count")
-            .await,
+        filter(&mut page, "target", "127.0.0.9").await,
         "0",
         "no finding on another target"
     );
-    page.eval("document.getElementById('filter-target').value = '127.0.0.1:8080'")
-        .await;
-    page.submit("document.getElementById('apply-filters').click()")
-        .await;
-    assert_eq!(
-        page.eval("document.getElementById('finding-count').dataset.count")
-            .await,
-        "1"
-    );
+    assert_eq!(filter(&mut page, "target", "127.0.0.1:8080").await, "1");
 
     // A finding's detail: its description and its occurrences.
     page.submit("document.querySelector('#findings tbody a').click()")

@@ -272,8 +272,40 @@ fn listing_json(l: &Listing) -> Value {
     })
 }
 
-/// Runs a `secflow repo` action, printing to `out`.
-pub fn run_repo(action: &RepoAction, out: &mut dyn Write) -> Result<(), CliError> {
+/// What `secflow repo build` wrote, and the key that signed it.
+#[derive(Debug, Clone)]
+pub struct RepoOutcome {
+    pub built: crate::build::Built,
+    pub key_id: keys::KeyId,
+}
+
+impl RepoOutcome {
+    /// The outcome for `--json`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "index": self.built.path,
+            "version": self.built.version,
+            "releases": self.built.releases,
+            "expires_at": self.built.expires_at,
+            "key_id": self.key_id.as_str(),
+        })
+    }
+
+    pub fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "wrote {}: version {}, {} releases, signed by {}, expires {}",
+            self.built.path.display(),
+            self.built.version,
+            self.built.releases,
+            self.key_id,
+            self.built.expires_at
+        )
+    }
+}
+
+/// Carries out a `secflow repo` action.
+pub fn perform_repo(action: &RepoAction) -> Result<RepoOutcome, CliError> {
     match action {
         RepoAction::Build {
             dir,
@@ -287,17 +319,17 @@ pub fn run_repo(action: &RepoAction, out: &mut dyn Write) -> Result<(), CliError
                 OffsetDateTime::now_utc(),
                 time::Duration::days(i64::from(*valid_days)),
             )?;
-            writeln!(
-                out,
-                "wrote {}: version {}, {} releases, signed by {}, expires {}",
-                built.path.display(),
-                built.version,
-                built.releases,
-                keys::KeyId::of(&key.verifying_key()),
-                built.expires_at
-            )?;
+            Ok(RepoOutcome {
+                built,
+                key_id: keys::KeyId::of(&key.verifying_key()),
+            })
         }
     }
+}
+
+/// Runs a `secflow repo` action, printing to `out`.
+pub fn run_repo(action: &RepoAction, out: &mut dyn Write) -> Result<(), CliError> {
+    perform_repo(action)?.write_text(out)?;
     Ok(())
 }
 

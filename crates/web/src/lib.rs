@@ -207,25 +207,21 @@ fn redirect(to: &str) -> Answer {
 }
 
 fn bad_request(user: &str, why: &str) -> Answer {
-    html_page(
-        StatusCode::BAD_REQUEST,
-        html::page(
-            "Bad request",
-            Nav::None,
-            Some(user),
-            &format!("<p>{}</p>", html::esc(why)),
-        ),
-    )
+    error_page(StatusCode::BAD_REQUEST, "Bad request", user, why)
 }
 
 fn not_found(user: &str, what: &str) -> Answer {
+    error_page(StatusCode::NOT_FOUND, "Not found", user, what)
+}
+
+fn error_page(status: StatusCode, title: &str, user: &str, text: &str) -> Answer {
     html_page(
-        StatusCode::NOT_FOUND,
+        status,
         html::page(
-            "Not found",
+            title,
             Nav::None,
             Some(user),
-            &format!("<p>{}</p>", html::esc(what)),
+            &format!("<p>{}</p>", html::esc(text)),
         ),
     )
 }

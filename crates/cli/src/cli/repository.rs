@@ -81,27 +81,11 @@ pub fn plugin_command(cli: &Cli, action: &RepoPluginAction) -> Result<ExitCode, 
 }
 
 pub fn repo_command(cli: &Cli, action: &RepoAction) -> Result<ExitCode, Failure> {
-    let mut text = Vec::new();
-    secflow_repo::cli::run_repo(action, &mut text).map_err(|e| Failure {
+    let outcome = secflow_repo::cli::perform_repo(action).map_err(|e| Failure {
         status: 1,
         message: error_chain(&e),
     })?;
-    let text = String::from_utf8_lossy(&text).into_owned();
-    let RepoAction::Build { dir, .. } = action;
-    let index = dir.join(secflow_repo::index::INDEX_FILE);
-    let document = match std::fs::read(&index)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-    {
-        Some(written) => json!({
-            "index": index,
-            "version": written["version"],
-            "expires_at": written["expires_at"],
-            "plugins": written["plugins"].as_object().map(|p| p.keys().cloned().collect::<Vec<_>>()),
-        }),
-        None => json!({ "index": index }),
-    };
-    print_output(cli, &document, |out| out.write_all(text.as_bytes()))
+    print_output(cli, &outcome.to_json(), |out| outcome.write_text(out))
 }
 
 /// Whether a running daemon picked up a change of installed plugins.
