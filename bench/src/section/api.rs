@@ -86,6 +86,9 @@ pub fn run(bins: &Bins, requests: usize, levels: &[usize]) -> Result<Vec<Figure>
                 p50 = p50.target(Bound::AtMost(100.0));
             }
             if method == "findings.query" && clients == most_clients {
+                // Issue 15: the absolute target, then the same p50 against
+                // a daemon limited to one read connection.
+                figures.push(p50.clone().target(Bound::AtMost(10_000.0)));
                 p50 = p50.against("one read connection", anchor);
             }
             figures.push(p50);

@@ -95,7 +95,7 @@ pub fn run(bins: &Bins, count: u64) -> Result<Vec<Figure>, BenchError> {
             .target(Bound::AtLeast(2.5)),
         Figure::new(SECTION, measure, daemon_rate, "findings/s")
             .against("bare insert", bare)
-            .target(Bound::AtLeast(0.5)),
+            .target(Bound::AtLeast(0.8)),
         Figure::new(
             SECTION,
             "daemon peak RSS during ingestion",

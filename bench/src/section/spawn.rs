@@ -99,7 +99,7 @@ pub fn run(bins: &Bins, runs: usize) -> Result<Vec<Figure>, BenchError> {
             "ms",
         )
         .against("bwrap", bwrap_ms)
-        .target(Bound::AtMost(0.4)),
+        .target(Bound::AtMost(0.3)),
         Figure::new(
             SECTION,
             "daemon runs.execute p99",

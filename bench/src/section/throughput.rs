@@ -92,7 +92,7 @@ pub fn run(bins: &Bins, total: usize, parallelism: usize) -> Result<Vec<Figure>,
         Figure::new(SECTION, measure.clone(), secflow, "runs/s").target(Bound::AtLeast(500.0)),
         Figure::new(SECTION, measure, secflow, "runs/s")
             .against("bwrap", bwrap)
-            .target(Bound::AtLeast(3.0)),
+            .target(Bound::AtLeast(4.0)),
         Figure::new(
             SECTION,
             "daemon runs that did not succeed",
