@@ -5,12 +5,14 @@
 //! Unix stream): the latency it measures is the daemon's plus one round trip,
 //! without a client runtime in between.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::home::BenchHome;
@@ -198,6 +200,18 @@ impl Rpc {
 
     /// Sends one request and waits for its answer's `result`.
     pub fn call(&mut self, method: &str, params: Value) -> Result<Value, RpcError> {
+        let result = self.call_text(method, params)?;
+        serde_json::from_str(result.get()).map_err(|e| RpcError::Malformed {
+            method: method.to_string(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Sends one request and waits for its answer's `result`, as JSON text:
+    /// the answer line is checked to be JSON but not built into a tree (what
+    /// the latency section times is the daemon's round trip, not a tree
+    /// built by a client sharing its cores).
+    pub fn call_text(&mut self, method: &str, params: Value) -> Result<Box<RawValue>, RpcError> {
         let id = self.next_id;
         self.next_id += 1;
         let mut request = json!({"jsonrpc": "2.0", "id": id, "method": method});
@@ -208,6 +222,10 @@ impl Rpc {
             method: method.to_string(),
             source,
         };
+        let malformed = |detail: String| RpcError::Malformed {
+            method: method.to_string(),
+            detail,
+        };
         let mut text = request.to_string();
         text.push('\n');
         self.writer.write_all(text.as_bytes()).map_err(io)?;
@@ -217,15 +235,14 @@ impl Rpc {
             if n == 0 {
                 return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
             }
-            let answer: Value =
-                serde_json::from_str(&self.line).map_err(|e| RpcError::Malformed {
-                    method: method.to_string(),
-                    detail: e.to_string(),
-                })?;
-            if answer.get("id").and_then(Value::as_u64) != Some(id) {
+            let answer: BTreeMap<&str, &RawValue> =
+                serde_json::from_str(&self.line).map_err(|e| malformed(e.to_string()))?;
+            if answer.get("id").map(|v| v.get()) != Some(id.to_string().as_str()) {
                 continue;
             }
             if let Some(error) = answer.get("error") {
+                let error: Value =
+                    serde_json::from_str(error.get()).map_err(|e| malformed(e.to_string()))?;
                 return Err(RpcError::Answer {
                     method: method.to_string(),
                     code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
@@ -236,11 +253,10 @@ impl Rpc {
                         .to_string(),
                 });
             }
-            let mut answer = answer;
-            return Ok(answer
-                .get_mut("result")
-                .map(Value::take)
-                .unwrap_or(Value::Null));
+            return match answer.get("result") {
+                Some(result) => Ok((*result).to_owned()),
+                None => Err(malformed("the answer has neither result nor error".into())),
+            };
         }
     }
 }

@@ -12,11 +12,10 @@ use std::time::Instant;
 use secflow_plugin_sdk::protocol::Severity;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::peer::Peer;
-use super::rpc::{code, Answer, RpcFailure};
+use super::rpc::{code, Answer, JsonText, RpcFailure};
 use secflow_core::record::RunStatus;
 use secflow_core::Layer;
 use secflow_runner::registry::{PluginEntry, PluginStatus};
@@ -72,7 +71,7 @@ pub async fn dispatch(
 
 /// `findings.query`: a page of stored findings as text (see
 /// `StoragePort::findings_text`), `{"findings": [...], "next": id}`.
-async fn findings_query(ctx: &CallContext, params: Value) -> Result<Box<RawValue>, RpcFailure> {
+async fn findings_query(ctx: &CallContext, params: Value) -> Result<JsonText, RpcFailure> {
     let p: FindingsParams = parse(params)?;
     let min_severity = p
         .min_severity
@@ -103,24 +102,11 @@ async fn findings_query(ctx: &CallContext, params: Value) -> Result<Box<RawValue
     };
     let supervisor = Arc::clone(&ctx.supervisor);
     let page = blocking(move || Ok(supervisor.store().findings_text(&query)?)).await?;
-    let mut text = String::from("{\"findings\":[");
-    for (i, finding) in page.findings.iter().enumerate() {
-        if i > 0 {
-            text.push(',');
-        }
-        text.push_str(finding.get());
-    }
-    text.push(']');
-    if let Some(next) = page.next {
-        text.push_str(&format!(",\"next\":{next}"));
-    }
-    text.push('}');
-    RawValue::from_string(text).map_err(|e| {
-        RpcFailure::new(
-            code::INTERNAL_ERROR,
-            format!("cannot assemble the findings page: {e}"),
-        )
-    })
+    Ok(JsonText::object_with_array(
+        "findings",
+        &page.findings,
+        &[("next", page.next)],
+    ))
 }
 
 /// The methods answered with a JSON tree.

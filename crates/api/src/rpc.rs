@@ -151,7 +151,57 @@ pub enum Answer {
     Tree(Value),
     /// JSON text already serialised (a page of stored findings, assembled
     /// from their stored text without a tree).
-    Text(Box<RawValue>),
+    Text(JsonText),
+}
+
+/// JSON text assembled from pieces that are JSON text already: it goes into
+/// the answer line as it is, neither built into a tree nor parsed again.
+#[derive(Debug)]
+pub struct JsonText(String);
+
+impl JsonText {
+    /// `{"<array>":[<items>...]}` and then each present integer member, in
+    /// that order.
+    pub fn object_with_array(
+        array: &str,
+        items: &[Box<RawValue>],
+        integers: &[(&str, Option<i64>)],
+    ) -> JsonText {
+        let key = |name: &str| Value::from(name).to_string();
+        let mut text = String::with_capacity(
+            items.iter().map(|item| item.get().len() + 1).sum::<usize>() + 64,
+        );
+        text.push('{');
+        text.push_str(&key(array));
+        text.push_str(":[");
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(item.get());
+        }
+        text.push(']');
+        for (name, value) in integers {
+            if let Some(value) = value {
+                text.push(',');
+                text.push_str(&key(name));
+                text.push(':');
+                text.push_str(&value.to_string());
+            }
+        }
+        text.push('}');
+        JsonText(text)
+    }
+
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Box<RawValue>> for JsonText {
+    fn from(text: Box<RawValue>) -> JsonText {
+        JsonText(String::from(text.get()))
+    }
 }
 
 impl From<Value> for Answer {
@@ -296,12 +346,32 @@ mod tests {
     }
 
     #[test]
+    fn a_page_of_json_texts_is_the_object_a_tree_would_give() {
+        let items: Vec<Box<RawValue>> = [r#"{"id":1,"t":"a\"b"}"#, "{\"id\":2}"]
+            .into_iter()
+            .map(|t| RawValue::from_string(t.into()).unwrap())
+            .collect();
+        let page = JsonText::object_with_array("findings", &items, &[("next", Some(2))]);
+        let parsed: Value = serde_json::from_str(page.get()).unwrap();
+        assert_eq!(
+            parsed,
+            json!({"findings": [{"id": 1, "t": "a\"b"}, {"id": 2}], "next": 2})
+        );
+        let last = JsonText::object_with_array("findings", &[], &[("next", None)]);
+        assert_eq!(
+            last.get(),
+            r#"{"findings":[]}"#,
+            "an absent member is left out"
+        );
+    }
+
+    #[test]
     fn responses_are_one_line_with_result_or_error() {
         let ok = response_line(json!(1), Ok(json!({"a": 1}).into()));
         assert_eq!(ok, "{\"id\":1,\"jsonrpc\":\"2.0\",\"result\":{\"a\":1}}\n");
         let text = RawValue::from_string("{\"a\":1}".into()).unwrap();
         assert_eq!(
-            response_line(json!(1), Ok(Answer::Text(text))),
+            response_line(json!(1), Ok(Answer::Text(text.into()))),
             ok,
             "text answers make the same line as trees"
         );
