@@ -281,12 +281,14 @@ pub async fn a_findings_page_as_text_is_the_same_json_as_the_page_of_trees(
     let findings = vec![
         finding("fp-plain", Severity::Low),
         // The stored fields win over a document's own; its own
-        // `enrichment` object stays, anything else there does not.
+        // `enrichment` object stays, anything else there does not. (A key
+        // that is escaped in the text takes the path of copied keys.)
         finding_with(
             "fp-own",
             Severity::High,
             json!({"id": "not ours", "occurrences": 99, "fingerprint": "other", "severity": "info",
-                   "enrichment": {"scanner": {"note": "é \"quoted\" \u{2028}"}}}),
+                   "enrichment": {"scanner": {"note": "é \"quoted\" \u{2028}"}},
+                   "a \"quoted\" key": 1, "zz": [1]}),
         ),
         finding_with(
             "fp-odd",

@@ -3,9 +3,11 @@
 //! stored fields), an enricher's merge, and the query bounds. A backend reads
 //! its row into a [`FindingRow`] and stores what [`merge_enrichment`] gives.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use secflow_plugin_sdk::protocol::Severity;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -259,37 +261,109 @@ impl FindingRow {
             let stored = self.into_stored()?;
             return Ok((id, raw_json(id, &stored.finding)?));
         }
-        let members: BTreeMap<String, &RawValue> =
-            serde_json::from_str(&self.document).map_err(|_| {
-                StorageError::Malformed(format!("finding {id}: document is not a JSON object"))
-            })?;
-        let plugin = serde_json::json!({"name": self.plugin_name, "version": self.plugin_version});
-        let ours: [(&str, Box<RawValue>); 9] = [
-            ("severity", raw_json(id, &self.severity)?),
-            ("id", raw_json(id, &id)?),
-            ("run_id", raw_json(id, &self.run_id)?),
-            ("plugin", raw_json(id, &plugin)?),
-            ("fingerprint", raw_json(id, &self.fingerprint)?),
-            ("first_seen", raw_json(id, &self.first_seen)?),
-            ("last_seen", raw_json(id, &self.last_seen)?),
-            ("occurrences", raw_json(id, &self.occurrences)?),
-            ("hosts", raw_json(id, &self.hosts)?),
-        ];
-        let no_enrichment = raw_json(id, &Map::new())?;
-        let mut object: BTreeMap<&str, &RawValue> =
-            members.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        // A detector's own `enrichment` object stays; anything else is replaced.
-        if !members
-            .get("enrichment")
-            .is_some_and(|v| v.get().starts_with('{'))
-        {
-            object.insert("enrichment", &no_enrichment);
-        }
-        for (key, value) in &ours {
-            object.insert(key, value);
-        }
-        Ok((id, raw_json(id, &object)?))
+        let malformed =
+            || StorageError::Malformed(format!("finding {id}: document is not a JSON object"));
+        // The keys borrowed from the text when none is escaped (the usual
+        // case), copied otherwise.
+        let text = match serde_json::from_str::<BTreeMap<&str, &RawValue>>(&self.document) {
+            Ok(members) => raw_json(id, &Assembled::new(&self, &members))?,
+            Err(_) => {
+                let members: BTreeMap<String, &RawValue> =
+                    serde_json::from_str(&self.document).map_err(|_| malformed())?;
+                raw_json(id, &Assembled::new(&self, &members))?
+            }
+        };
+        Ok((id, text))
     }
+}
+
+/// The members every stored finding gets from its row, in key order (the
+/// order of a tree's keys); a document's members of the same names give way
+/// to them, but for an `enrichment` object of the detector's own.
+const STORED_MEMBERS: [&str; 10] = [
+    "enrichment",
+    "fingerprint",
+    "first_seen",
+    "hosts",
+    "id",
+    "last_seen",
+    "occurrences",
+    "plugin",
+    "run_id",
+    "severity",
+];
+
+/// A finding no enricher touched, serialised straight from its document's
+/// members (as stored, not parsed further) and its row's fields, in key order.
+struct Assembled<'a, K> {
+    row: &'a FindingRow,
+    members: &'a BTreeMap<K, &'a RawValue>,
+    /// The detector's own `enrichment` object, which stays.
+    own_enrichment: Option<&'a RawValue>,
+}
+
+impl<'a, K: Borrow<str> + Ord> Assembled<'a, K> {
+    fn new(row: &'a FindingRow, members: &'a BTreeMap<K, &'a RawValue>) -> Assembled<'a, K> {
+        let own_enrichment = members
+            .get("enrichment")
+            .copied()
+            .filter(|v| v.get().starts_with('{'));
+        Assembled {
+            row,
+            members,
+            own_enrichment,
+        }
+    }
+}
+
+impl<K: Borrow<str> + Ord> Serialize for Assembled<'_, K> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let row = self.row;
+        let mut map = serializer.serialize_map(None)?;
+        let mut members = self
+            .members
+            .iter()
+            .map(|(k, v)| (k.borrow(), *v))
+            .filter(|(k, _)| !STORED_MEMBERS.contains(k))
+            .peekable();
+        for name in STORED_MEMBERS {
+            while let Some((k, v)) = members.next_if(|(k, _)| *k < name) {
+                map.serialize_entry(k, v)?;
+            }
+            match name {
+                "enrichment" => match self.own_enrichment {
+                    Some(own) => map.serialize_entry(name, own)?,
+                    None => map.serialize_entry(name, &Map::new())?,
+                },
+                "fingerprint" => map.serialize_entry(name, &row.fingerprint)?,
+                "first_seen" => map.serialize_entry(name, &row.first_seen)?,
+                "hosts" => map.serialize_entry(name, &row.hosts)?,
+                "id" => map.serialize_entry(name, &row.id)?,
+                "last_seen" => map.serialize_entry(name, &row.last_seen)?,
+                "occurrences" => map.serialize_entry(name, &row.occurrences)?,
+                "plugin" => map.serialize_entry(
+                    name,
+                    &PluginMember {
+                        name: &row.plugin_name,
+                        version: &row.plugin_version,
+                    },
+                )?,
+                "run_id" => map.serialize_entry(name, &row.run_id)?,
+                _ => map.serialize_entry(name, &row.severity)?,
+            }
+        }
+        for (k, v) in members {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// `{"name": .., "version": ..}`, the keys in order.
+#[derive(serde::Serialize)]
+struct PluginMember<'a> {
+    name: &'a str,
+    version: &'a str,
 }
 
 /// `value` as JSON text; failing only for values JSON cannot hold.
@@ -305,6 +379,11 @@ fn raw_json<T: serde::Serialize + ?Sized>(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_stored_members_are_listed_in_key_order() {
+        assert!(STORED_MEMBERS.is_sorted(), "{STORED_MEMBERS:?}");
+    }
 
     #[test]
     fn an_enricher_completes_a_cve_the_detector_already_named() {
