@@ -57,6 +57,26 @@ pub(crate) struct Detected {
     pub(crate) findings: Vec<NewFinding>,
 }
 
+impl Detected {
+    /// The findings of a `WriteOp::Findings`.
+    pub(crate) fn of(op: WriteOp) -> Option<Detected> {
+        match op {
+            WriteOp::Findings {
+                run_id,
+                plugin,
+                plugin_version,
+                findings,
+            } => Some(Detected {
+                run_id,
+                plugin,
+                plugin_version,
+                findings,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// What the lookup of a finding's fingerprint found.
 enum Lookup {
     /// Nothing: the finding is new.

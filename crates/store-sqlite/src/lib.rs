@@ -494,15 +494,11 @@ fn apply_all(
         let applied = if is_detected(&op) {
             // Consecutive detector findings are stored together, in one walk
             // of the fingerprint index (see `store_findings`).
-            let detected: Vec<Detected> = std::iter::once(op)
+            let detected = std::iter::once(op)
                 .chain(std::iter::from_fn(|| ops.next_if(is_detected)))
                 .filter_map(Detected::of)
                 .collect();
-            store_findings(&tx, &detected, host, now).map(|()| {
-                for d in detected {
-                    counts.entry(d.run_id).or_default().accepted += d.findings.len() as u64;
-                }
-            })
+            store_detected(&tx, counts, detected, (now, host))
         } else {
             apply(&tx, counts, op, (now, host), replies)
         };
@@ -520,28 +516,22 @@ fn is_detected(op: &WriteOp) -> bool {
     matches!(op, WriteOp::Findings { .. })
 }
 
-impl Detected {
-    /// The findings of a `WriteOp::Findings`.
-    fn of(op: WriteOp) -> Option<Detected> {
-        match op {
-            WriteOp::Findings {
-                run_id,
-                plugin,
-                plugin_version,
-                findings,
-            } => Some(Detected {
-                run_id,
-                plugin,
-                plugin_version,
-                findings,
-            }),
-            _ => None,
-        }
+/// Stores detector findings and counts them for their runs.
+fn store_detected(
+    tx: &Transaction<'_>,
+    counts: &mut HashMap<String, RunCounts>,
+    detected: Vec<Detected>,
+    (now, host): (&str, &str),
+) -> Result<(), rusqlite::Error> {
+    store_findings(tx, &detected, host, now)?;
+    for d in detected {
+        counts.entry(d.run_id).or_default().accepted += d.findings.len() as u64;
     }
+    Ok(())
 }
 
-/// Applies one operation other than detector findings (`apply_all` stores
-/// those, several operations at once).
+/// Applies one operation (`apply_all` stores consecutive detector findings
+/// together instead).
 fn apply(
     tx: &Transaction<'_>,
     counts: &mut HashMap<String, RunCounts>,
@@ -554,7 +544,12 @@ fn apply(
             record.status = RunStatus::Running;
             upsert_run(tx, &record, host)
         }
-        WriteOp::Findings { .. } => unreachable!("apply_all stores detector findings"),
+        op @ WriteOp::Findings { .. } => store_detected(
+            tx,
+            counts,
+            Detected::of(op).into_iter().collect(),
+            (now, host),
+        ),
         WriteOp::Enrichments {
             run_id,
             plugin,
@@ -816,6 +811,20 @@ mod tests {
         );
     }
 
+    /// Every row `sql` selects, read with `read`.
+    fn rows<T>(
+        conn: &Connection,
+        sql: &str,
+        read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Vec<T> {
+        conn.prepare(sql)
+            .unwrap()
+            .query_map([], read)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     /// Every row of `table` (its version 1 columns), each value rendered as
     /// text, in a stable order.
     fn dump(conn: &Connection, table: &str) -> Vec<Vec<String>> {
@@ -944,13 +953,11 @@ mod tests {
             assert_eq!(version, SCHEMA_VERSION);
             // Every row of every table is as it was.
             assert_eq!(VERSION_1_TABLES.map(|table| dump(&reader, table)), before);
-            let mut view: Vec<(String, i64)> = reader
-                .prepare("SELECT run_id, finding_id FROM finding_observations")
-                .unwrap()
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
+            let mut view: Vec<(String, i64)> = rows(
+                &reader,
+                "SELECT run_id, finding_id FROM finding_observations",
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            );
             view.sort();
             let mut table: Vec<(String, i64)> =
                 observed.iter().map(|(r, i)| (r.to_string(), *i)).collect();
@@ -1118,22 +1125,16 @@ mod tests {
             &mut replies,
         )
         .unwrap();
-        let findings = conn
-            .prepare("SELECT id, fingerprint, run_id, occurrences FROM findings ORDER BY id")
-            .unwrap()
-            .query_map([], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let sightings = conn
-            .prepare("SELECT run_id, finding_id FROM finding_sightings ORDER BY 1, 2")
-            .unwrap()
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let findings = rows(
+            &conn,
+            "SELECT id, fingerprint, run_id, occurrences FROM findings ORDER BY id",
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        );
+        let sightings = rows(
+            &conn,
+            "SELECT run_id, finding_id FROM finding_sightings ORDER BY 1, 2",
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        );
         (findings, sightings)
     }
 
