@@ -3,9 +3,8 @@
 
 use super::*;
 
-/// The finding stored under a fingerprint, if any: by its key, then its text.
-pub(crate) const SELECT_BY_FINGERPRINT: &str =
-    "SELECT id, run_id FROM findings WHERE fingerprint_key = ?1 AND fingerprint = ?2";
+/// The run that first reported a stored finding.
+const SELECT_FIRST_RUN: &str = "SELECT run_id FROM findings WHERE id = ?1";
 
 /// A new finding, with the id [`store_findings`] gave it: the next after the
 /// highest stored, in the order the findings arrived (the id SQLite would
@@ -17,9 +16,6 @@ INSERT INTO findings (id, fingerprint, fingerprint_key, run_id, plugin_name, plu
     rule_id, title, severity, severity_rank, target, first_seen, last_seen, occurrences,
     document, host)
 VALUES (?14, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, 1, ?12, ?13)";
-
-/// The id the next new finding takes.
-const NEXT_FINDING_ID: &str = "SELECT coalesce(max(id), 0) + 1 FROM findings";
 
 /// Seen again: count it, keep the newest document; what enrichers merged lives
 /// in its own columns, and the effective severity never drops below what they
@@ -88,22 +84,19 @@ enum Lookup {
     Repeats(usize),
 }
 
-/// Stores the findings of consecutive operations in one pass over the
-/// fingerprint index, in key order.
+/// Stores the findings of consecutive operations, looked up in key order.
 ///
 /// The fingerprint key is a hash, so findings in arrival order land on
-/// random pages of its index; past the page cache (a million findings' index
-/// is about 20 MB, the cache 8 MiB) each insert then reads a page back and
-/// spills another. Taken in key order, a transaction's lookups and inserts
-/// walk the index once, each page read and written at most once however
-/// many findings land on it (measured on a million streamed findings: the
-/// daemon reads 45 % and writes 40 % fewer bytes, and streams 14 % faster).
-/// The outcome is the one of arrival order:
+/// random pages of the merged key table (`fingerprints`); past the page
+/// cache each lookup would read a page back. Taken in key order, a
+/// transaction's lookups walk the table once, each page read at most once
+/// however many findings land on it. The outcome is the one of arrival order:
 /// new findings get their ids in arrival order, and the findings with one
 /// fingerprint are applied in arrival order (the first inserts, the later
 /// ones count as seen again, the newest document wins).
 pub(crate) fn store_findings(
     tx: &Transaction<'_>,
+    keys: &mut FingerprintIndex,
     detected: &[Detected],
     host: &str,
     now: &str,
@@ -120,7 +113,7 @@ pub(crate) fn store_findings(
     // Which findings are new: one lookup per fingerprint, in key order. A
     // fingerprint seen earlier in this transaction is found among the
     // findings before it with the same key (they are adjacent in `by_key`).
-    let mut select = tx.prepare_cached(SELECT_BY_FINGERPRINT)?;
+    let mut select_first_run = tx.prepare_cached(SELECT_FIRST_RUN)?;
     let mut lookups: Vec<Lookup> = Vec::with_capacity(arrived.len());
     lookups.resize_with(arrived.len(), || Lookup::Absent);
     let mut first_of_key = 0;
@@ -143,20 +136,18 @@ pub(crate) fn store_findings(
                 },
                 Lookup::Repeats(k) => Lookup::Repeats(*k),
             },
-            None => select
-                .query_row(params![f.fingerprint_key, f.fingerprint], |row| {
-                    Ok(Lookup::Stored {
-                        id: row.get(0)?,
-                        first_run: row.get(1)?,
-                    })
-                })
-                .optional()?
-                .unwrap_or(Lookup::Absent),
+            None => match keys.find(tx, f.fingerprint_key, &f.fingerprint)? {
+                Some(id) => Lookup::Stored {
+                    id,
+                    first_run: select_first_run.query_row([id], |row| row.get(0))?,
+                },
+                None => Lookup::Absent,
+            },
         };
     }
 
     // Ids for the new ones, in arrival order.
-    let mut next_id: i64 = tx.query_row(NEXT_FINDING_ID, [], |row| row.get(0))?;
+    let mut next_id = keys.next_id();
     let ids: Vec<i64> = lookups
         .iter()
         .map(|lookup| match lookup {
@@ -196,6 +187,7 @@ pub(crate) fn store_findings(
                     host,
                     id,
                 ])?;
+                keys.inserted(f.fingerprint_key, id);
                 let range = &mut inserted_ids[op];
                 *range = Some(range.map_or((id, id), |(lo, hi)| (lo.min(id), hi.max(id))));
                 continue;
@@ -225,12 +217,11 @@ pub(crate) fn store_findings(
                 .execute(params![d.run_id, first, last])?;
         }
     }
-    Ok(())
+    keys.merge_if_full(tx)
 }
 
 pub(crate) const SELECT_ENRICHABLE: &str = "\
-SELECT id, enrichment, enrichment_vulnerabilities, enriched_severity_rank
-FROM findings WHERE fingerprint_key = ?1 AND fingerprint = ?2";
+SELECT enrichment, enrichment_vulnerabilities, enriched_severity_rank FROM findings WHERE id = ?1";
 
 pub(crate) const UPDATE_ENRICHMENT: &str = "\
 UPDATE findings SET
@@ -246,6 +237,7 @@ WHERE id = ?1";
 /// returns (accepted, rejected).
 pub(crate) fn merge_enrichments(
     tx: &Transaction<'_>,
+    keys: &FingerprintIndex,
     run_id: &str,
     plugin: &str,
     host: &str,
@@ -256,8 +248,7 @@ pub(crate) fn merge_enrichments(
     let mut observe_one = tx.prepare_cached(INSERT_SIGHTING)?;
     let (mut accepted, mut rejected) = (0, 0);
     for f in findings {
-        let mut rows = select.query(params![f.fingerprint_key, f.fingerprint])?;
-        let Some(row) = rows.next()? else {
+        let Some(id) = keys.find(tx, f.fingerprint_key, &f.fingerprint)? else {
             tracing::warn!(
                 run_id,
                 plugin,
@@ -267,11 +258,8 @@ pub(crate) fn merge_enrichments(
             rejected += 1;
             continue;
         };
-        let id: i64 = row.get(0)?;
-        let enrichment: String = row.get(1)?;
-        let vulnerabilities: String = row.get(2)?;
-        let enriched_rank: i64 = row.get(3)?;
-        drop(rows);
+        let (enrichment, vulnerabilities, enriched_rank): (String, String, i64) =
+            select.query_row([id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
 
         let merged = merge_enrichment(&enrichment, &vulnerabilities, enriched_rank, plugin, f);
         update.execute(params![

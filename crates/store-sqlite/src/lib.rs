@@ -8,9 +8,11 @@
 //! wait for an answer (`RunFinished`, `Flush`, `PluginState`). A plugin streaming
 //! findings therefore pays for a commit per batch, never per finding, and an
 //! answer always means "this and everything queued before it is durable".
-//! Detector findings are stored in fingerprint-key order within a transaction
-//! (`findings::store_findings`), and committed pages are copied back into the
-//! database file by a thread of their own (`checkpoint`), not by the writer.
+//! Detector findings are looked up in fingerprint-key order within a
+//! transaction (`findings::store_findings`), the keys of the newest ones held
+//! in the writer's memory and merged into the key table in bulk
+//! (`fingerprints`), and committed pages are copied back into the database
+//! file by a thread of their own (`checkpoint`), not by the writer.
 //!
 //! The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] holds one
 //! SQL step per version and `open` applies the missing ones. A database written by
@@ -28,6 +30,7 @@ mod audit;
 mod checkpoint;
 mod export;
 mod findings;
+mod fingerprints;
 mod migrations;
 mod read_pool;
 mod runs;
@@ -35,6 +38,7 @@ mod runs;
 use audit::*;
 pub use export::export;
 use findings::*;
+use fingerprints::FingerprintIndex;
 use migrations::*;
 pub use migrations::{MIGRATIONS, SCHEMA_VERSION};
 use runs::*;
@@ -47,9 +51,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
-use rusqlite::{
-    params, params_from_iter, Connection, OptionalExtension, Row, Transaction, TransactionBehavior,
-};
+use rusqlite::{params, params_from_iter, Connection, Row, Transaction, TransactionBehavior};
 use secflow_plugin_sdk::protocol::Category;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -191,6 +193,7 @@ impl SqliteStore {
             counts: HashMap::new(),
             lost: HashMap::new(),
             unfinished: Vec::new(),
+            keys: FingerprintIndex::default(),
             checkpointer,
         };
         let writer_closing = Arc::clone(&closing);
@@ -359,6 +362,8 @@ struct Writer {
     unfinished: Vec<RunRecord>,
     /// The host every row is written as.
     host: String,
+    /// Where stored findings are found by fingerprint.
+    keys: FingerprintIndex,
     /// Copies committed pages back into the database file beside the writer.
     checkpointer: checkpoint::Checkpointer,
 }
@@ -440,6 +445,7 @@ impl Writer {
         let mut replies = Vec::new();
         let outcome = apply_all(
             &mut self.conn,
+            &mut self.keys,
             &mut self.counts,
             batch.drain(..),
             (&now, &self.host),
@@ -447,6 +453,7 @@ impl Writer {
         );
         if let Err(e) = &outcome {
             tracing::error!(error = %e, operations = replies.len(), "storage batch failed and was rolled back");
+            self.keys.forget();
             let kind = sqlite_error_kind(e);
             for (run_id, counts) in touched {
                 match counts {
@@ -469,15 +476,22 @@ impl Writer {
 }
 
 /// Applies every operation in one transaction; on the first failure the rest
-/// are only collected for their answers, and the transaction rolls back.
+/// are only collected for their answers, and the transaction rolls back (the
+/// caller then makes `keys` forget what it held).
 fn apply_all(
     conn: &mut Connection,
+    keys: &mut FingerprintIndex,
     counts: &mut HashMap<String, RunCounts>,
     ops: impl Iterator<Item = WriteOp>,
     (now, host): (&str, &str),
     replies: &mut Vec<Reply>,
 ) -> Result<(), rusqlite::Error> {
-    let tx = match conn.transaction() {
+    // Immediate: the write lock is taken before `keys` reads the snapshot
+    // it syncs with, so no other connection's commit can slip in between.
+    let tx = match conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .and_then(|tx| keys.sync(&tx).map(|()| tx))
+    {
         Ok(tx) => tx,
         Err(e) => {
             replies.extend(ops.filter_map(Reply::of));
@@ -498,9 +512,9 @@ fn apply_all(
                 .chain(std::iter::from_fn(|| ops.next_if(is_detected)))
                 .filter_map(Detected::of)
                 .collect();
-            store_detected(&tx, counts, detected, (now, host))
+            store_detected(&tx, keys, counts, detected, (now, host))
         } else {
-            apply(&tx, counts, op, (now, host), replies)
+            apply(&tx, keys, counts, op, (now, host), replies)
         };
         if let Err(e) = applied {
             failure = Some(e);
@@ -519,11 +533,12 @@ fn is_detected(op: &WriteOp) -> bool {
 /// Stores detector findings and counts them for their runs.
 fn store_detected(
     tx: &Transaction<'_>,
+    keys: &mut FingerprintIndex,
     counts: &mut HashMap<String, RunCounts>,
     detected: Vec<Detected>,
     (now, host): (&str, &str),
 ) -> Result<(), rusqlite::Error> {
-    store_findings(tx, &detected, host, now)?;
+    store_findings(tx, keys, &detected, host, now)?;
     for d in detected {
         counts.entry(d.run_id).or_default().accepted += d.findings.len() as u64;
     }
@@ -534,6 +549,7 @@ fn store_detected(
 /// together instead).
 fn apply(
     tx: &Transaction<'_>,
+    keys: &mut FingerprintIndex,
     counts: &mut HashMap<String, RunCounts>,
     op: WriteOp,
     (now, host): (&str, &str),
@@ -546,6 +562,7 @@ fn apply(
         }
         op @ WriteOp::Findings { .. } => store_detected(
             tx,
+            keys,
             counts,
             Detected::of(op).into_iter().collect(),
             (now, host),
@@ -555,7 +572,8 @@ fn apply(
             plugin,
             findings,
         } => {
-            let (accepted, rejected) = merge_enrichments(tx, &run_id, &plugin, host, &findings)?;
+            let (accepted, rejected) =
+                merge_enrichments(tx, keys, &run_id, &plugin, host, &findings)?;
             let entry = counts.entry(run_id).or_default();
             entry.accepted += accepted;
             entry.rejected += rejected;
@@ -1119,6 +1137,7 @@ mod tests {
         let mut replies = Vec::new();
         apply_all(
             &mut conn,
+            &mut FingerprintIndex::default(),
             &mut HashMap::new(),
             ops.into_iter(),
             ("2026-01-01T00:00:00Z", "host-a"),
@@ -1136,6 +1155,195 @@ mod tests {
             |row| Ok((row.get(0)?, row.get(1)?)),
         );
         (findings, sightings)
+    }
+
+    /// Applies `ops` in one transaction through `keys`, as the writer does.
+    fn apply_with(conn: &mut Connection, keys: &mut FingerprintIndex, ops: Vec<WriteOp>) {
+        let mut replies = Vec::new();
+        apply_all(
+            conn,
+            keys,
+            &mut HashMap::new(),
+            ops.into_iter(),
+            ("2026-01-01T00:00:00Z", "host-a"),
+            &mut replies,
+        )
+        .unwrap();
+    }
+
+    /// (fingerprint, occurrences) of every finding in id order, after
+    /// checking the index's invariant: the findings up to the merge mark are
+    /// in `finding_keys` under their key, and only they are.
+    fn indexed_findings(conn: &Connection) -> Vec<(String, i64)> {
+        let mark: i64 = conn
+            .query_row("SELECT upto FROM finding_keys_merged", [], |row| row.get(0))
+            .unwrap();
+        let merged = rows(
+            conn,
+            "SELECT key, finding_id FROM finding_keys ORDER BY finding_id",
+            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+        );
+        let expected = rows(
+            conn,
+            &format!("SELECT fingerprint_key, id FROM findings WHERE id <= {mark} ORDER BY id"),
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        );
+        assert_eq!(
+            merged, expected,
+            "finding_keys holds exactly the findings up to {mark}"
+        );
+        rows(
+            conn,
+            "SELECT fingerprint, occurrences FROM findings ORDER BY id",
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+    }
+
+    #[test]
+    fn findings_are_deduplicated_across_merges_reopens_and_a_second_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secflow.db");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn, &path, "host-a").unwrap();
+        let low = Severity::Low;
+        let batch = |run: &str, fps: &[&str]| {
+            vec![findings_op(
+                run,
+                fps.iter().map(|fp| finding(fp, low)).collect(),
+            )]
+        };
+        let seen = |pairs: &[(&str, i64)]| -> Vec<(String, i64)> {
+            pairs.iter().map(|(fp, n)| (fp.to_string(), *n)).collect()
+        };
+
+        // Five new findings pass the limit of three: all five are merged.
+        let mut keys = FingerprintIndex::with_limit(3);
+        apply_with(
+            &mut conn,
+            &mut keys,
+            batch("run-a", &["fp-1", "fp-2", "fp-3", "fp-4", "fp-5"]),
+        );
+        assert_eq!(keys.held(), 0);
+        // One merged finding again, two new ones held in memory only.
+        apply_with(
+            &mut conn,
+            &mut keys,
+            batch("run-b", &["fp-2", "fp-6", "fp-7"]),
+        );
+        assert_eq!(keys.held(), 2);
+        assert_eq!(
+            indexed_findings(&conn),
+            seen(&[
+                ("fp-1", 1),
+                ("fp-2", 2),
+                ("fp-3", 1),
+                ("fp-4", 1),
+                ("fp-5", 1),
+                ("fp-6", 1),
+                ("fp-7", 1)
+            ])
+        );
+
+        // A writer opened afresh finds the held ones from their rows.
+        let mut reopened = FingerprintIndex::with_limit(3);
+        apply_with(&mut conn, &mut reopened, batch("run-c", &["fp-6", "fp-3"]));
+        assert_eq!(reopened.held(), 2, "fp-6 and fp-7 rebuilt from their rows");
+
+        // A second connection (another process on the file) adds fp-8 and
+        // merges; the first writer sees both on its next transaction.
+        let mut other = Connection::open(&path).unwrap();
+        let mut other_keys = FingerprintIndex::with_limit(3);
+        apply_with(&mut other, &mut other_keys, batch("run-d", &["fp-8"]));
+        assert_eq!(
+            other_keys.held(),
+            0,
+            "fp-6, fp-7 and fp-8 merged by the other writer"
+        );
+        apply_with(
+            &mut conn,
+            &mut reopened,
+            batch("run-e", &["fp-8", "fp-7", "fp-9"]),
+        );
+        assert_eq!(
+            indexed_findings(&conn),
+            seen(&[
+                ("fp-1", 1),
+                ("fp-2", 2),
+                ("fp-3", 2),
+                ("fp-4", 1),
+                ("fp-5", 1),
+                ("fp-6", 2),
+                ("fp-7", 2),
+                ("fp-8", 2),
+                ("fp-9", 1),
+            ])
+        );
+
+        // What a rolled-back transaction inserted is not found afterwards.
+        {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .unwrap();
+            reopened.sync(&tx).unwrap();
+            let detected: Vec<Detected> = batch("run-f", &["fp-10"])
+                .into_iter()
+                .filter_map(Detected::of)
+                .collect();
+            store_findings(
+                &tx,
+                &mut reopened,
+                &detected,
+                "host-a",
+                "2026-01-01T00:00:00Z",
+            )
+            .unwrap();
+            // Dropped: rolled back.
+        }
+        reopened.forget();
+        apply_with(
+            &mut conn,
+            &mut reopened,
+            batch("run-g", &["fp-10", "fp-10"]),
+        );
+        let tail = indexed_findings(&conn).split_off(9);
+        assert_eq!(tail, seen(&[("fp-10", 2)]));
+    }
+
+    #[test]
+    fn colliding_keys_stay_distinct_findings_before_and_after_their_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secflow.db");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn, &path, "host-a").unwrap();
+        let colliding = |fp: &str| NewFinding {
+            fingerprint_key: 7,
+            ..finding(fp, Severity::Low)
+        };
+        let mut keys = FingerprintIndex::with_limit(4);
+        let op = |run: &str, fps: &[&str]| {
+            vec![findings_op(
+                run,
+                fps.iter().map(|fp| colliding(fp)).collect(),
+            )]
+        };
+        // Held: three findings under one key.
+        apply_with(&mut conn, &mut keys, op("run-a", &["fp-a", "fp-b", "fp-c"]));
+        apply_with(&mut conn, &mut keys, op("run-b", &["fp-c", "fp-a"]));
+        // Merged: a fourth passes the limit; then each is found in the table.
+        apply_with(&mut conn, &mut keys, op("run-c", &["fp-d"]));
+        assert_eq!(keys.held(), 0);
+        apply_with(&mut conn, &mut keys, op("run-d", &["fp-b", "fp-d", "fp-e"]));
+        let seen: Vec<(String, i64)> = [
+            ("fp-a", 2),
+            ("fp-b", 2),
+            ("fp-c", 2),
+            ("fp-d", 2),
+            ("fp-e", 1),
+        ]
+        .iter()
+        .map(|(fp, n)| (fp.to_string(), *n))
+        .collect();
+        assert_eq!(indexed_findings(&conn), seen);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/002_first_observation_in_row.sql"),
     include_str!("migrations/003_hosts.sql"),
     include_str!("migrations/004_audit_by_run.sql"),
+    include_str!("migrations/005_finding_keys.sql"),
 ];
 
 /// The tables whose rows name their host (schema version 3).
