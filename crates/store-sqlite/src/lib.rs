@@ -3,8 +3,8 @@
 //! it (`read_pool`).
 //!
 //! Writes arrive as [`WriteOp`]s on a bounded queue. The writer thread
-//! (`secflow-store-writer`) takes what is queued, up to `batch_size` operations,
-//! applies them in one transaction and only then answers the operations that
+//! (`secflow-store-writer`) takes what is queued, up to `batch_size` operations
+//! and half the findings budget, applies them in one transaction and only then answers the operations that
 //! wait for an answer (`RunFinished`, `Flush`, `PluginState`). A plugin streaming
 //! findings therefore pays for a commit per batch, never per finding, and an
 //! answer always means "this and everything queued before it is durable".
@@ -376,10 +376,14 @@ impl Writer {
     ) -> Result<(), StorageError> {
         let mut first_failure = None;
         let mut batch = Vec::with_capacity(self.batch_size);
+        // A batch takes at most half the findings budget, so that the
+        // sessions can queue the other half while it commits: the writer and
+        // a streaming plugin's session overlap instead of taking turns.
+        let batch_findings = (self.budget.limit() / 2).max(1);
         while let Some(op) = rx.blocking_recv() {
             let mut cost = self.budget.cost(&op);
             batch.push(op);
-            while batch.len() < self.batch_size {
+            while batch.len() < self.batch_size && cost < batch_findings {
                 match rx.try_recv() {
                     Ok(op) => {
                         cost += self.budget.cost(&op);

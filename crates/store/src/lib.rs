@@ -233,6 +233,11 @@ impl FindingsBudget {
         }
     }
 
+    /// The findings the budget holds in all.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// What `op` holds of the budget: its findings, capped at the whole
     /// budget so that one huge batch waits for an empty pipe instead of forever.
     pub fn cost(&self, op: &WriteOp) -> usize {
