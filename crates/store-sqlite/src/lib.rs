@@ -12,7 +12,9 @@
 //! transaction (`findings::store_findings`), the keys of the newest ones held
 //! in the writer's memory and merged into the key table in bulk
 //! (`fingerprints`), and committed pages are copied back into the database
-//! file by a thread of their own (`checkpoint`), not by the writer.
+//! file by a thread of their own (`checkpoint`), not by the writer. Stored
+//! findings are freed by another (`reclaim`), which then gives their share
+//! of the findings budget back.
 //!
 //! The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] holds one
 //! SQL step per version and `open` applies the missing ones. A database written by
@@ -33,6 +35,7 @@ mod findings;
 mod fingerprints;
 mod migrations;
 mod read_pool;
+mod reclaim;
 mod runs;
 
 use audit::*;
@@ -190,6 +193,7 @@ impl SqliteStore {
             host: host.to_string(),
             batch_size: batch_size.max(1),
             budget: budget.clone(),
+            reclaimer: reclaim::Reclaimer::start(budget.clone()),
             counts: HashMap::new(),
             lost: HashMap::new(),
             unfinished: Vec::new(),
@@ -350,8 +354,10 @@ fn copy_error(e: &rusqlite::Error) -> rusqlite::Error {
 struct Writer {
     conn: Connection,
     batch_size: usize,
-    /// Given back as each batch's findings are applied.
+    /// Taken from by the senders; given back as each batch's findings are
+    /// applied (by `reclaimer`, once it freed them).
     budget: FindingsBudget,
+    reclaimer: reclaim::Reclaimer,
     counts: HashMap<String, RunCounts>,
     /// Runs some of whose findings were in a batch that failed to commit (the
     /// disk was full, say), with the kind their record will end with.
@@ -392,12 +398,13 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let applied = self.apply_batch(&mut batch);
+            let mut stored = Vec::new();
+            let applied = self.apply_batch(&mut batch, &mut stored);
             if applied.is_ok() {
                 self.checkpointer.committed();
             }
             // Applied or rolled back, these findings no longer wait.
-            self.budget.give_back(cost);
+            self.reclaimer.free(stored, cost);
             if let Err(e) = applied {
                 first_failure.get_or_insert(db_error(e));
             }
@@ -415,7 +422,12 @@ impl Writer {
     /// remembered as having lost findings (their final record says so), their
     /// counters go back to what was committed, and their final records, if the
     /// batch held them, are retried with the next batch.
-    fn apply_batch(&mut self, batch: &mut Vec<WriteOp>) -> Result<(), rusqlite::Error> {
+    /// The detector findings it stored are left in `stored`, to be freed.
+    fn apply_batch(
+        &mut self,
+        batch: &mut Vec<WriteOp>,
+        stored: &mut Vec<Detected>,
+    ) -> Result<(), rusqlite::Error> {
         let now = clock::now_rfc3339();
         for record in std::mem::take(&mut self.unfinished) {
             // Nobody waits for a retried record any more: its run was answered.
@@ -453,7 +465,7 @@ impl Writer {
             &mut self.counts,
             batch.drain(..),
             (&now, &self.host),
-            &mut replies,
+            (&mut replies, stored),
         );
         if let Err(e) = &outcome {
             tracing::error!(error = %e, operations = replies.len(), "storage batch failed and was rolled back");
@@ -481,14 +493,15 @@ impl Writer {
 
 /// Applies every operation in one transaction; on the first failure the rest
 /// are only collected for their answers, and the transaction rolls back (the
-/// caller then makes `keys` forget what it held).
+/// caller then makes `keys` forget what it held). The answers owed go to
+/// `replies`, the detector findings stored to `stored`.
 fn apply_all(
     conn: &mut Connection,
     keys: &mut FingerprintIndex,
     counts: &mut HashMap<String, RunCounts>,
     ops: impl Iterator<Item = WriteOp>,
     (now, host): (&str, &str),
-    replies: &mut Vec<Reply>,
+    (replies, stored): (&mut Vec<Reply>, &mut Vec<Detected>),
 ) -> Result<(), rusqlite::Error> {
     // Immediate: the write lock is taken before `keys` reads the snapshot
     // it syncs with, so no other connection's commit can slip in between.
@@ -517,8 +530,9 @@ fn apply_all(
                 .filter_map(Detected::of)
                 .collect();
             store_detected(&tx, keys, counts, detected, (now, host))
+                .map(|detected| stored.extend(detected))
         } else {
-            apply(&tx, keys, counts, op, (now, host), replies)
+            apply(&tx, keys, counts, op, (now, host), (replies, stored))
         };
         if let Err(e) = applied {
             failure = Some(e);
@@ -534,19 +548,31 @@ fn is_detected(op: &WriteOp) -> bool {
     matches!(op, WriteOp::Findings { .. })
 }
 
-/// Stores detector findings and counts them for their runs.
+/// Stores detector findings and counts them for their runs; gives them back
+/// to be freed.
 fn store_detected(
     tx: &Transaction<'_>,
     keys: &mut FingerprintIndex,
     counts: &mut HashMap<String, RunCounts>,
     detected: Vec<Detected>,
     (now, host): (&str, &str),
-) -> Result<(), rusqlite::Error> {
+) -> Result<Vec<Detected>, rusqlite::Error> {
     store_findings(tx, keys, &detected, host, now)?;
-    for d in detected {
-        counts.entry(d.run_id).or_default().accepted += d.findings.len() as u64;
+    for d in &detected {
+        match counts.get_mut(&d.run_id) {
+            Some(c) => c.accepted += d.findings.len() as u64,
+            None => {
+                counts.insert(
+                    d.run_id.clone(),
+                    RunCounts {
+                        accepted: d.findings.len() as u64,
+                        rejected: 0,
+                    },
+                );
+            }
+        }
     }
-    Ok(())
+    Ok(detected)
 }
 
 /// Applies one operation (`apply_all` stores consecutive detector findings
@@ -557,7 +583,7 @@ fn apply(
     counts: &mut HashMap<String, RunCounts>,
     op: WriteOp,
     (now, host): (&str, &str),
-    replies: &mut Vec<Reply>,
+    (replies, stored): (&mut Vec<Reply>, &mut Vec<Detected>),
 ) -> Result<(), rusqlite::Error> {
     match op {
         WriteOp::RunStarted(mut record) => {
@@ -570,7 +596,8 @@ fn apply(
             counts,
             Detected::of(op).into_iter().collect(),
             (now, host),
-        ),
+        )
+        .map(|detected| stored.extend(detected)),
         WriteOp::Enrichments {
             run_id,
             plugin,
@@ -1145,7 +1172,7 @@ mod tests {
             &mut HashMap::new(),
             ops.into_iter(),
             ("2026-01-01T00:00:00Z", "host-a"),
-            &mut replies,
+            (&mut replies, &mut Vec::new()),
         )
         .unwrap();
         let findings = rows(
@@ -1170,7 +1197,7 @@ mod tests {
             &mut HashMap::new(),
             ops.into_iter(),
             ("2026-01-01T00:00:00Z", "host-a"),
-            &mut replies,
+            (&mut replies, &mut Vec::new()),
         )
         .unwrap();
     }
