@@ -101,11 +101,15 @@ async fn findings_query(ctx: &CallContext, params: Value) -> Result<JsonText, Rp
         window: p.window,
     };
     let supervisor = Arc::clone(&ctx.supervisor);
-    let page = blocking(move || Ok(supervisor.store().findings_text(&query)?)).await?;
+    let page = blocking(move || {
+        let page = supervisor.store().findings_text(&query)?;
+        Ok((page.findings.into_text()?, page.next))
+    })
+    .await?;
     Ok(JsonText::object_with_array(
         "findings",
-        &page.findings,
-        &[("next", page.next)],
+        &page.0,
+        &[("next", page.1)],
     ))
 }
 

@@ -395,18 +395,13 @@ impl StoragePort for PostgresStore {
             let (rows, limit) = findings::page(&*client, &query).await?;
             let highest =
                 findings::highest_if_windowed(&*client, &query, rows.len(), limit).await?;
-            let rows = rows
-                .into_iter()
-                .map(|row| row.into_text())
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut findings = secflow_store::document::FindingsArray::default();
+            for row in rows {
+                findings.push(row)?;
+            }
             let next =
-                query.next_cursor(rows.len(), limit, rows.last().map(|(id, _)| *id), || {
-                    Ok(highest)
-                })?;
-            Ok(FindingTextPage {
-                findings: rows.into_iter().map(|(_, text)| text).collect(),
-                next,
-            })
+                query.next_cursor(findings.len(), limit, findings.last_id(), || Ok(highest))?;
+            Ok(FindingTextPage { findings, next })
         })
     }
 

@@ -328,8 +328,12 @@ pub(crate) fn read_finding(row: &Row<'_>) -> Result<StoredFinding, StorageError>
     finding_row(row)?.into_stored()
 }
 
-pub(crate) fn read_finding_text(row: &Row<'_>) -> Result<(i64, Box<RawValue>), StorageError> {
-    finding_row(row)?.into_text()
+/// Appends a findings row ([`FINDING_COLUMNS`]) to a page's text.
+pub(crate) fn push_finding_text(
+    page: &mut FindingsArray,
+    row: &Row<'_>,
+) -> Result<(), StorageError> {
+    page.push(finding_row(row)?)
 }
 
 /// The SQL of a findings page, its arguments and its limit.

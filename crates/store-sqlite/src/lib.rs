@@ -56,7 +56,6 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{params, params_from_iter, Connection, Row, Transaction, TransactionBehavior};
 use secflow_plugin_sdk::protocol::Category;
-use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
@@ -65,7 +64,7 @@ use secflow_core::clock;
 use secflow_core::config::StorageConfig;
 use secflow_core::record::{ErrorKind, RunError, RunRecord, RunStatus};
 use secflow_store::document::{
-    merge_enrichment, page_limit, severity_rank, FindingRow, DEFAULT_EVENTS_LIMIT,
+    merge_enrichment, page_limit, severity_rank, FindingRow, FindingsArray, DEFAULT_EVENTS_LIMIT,
     DEFAULT_FINDINGS_LIMIT, DEFAULT_RUNS_LIMIT, INTERRUPTED_MESSAGE,
 };
 use secflow_store::{
@@ -716,14 +715,18 @@ impl StoragePort for SqliteStore {
     fn findings_text(&self, query: &FindingQuery) -> Result<FindingTextPage, StorageError> {
         let (sql, args, limit) = findings_sql(query);
         let reader = self.reader()?;
-        let rows = query_all(&reader, &sql, args, read_finding_text)?;
-        let next = query.next_cursor(rows.len(), limit, rows.last().map(|(id, _)| *id), || {
+        let mut findings = FindingsArray::default();
+        {
+            let mut stmt = reader.prepare_cached(&sql).map_err(db_error)?;
+            let mut rows = stmt.query(params_from_iter(args)).map_err(db_error)?;
+            while let Some(row) = rows.next().map_err(db_error)? {
+                push_finding_text(&mut findings, row)?;
+            }
+        }
+        let next = query.next_cursor(findings.len(), limit, findings.last_id(), || {
             highest_finding_id(&reader)
         })?;
-        Ok(FindingTextPage {
-            findings: rows.into_iter().map(|(_, text)| text).collect(),
-            next,
-        })
+        Ok(FindingTextPage { findings, next })
     }
 
     fn telemetry(&self, query: &TelemetryQuery) -> Result<Vec<TelemetryEvent>, StorageError> {

@@ -179,11 +179,8 @@ pub fn assert_text_page_is_the_tree_page(store: &dyn StoragePort, query: Finding
     let tree = store.findings(&query).expect("tree page");
     let text = store.findings_text(&query).expect("text page");
     assert_eq!(text.next, tree.next, "{query:?}");
-    let parsed: Vec<Value> = text
-        .findings
-        .iter()
-        .map(|t| serde_json::from_str(t.get()).expect("page text is JSON"))
-        .collect();
+    let parsed: Vec<Value> = serde_json::from_str(&text.findings.into_text().expect("page text"))
+        .expect("page text is JSON");
     let expected: Vec<Value> = tree.findings.into_iter().map(|f| f.finding).collect();
     assert_eq!(parsed, expected, "{query:?}");
 }

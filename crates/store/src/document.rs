@@ -247,33 +247,83 @@ impl FindingRow {
         })
     }
 
-    /// The stored finding as JSON text, the same object as
-    /// [`FindingRow::into_stored`]'s.
+    /// Writes the stored finding as JSON text, the same object as
+    /// [`FindingRow::into_stored`]'s, to `out`.
     ///
     /// A finding no enricher touched (most of them) is assembled from its
     /// document's top-level members as stored, without parsing them into a
     /// tree and serialising that again: an API page of them costs a
     /// fraction. The members come out in key order, as the tree's do. An
     /// enriched finding takes the tree's merge.
-    pub fn into_text(self) -> Result<(i64, Box<RawValue>), StorageError> {
+    pub fn write_text(self, out: &mut Vec<u8>) -> Result<(), StorageError> {
         let id = self.id;
+        let failed = |e: serde_json::Error| StorageError::Malformed(format!("finding {id}: {e}"));
         if self.enrichment != "{}" || self.enrichment_vulnerabilities != "[]" {
             let stored = self.into_stored()?;
-            return Ok((id, raw_json(id, &stored.finding)?));
+            return serde_json::to_writer(out, &stored.finding).map_err(failed);
         }
         let malformed =
             || StorageError::Malformed(format!("finding {id}: document is not a JSON object"));
         // The keys borrowed from the text when none is escaped (the usual
         // case), copied otherwise.
-        let text = match serde_json::from_str::<BTreeMap<&str, &RawValue>>(&self.document) {
-            Ok(members) => raw_json(id, &Assembled::new(&self, &members))?,
+        match serde_json::from_str::<BTreeMap<&str, &RawValue>>(&self.document) {
+            Ok(members) => serde_json::to_writer(out, &Assembled::new(&self, &members)),
             Err(_) => {
                 let members: BTreeMap<String, &RawValue> =
                     serde_json::from_str(&self.document).map_err(|_| malformed())?;
-                raw_json(id, &Assembled::new(&self, &members))?
+                serde_json::to_writer(out, &Assembled::new(&self, &members))
             }
-        };
-        Ok((id, text))
+        }
+        .map_err(failed)
+    }
+}
+
+/// A page of findings as one JSON array text, written finding by finding
+/// into one buffer (sized for a page at the first push).
+#[derive(Debug, Default)]
+pub struct FindingsArray {
+    text: Vec<u8>,
+    count: usize,
+    last_id: Option<i64>,
+}
+
+impl FindingsArray {
+    /// Appends `row`'s finding.
+    pub fn push(&mut self, row: FindingRow) -> Result<(), StorageError> {
+        if self.text.is_empty() {
+            self.text.reserve(64 * 1024);
+        }
+        self.text.push(if self.count == 0 { b'[' } else { b',' });
+        self.last_id = Some(row.id);
+        row.write_text(&mut self.text)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// How many findings it holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The id of the last finding pushed.
+    pub fn last_id(&self) -> Option<i64> {
+        self.last_id
+    }
+
+    /// The array's JSON text.
+    pub fn into_text(mut self) -> Result<String, StorageError> {
+        if self.count == 0 {
+            self.text.push(b'[');
+        }
+        self.text.push(b']');
+        // serde_json writes only UTF-8; checked all the same (a page is
+        // ~100 KB: a few µs).
+        String::from_utf8(self.text)
+            .map_err(|e| StorageError::Malformed(format!("findings page text: {e}")))
     }
 }
 
@@ -364,15 +414,6 @@ impl<K: Borrow<str> + Ord> Serialize for Assembled<'_, K> {
 struct PluginMember<'a> {
     name: &'a str,
     version: &'a str,
-}
-
-/// `value` as JSON text; failing only for values JSON cannot hold.
-fn raw_json<T: serde::Serialize + ?Sized>(
-    id: i64,
-    value: &T,
-) -> Result<Box<RawValue>, StorageError> {
-    serde_json::value::to_raw_value(value)
-        .map_err(|e| StorageError::Malformed(format!("finding {id}: {e}")))
 }
 
 #[cfg(test)]

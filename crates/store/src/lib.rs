@@ -506,11 +506,12 @@ pub struct FindingPage {
     pub next: Option<i64>,
 }
 
-/// A page of findings as JSON text: each the object of
-/// [`StoredFinding::finding`], for answers that only pass them on.
+/// A page of findings as JSON text, for answers that only pass them on: one
+/// array of the objects of [`StoredFinding::finding`], written into one
+/// buffer as the rows are read (no text of its own per finding).
 #[derive(Debug)]
 pub struct FindingTextPage {
-    pub findings: Vec<Box<serde_json::value::RawValue>>,
+    pub findings: document::FindingsArray,
     pub next: Option<i64>,
 }
 
