@@ -11,8 +11,8 @@
 //! After each restart: every acknowledged finding is still returned for its
 //! run, every acknowledged record reads back with the same status and count,
 //! every run that was in flight is `failed` with kind `interrupted`, `PRAGMA
-//! integrity_check` (run while no daemon is up) is `ok`, and no plugin process
-//! outlived the daemon.
+//! integrity_check` (run while no daemon is up) is `ok`, no fingerprint is
+//! stored twice, and no plugin process outlived the daemon.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -140,6 +140,17 @@ pub fn run(plan: &KillPlan, bins: &Binaries) -> Result<KillReport, HarnessError>
             Err(e) => report
                 .failures
                 .push(format!("trial {trial}: integrity_check failed: {e}")),
+        }
+        // Every trial's streams send the same fingerprints again: each
+        // must still be one finding.
+        match probe::duplicate_fingerprints(&home.database) {
+            Ok(0) => {}
+            Ok(n) => report.failures.push(format!(
+                "trial {trial}: {n} findings duplicate a stored fingerprint"
+            )),
+            Err(e) => report.failures.push(format!(
+                "trial {trial}: counting duplicate fingerprints failed: {e}"
+            )),
         }
         daemon = Daemon::start(&bins.secflowd, &home)?;
         pending = Some(acked);

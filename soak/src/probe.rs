@@ -255,6 +255,23 @@ pub fn integrity_check(database: &Path) -> Result<String, rusqlite::Error> {
     Ok(rows.join("; "))
 }
 
+/// Findings stored under a fingerprint another finding already has: 0 when
+/// deduplication held (the writer rebuilds its fingerprint index from the
+/// rows at every start, so a restart after SIGKILL is where it would break).
+pub fn duplicate_fingerprints(database: &Path) -> Result<u64, rusqlite::Error> {
+    let conn = rusqlite::Connection::open_with_flags(
+        database,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.query_row(
+        "SELECT count(*) - count(DISTINCT fingerprint) FROM findings",
+        [],
+        |row| row.get::<_, i64>(0),
+    )
+    .map(|n| n.max(0) as u64)
+}
+
 /// Stored rows: findings (distinct fingerprints) and observations (a finding
 /// seen by a run).
 pub fn stored_counts(database: &Path) -> Result<(u64, u64), rusqlite::Error> {
