@@ -240,14 +240,24 @@ pub fn settle(
     }
 }
 
+/// A connection of its own to the database file, opened with `mode`, that
+/// waits up to 10 s for the daemon's writer.
+fn open(
+    database: &Path,
+    mode: rusqlite::OpenFlags,
+) -> Result<rusqlite::Connection, rusqlite::Error> {
+    let conn = rusqlite::Connection::open_with_flags(
+        database,
+        mode | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
 /// `PRAGMA integrity_check` of the database file (`"ok"` when sound), read
 /// through a connection of its own.
 pub fn integrity_check(database: &Path) -> Result<String, rusqlite::Error> {
-    let conn = rusqlite::Connection::open_with_flags(
-        database,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let conn = open(database, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     let rows: Vec<String> = conn
         .prepare("PRAGMA integrity_check")?
         .query_map([], |row| row.get(0))?
@@ -259,11 +269,7 @@ pub fn integrity_check(database: &Path) -> Result<String, rusqlite::Error> {
 /// deduplication held (the writer rebuilds its fingerprint index from the
 /// rows at every start, so a restart after SIGKILL is where it would break).
 pub fn duplicate_fingerprints(database: &Path) -> Result<u64, rusqlite::Error> {
-    let conn = rusqlite::Connection::open_with_flags(
-        database,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let conn = open(database, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.query_row(
         "SELECT count(*) - count(DISTINCT fingerprint) FROM findings",
         [],
@@ -275,11 +281,7 @@ pub fn duplicate_fingerprints(database: &Path) -> Result<u64, rusqlite::Error> {
 /// Stored rows: findings (distinct fingerprints) and observations (a finding
 /// seen by a run).
 pub fn stored_counts(database: &Path) -> Result<(u64, u64), rusqlite::Error> {
-    let conn = rusqlite::Connection::open_with_flags(
-        database,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let conn = open(database, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let count = |sql: &str| conn.query_row(sql, [], |row| row.get::<_, i64>(0));
     let findings = count("SELECT COUNT(*) FROM findings")?;
     let observations = count("SELECT COUNT(*) FROM finding_observations")?;

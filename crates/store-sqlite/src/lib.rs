@@ -1157,6 +1157,16 @@ mod tests {
         store.shutdown().unwrap();
     }
 
+    /// A new database at the current schema, written as `host-a`: its
+    /// directory (removed when dropped), its path and a connection to it.
+    fn migrated_database() -> (tempfile::TempDir, PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secflow.db");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn, &path, "host-a").unwrap();
+        (dir, path, conn)
+    }
+
     /// (id, fingerprint, first run, occurrences) of a stored finding.
     type StoredRow = (i64, String, String, i64);
 
@@ -1164,10 +1174,7 @@ mod tests {
     /// writer does; (id, fingerprint, run, occurrences) of every finding,
     /// and the sightings.
     fn stored_after(ops: Vec<WriteOp>) -> (Vec<StoredRow>, Vec<(String, i64)>) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("secflow.db");
-        let mut conn = Connection::open(&path).unwrap();
-        migrate(&mut conn, &path, "host-a").unwrap();
+        let (_dir, _, mut conn) = migrated_database();
         let mut replies = Vec::new();
         apply_all(
             &mut conn,
@@ -1235,10 +1242,7 @@ mod tests {
 
     #[test]
     fn findings_are_deduplicated_across_merges_reopens_and_a_second_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("secflow.db");
-        let mut conn = Connection::open(&path).unwrap();
-        migrate(&mut conn, &path, "host-a").unwrap();
+        let (_dir, path, mut conn) = migrated_database();
         let low = Severity::Low;
         let batch = |run: &str, fps: &[&str]| {
             vec![findings_op(
@@ -1345,10 +1349,7 @@ mod tests {
 
     #[test]
     fn colliding_keys_stay_distinct_findings_before_and_after_their_merge() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("secflow.db");
-        let mut conn = Connection::open(&path).unwrap();
-        migrate(&mut conn, &path, "host-a").unwrap();
+        let (_dir, _, mut conn) = migrated_database();
         let colliding = |fp: &str| NewFinding {
             fingerprint_key: 7,
             ..finding(fp, Severity::Low)

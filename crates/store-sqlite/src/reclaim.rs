@@ -62,7 +62,8 @@ impl Reclaimer {
         let stored = match &self.queue {
             Some(queue) => match queue.send((stored, cost)) {
                 Ok(()) => return,
-                Err(returned) => returned.0 .0,
+                // The thread is gone (it panicked): free here.
+                Err(std::sync::mpsc::SendError((stored, _))) => stored,
             },
             None => stored,
         };
